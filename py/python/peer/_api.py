@@ -1,0 +1,150 @@
+"""The object and cluster verbs of the public API: ``get``, ``put``, ``wait``, ``cancel``, ``nodes``, ...
+
+Each validates its arguments the way Ray does, auto-initializes, and calls the native layer with
+plain ids; values are (de)serialized by ``_serialization``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, overload
+
+from . import _native, _runtime, _serialization
+from ._object_ref import ObjectRef
+from .exceptions import GetTimeoutError, ObjectStoreFullError
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be None or a non-negative number of seconds, got {timeout!r}")
+
+
+def _not_a_ref(value: object, where: str) -> TypeError:
+    return TypeError(
+        f"{where} expects an ObjectRef or a list of ObjectRefs, got {type(value).__name__}: "
+        f"{value!r:.80}. ObjectRefs come from f.remote(), actor.method.remote() and peer.put()."
+    )
+
+
+@overload
+def get(object_refs: ObjectRef, *, timeout: float | None = None) -> Any: ...
+@overload
+def get(object_refs: Sequence[ObjectRef], *, timeout: float | None = None) -> list[Any]: ...
+
+
+def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """Block until the value(s) exist and return them; raises the task's error if it failed.
+
+    ``timeout`` is in seconds; when it passes first, :class:`GetTimeoutError` is raised. Arrays in
+    the shared-memory store come back as read-only views of it, without copying.
+    """
+    single = isinstance(object_refs, ObjectRef)
+    refs: Sequence[Any] = [object_refs] if single else object_refs  # type: ignore[list-item]
+    if not single and not isinstance(object_refs, (list, tuple)):
+        raise _not_a_ref(object_refs, "peer.get()")
+    for ref in refs:
+        if not isinstance(ref, ObjectRef):
+            raise _not_a_ref(ref, "peer.get()")
+    _check_timeout(timeout)
+    _runtime.ensure_initialized()
+    values = _native.get([r.binary() for r in refs], None if timeout is None else float(timeout))
+    if values is None:
+        raise GetTimeoutError(
+            f"get() timed out after {timeout} s waiting for {len(refs)} object(s); the tasks may "
+            "still be queued or running: check peer.available_resources() and pass a larger timeout"
+        )
+    out = [_serialization.deserialize(v) for v in values]
+    return out[0] if single else out
+
+
+def put(value: Any) -> ObjectRef:
+    """Store ``value`` in the object store and return a ref to it."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("calling peer.put() on an ObjectRef is not allowed; pass the ref itself instead")
+    _runtime.ensure_initialized()
+    data, buffers = _serialization.serialize(value, "the value passed to put()")
+    try:
+        id = _native.put(data, buffers)
+    except _native.NativeStoreFullError as e:
+        raise ObjectStoreFullError(
+            f"{e}. Drop references to objects you no longer need, or pass a larger "
+            "object_store_memory to peer.init()."
+        ) from None
+    return ObjectRef(id)
+
+
+def wait(
+    object_refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Wait until ``num_returns`` of the refs are ready or ``timeout`` seconds pass.
+
+    Returns ``(ready, not_ready)``: ``ready`` in completion order, ``not_ready`` in input order.
+    """
+    del fetch_local  # values are always local on one node
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; pass [ref]")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    _check_timeout(timeout)
+    for ref in object_refs:
+        if not isinstance(ref, ObjectRef):
+            raise _not_a_ref(ref, "peer.wait()")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if len(object_refs) == 0:
+        return [], []
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs; remove the duplicates")
+    if num_returns > len(object_refs):
+        raise ValueError(
+            f"num_returns ({num_returns}) cannot be greater than the number of refs ({len(object_refs)})"
+        )
+    _runtime.ensure_initialized()
+    ids = [r.binary() for r in object_refs]
+    ready_idx = _native.wait(ids, num_returns, None if timeout is None else float(timeout))
+    ready_set = set(ready_idx)
+    ready = [object_refs[i] for i in ready_idx]
+    rest = [r for i, r in enumerate(object_refs) if i not in ready_set]
+    return ready, rest
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError.
+
+    A queued task is dropped; a running one is stopped only with ``force=True`` (its worker is
+    killed). ``recursive`` is accepted for Ray compatibility.
+    """
+    del recursive
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    _runtime.ensure_initialized()
+    _native.cancel(object_ref.binary(), force)
+
+
+def nodes() -> list[dict[str, Any]]:
+    """One dict per node (``NodeID``, ``Alive``, ``Resources`` as in Ray, plus the node's own keys)."""
+    _runtime.ensure_initialized()
+    out = []
+    for node in _native.nodes():
+        entry = dict(node)
+        entry.setdefault("NodeID", node.get("node_id"))
+        entry.setdefault("Alive", node.get("alive", True))
+        entry.setdefault("Resources", node.get("resources"))
+        out.append(entry)
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the cluster (``CPU``, ``GPU``, custom ones, ...)."""
+    _runtime.ensure_initialized()
+    return dict(_native.cluster_resources())
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not held by running tasks and actors right now."""
+    _runtime.ensure_initialized()
+    return dict(_native.available_resources())

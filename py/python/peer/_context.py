@@ -1,0 +1,75 @@
+"""``get_runtime_context()``: where the calling code runs (node, worker, task, actor)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _native, _runtime
+
+
+@dataclass(frozen=True)
+class CurrentTask:
+    """What the worker is running right now (set by the worker's executor)."""
+
+    task_id: str | None = None
+    actor_id: str | None = None
+    name: str | None = None
+
+
+_current = CurrentTask()
+
+
+def set_current(task: CurrentTask) -> None:
+    global _current
+    _current = task
+
+
+def current() -> CurrentTask:
+    return _current
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Ids (hex strings) of the node, worker, task and actor the caller runs in (None if not in one)."""
+
+    node_id: str | None
+    worker_id: str | None
+    task_id: str | None
+    actor_id: str | None
+    namespace: str | None
+
+    def get_node_id(self) -> str | None:
+        return self.node_id
+
+    def get_worker_id(self) -> str | None:
+        return self.worker_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id
+
+    def get(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "worker_id": self.worker_id,
+            "task_id": self.task_id,
+            "actor_id": self.actor_id,
+            "namespace": self.namespace,
+        }
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The runtime context of the caller: the driver, or the task/actor a worker is running."""
+    _runtime.ensure_initialized()
+    native = _native.runtime_context()
+    here = _current
+    return RuntimeContext(
+        node_id=native.get("node_id"),
+        worker_id=native.get("worker_id"),
+        task_id=native.get("task_id") or here.task_id,
+        actor_id=native.get("actor_id") or here.actor_id,
+        namespace=_runtime.namespace(),
+    )

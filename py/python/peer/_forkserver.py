@@ -1,0 +1,78 @@
+"""Fork server: ``python -m peer._forkserver`` forks a ready-to-run worker for each id read on stdin.
+
+The node starts it once with ``PEER_SOCKET`` in the environment, a pipe as stdin, the driver's
+``sys.path`` as ``PYTHONPATH`` and the driver's working directory. It imports the heavy modules
+(cloudpickle, numpy if installed, the worker code) once, so a new worker costs a ``fork`` instead
+of an interpreter start. Children are reaped automatically (SIGCHLD ignored); EOF on stdin — the
+node went away — ends the server. Neither the server nor its workers react to Ctrl-C: the node
+shuts them down.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+SOCKET_ENV = "PEER_SOCKET"
+
+
+def _preload() -> None:
+    import cloudpickle  # noqa: F401 - imported for its side effect of being loaded
+
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        pass
+    import peer._worker  # noqa: F401
+
+
+def _child(socket_path: str, worker_id: str) -> None:
+    """In the forked child: become the worker; never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # let user code wait for its own children
+        os.close(0)
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:
+            numpy.random.seed()  # forked children would otherwise share the server's random state
+        from peer import _worker
+
+        _worker.main(socket_path, worker_id)
+        code = 0
+    except BaseException:  # noqa: BLE001 - report and exit with a failure code
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    socket_path = os.environ[SOCKET_ENV]
+    _preload()
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return
+        worker_id = line.strip().decode("utf-8", "replace")
+        if not worker_id:
+            continue
+        try:
+            pid = os.fork()
+        except OSError as e:
+            print(f"peer fork server: cannot fork worker {worker_id}: {e}", file=sys.stderr, flush=True)
+            continue
+        if pid == 0:
+            _child(socket_path, worker_id)
+
+
+if __name__ == "__main__":
+    main()

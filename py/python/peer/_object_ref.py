@@ -1,0 +1,53 @@
+"""``ObjectRef``: a future for a value in the cluster — hashable, picklable and awaitable.
+
+The id and its reference counting live in the native base class; this module adds the Python
+protocols. Pickling a ref tells the node it escaped (it may outlive every local handle), and
+unpickling rebuilds an ``ObjectRef`` that registers a handle in the receiving process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Generator
+from typing import Any
+
+from . import _native
+
+
+class ObjectRef(_native.ObjectRefBase):
+    """A reference to a (possibly not yet computed) value; pass it to ``peer.get`` or to tasks."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self.hex()})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        id = self.binary()
+        _native.ref_escaped(id)
+        return (ObjectRef, (id,))
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        from ._api import get
+
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, get, self).__await__()
+
+    def future(self) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` that completes with the value (or its error)."""
+        from ._api import get
+
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def resolve() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(get(self))
+            except BaseException as e:  # noqa: BLE001 - handed to the future's waiter
+                fut.set_exception(e)
+
+        threading.Thread(target=resolve, name=f"peer-future-{self.hex()[:8]}", daemon=True).start()
+        return fut

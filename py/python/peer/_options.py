@@ -1,0 +1,109 @@
+"""Options of remote functions, actor classes and actor methods: one dataclass, validated once.
+
+``@remote(...)``, ``.options(...)`` and ``@method(...)`` all go through :meth:`Options.updated`,
+which checks the keyword names against what the target kind accepts and the values' types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["function", "actor", "method"]
+
+# Ray's "infinite" (-1) for retries/restarts, as the native layer's integer.
+INFINITE = 2**31 - 1
+
+_COMMON = frozenset({"num_cpus", "num_gpus", "memory", "resources", "name", "scheduling_strategy"})
+VALID: dict[Kind, frozenset[str]] = {
+    "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions"},
+    "actor": _COMMON
+    | {"max_restarts", "max_task_retries", "namespace", "lifetime", "get_if_exists", "max_concurrency"},
+    "method": frozenset({"num_returns", "name"}),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every option a remote function, actor class or actor method can carry (None = default)."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    memory: float | None = None
+    resources: Mapping[str, float] | None = None
+    num_returns: int | None = None
+    max_retries: int | None = None
+    retry_exceptions: bool | None = None
+    max_restarts: int | None = None
+    max_task_retries: int | None = None
+    name: str | None = None
+    namespace: str | None = None
+    lifetime: str | None = None
+    get_if_exists: bool | None = None
+    max_concurrency: int | None = None
+    scheduling_strategy: Any = None
+
+    def updated(self, kind: Kind, **kwargs: Any) -> Options:
+        """A copy with ``kwargs`` applied; raises ValueError/TypeError on a bad name or value."""
+        valid = VALID[kind]
+        for key, value in kwargs.items():
+            if key not in valid:
+                raise ValueError(
+                    f"invalid option {key!r} for {'an actor method' if kind == 'method' else 'a remote ' + kind}; "
+                    f"valid options are: {', '.join(sorted(valid))}"
+                )
+            _check(key, value)
+        return dataclasses.replace(self, **kwargs)
+
+    def resource_demand(self) -> dict[str, float]:
+        """Custom resources plus GPU and memory, as the native layer takes them."""
+        demand = {str(k): float(v) for k, v in (self.resources or {}).items()}
+        if self.num_gpus:
+            demand["GPU"] = float(self.num_gpus)
+        if self.memory:
+            demand["memory"] = float(self.memory)
+        return demand
+
+    def retries(self) -> int:
+        n = 3 if self.max_retries is None else self.max_retries
+        return INFINITE if n < 0 else n
+
+    def restarts(self) -> int:
+        n = 0 if self.max_restarts is None else self.max_restarts
+        return INFINITE if n < 0 else n
+
+
+def _check(key: str, value: Any) -> None:
+    if value is None:
+        return
+    if key in ("num_cpus", "num_gpus", "memory"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+    elif key == "resources":
+        if not isinstance(value, Mapping):
+            raise TypeError(f"resources must be a dict of name -> amount, got {type(value).__name__}")
+        for name, amount in value.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"use num_cpus / num_gpus instead of resources[{name!r}]")
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise ValueError(f"resources[{name!r}] must be a non-negative number, got {amount!r}")
+    elif key == "num_returns":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"num_returns must be a non-negative int, got {value!r}")
+    elif key in ("max_retries", "max_restarts", "max_task_retries"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ValueError(f"{key} must be an int >= -1 (-1: without limit), got {value!r}")
+    elif key in ("retry_exceptions", "get_if_exists"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be True or False, got {value!r}")
+    elif key == "max_concurrency":
+        if value != 1:
+            raise ValueError("peer actors run one call at a time: max_concurrency must be 1")
+    elif key == "lifetime":
+        if value not in ("detached", "non_detached"):
+            raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {value!r}")
+    elif key in ("name", "namespace"):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{key} must be a non-empty string, got {value!r}")

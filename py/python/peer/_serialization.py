@@ -1,0 +1,137 @@
+"""Values and task arguments ↔ pickle protocol 5 with out-of-band buffers.
+
+- :func:`serialize` pickles a value with cloudpickle and collects its out-of-band buffers
+  (numpy arrays and anything else exposing ``PickleBuffer``) as flat byte views; the native layer
+  lays them out 64-byte aligned inline or in the store.
+- :func:`serialize_args` does the same for ``(args, kwargs)`` after replacing each top-level
+  ``ObjectRef`` by a :class:`DepPlaceholder`; the refs' ids become the task's dependencies.
+- :func:`deserialize` turns a native value tuple back into the object: stored values come back as
+  zero-copy, read-only views of shared memory; error values raise.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import cloudpickle
+
+from . import _errors, _native
+from ._object_ref import ObjectRef
+from .exceptions import SerializationError
+
+
+class DepPlaceholder:
+    """Stands in a pickled argument list for the value of the ``index``-th dependency."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DepPlaceholder, (self.index,))
+
+    def __repr__(self) -> str:
+        return f"DepPlaceholder({self.index})"
+
+
+def _dumps(value: Any) -> tuple[bytes, list[memoryview]]:
+    buffers: list[pickle.PickleBuffer] = []
+    data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    views: list[memoryview] = []
+    for buf in buffers:
+        try:
+            views.append(buf.raw())
+        except BufferError:
+            # Not contiguous: pickle the bytes in order instead (rare; numpy never does this).
+            views.append(memoryview(bytes(memoryview(buf))))
+    return data, views
+
+
+def serialize(value: Any, what: str = "the value") -> tuple[bytes, list[memoryview]]:
+    """``(pickle bytes, out-of-band buffers)`` of ``value``; ``what`` names it in errors."""
+    try:
+        return _dumps(value)
+    except Exception as e:  # noqa: BLE001 - any pickling failure is reported the same way
+        raise SerializationError(
+            f"could not serialize {what} of type {type(value).__name__}: {e}. Values sent to or "
+            "from tasks must be picklable (cloudpickle); create things like locks, sockets and "
+            "open files inside the task instead of passing them."
+        ) from e
+
+
+def serialize_args(
+    args: Sequence[Any], kwargs: dict[str, Any], fn_name: str
+) -> tuple[bytes, list[memoryview], list[bytes]]:
+    """``(pickle, buffers, deps)`` for a task's arguments; top-level refs become deps."""
+    deps: list[bytes] = []
+    index: dict[bytes, int] = {}
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, ObjectRef):
+            id = value.binary()
+            if id not in index:
+                index[id] = len(deps)
+                deps.append(id)
+            return DepPlaceholder(index[id])
+        return value
+
+    swapped_args = tuple(swap(a) for a in args)
+    swapped_kwargs = {k: swap(v) for k, v in kwargs.items()}
+    try:
+        data, buffers = _dumps((swapped_args, swapped_kwargs))
+    except Exception as e:  # noqa: BLE001
+        raise _argument_error(swapped_args, swapped_kwargs, fn_name, e) from e
+    return data, buffers, deps
+
+
+def _argument_error(
+    args: tuple[Any, ...], kwargs: dict[str, Any], fn_name: str, error: Exception
+) -> SerializationError:
+    """Name the first argument that does not pickle on its own."""
+    named: list[tuple[str, Any]] = [(f"argument {i}", a) for i, a in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in named:
+        try:
+            _dumps(value)
+        except Exception as e:  # noqa: BLE001
+            return SerializationError(
+                f"could not serialize {label} of {fn_name}() (type {type(value).__name__}): {e}. "
+                "Task arguments must be picklable (cloudpickle); create things like locks, sockets "
+                "and open files inside the task instead of passing them."
+            )
+    return SerializationError(f"could not serialize the arguments of {fn_name}(): {error}")
+
+
+def _loads(payload: Any) -> Any:
+    data, buffers = _native.decode(payload)
+    try:
+        return pickle.loads(data, buffers=buffers)
+    except Exception as e:  # noqa: BLE001
+        raise SerializationError(
+            f"could not deserialize a value: {type(e).__name__}: {e}. Check that the modules the "
+            "value's classes come from are importable in this process."
+        ) from e
+
+
+def deserialize(value: tuple[int, Any]) -> Any:
+    """The object of a native value tuple; raises the matching peer error for error values."""
+    kind, payload = value
+    if kind == _native.VALUE_ERROR:
+        raise _errors.from_error_info(payload)
+    return _loads(payload)
+
+
+def deserialize_args(
+    value: tuple[int, Any], dep_values: Sequence[tuple[int, Any]]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A task's ``(args, kwargs)`` with each placeholder replaced by its dependency's value."""
+    args, kwargs = deserialize(value)
+    deps = [deserialize(v) for v in dep_values]
+
+    def swap(v: Any) -> Any:
+        return deps[v.index] if isinstance(v, DepPlaceholder) else v
+
+    return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
