@@ -1,7 +1,7 @@
 //! The shared-memory arena: one file in `/dev/shm` mapped by the node and by every client process.
 //!
-//! This is the only module with `unsafe`. The node creates the file ([`Arena::create`]), fully
-//! reserves its pages so a later write can never fault with SIGBUS, and unlinks it on drop; clients
+//! This is the only module with `unsafe`. The node creates the file ([`Arena::create`]), reserves
+//! its pages in the background (so start-up stays fast), and unlinks it on drop; clients
 //! map the same file ([`Arena::open`]) and read sealed objects in place.
 //!
 //! - Writes go through [`Arena::write`] / [`Arena::write_parts`], which check bounds and copy with
@@ -39,6 +39,8 @@ pub struct Arena {
     /// Mapped read-write (a client without write permission maps read-only).
     writable: bool,
     unlinked: AtomicBool,
+    /// Background reservation and pre-faulting of a created arena.
+    warmer: Option<Warmer>,
 }
 
 impl std::fmt::Debug for Arena {
@@ -96,25 +98,15 @@ impl Arena {
         let guard = RemoveOnDrop(Some(path.clone()));
         file.set_len(wanted)
             .map_err(|e| StoreError::io(format!("sizing arena file {}", path.display()), e))?;
-        reserve(&file, wanted).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC) => StoreError::NoSpace {
-                dir: dir.clone(),
-                wanted,
-                free: free_space(&dir).unwrap_or(0),
-            },
-            _ => StoreError::io(
-                format!("reserving {wanted} bytes for {}", path.display()),
-                e,
-            ),
-        })?;
-        // Pre-fault every page (MAP_POPULATE): a fresh shared mapping otherwise takes one page
-        // fault per 4 KiB on the first write, which makes the first `put` into each region 4-6x
-        // slower than memory bandwidth. Costs about 0.4 s per GiB here, once per node.
+        // Reserving the pages (fallocate) and pre-faulting this process's mapping cost about
+        // 0.6 s per GiB, far too slow for a node that must start in milliseconds. A background
+        // thread does both, chunk by chunk, while the node already serves; the free-space check
+        // in `choose_dir` guards against overcommitting /dev/shm meanwhile.
         let map = MmapOptions::new()
             .len(size)
-            .populate()
             .map_raw(&file)
             .map_err(|e| StoreError::io(format!("mapping arena file {}", path.display()), e))?;
+        let warmer = Warmer::start(file, map.as_mut_ptr() as usize, size, path.clone());
         guard.disarm();
         Ok(Arena {
             map,
@@ -122,6 +114,7 @@ impl Arena {
             owner: true,
             writable: true,
             unlinked: AtomicBool::new(false),
+            warmer: Some(warmer),
         })
     }
 
@@ -162,7 +155,18 @@ impl Arena {
             owner: false,
             writable,
             unlinked: AtomicBool::new(false),
+            warmer: None,
         })
+    }
+
+    /// Block until the background reservation of a created arena has finished (tests and
+    /// benchmarks; serving never needs to wait for it).
+    pub fn wait_warm(&self) {
+        if let Some(w) = &self.warmer {
+            while w.thread.is_some() && !w.done.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     /// Path of the backing file.
@@ -319,6 +323,10 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
+        // Stop the warmer before the mapping goes away.
+        if let Some(w) = self.warmer.take() {
+            w.stop();
+        }
         if self.owner
             && let Err(e) = self.unlink()
         {
@@ -416,13 +424,76 @@ fn choose_dir(shm: &Path, wanted: u64, fallback: &Path) -> Result<PathBuf, Store
     Ok(fallback.to_path_buf())
 }
 
-/// Reserves every block of `file`'s first `len` bytes.
-fn reserve(file: &File, len: u64) -> io::Result<()> {
+/// Bytes reserved and pre-faulted per step of the warmer.
+const WARM_CHUNK: usize = 64 << 20;
+
+/// Reserves an arena's pages and pre-faults the owner's mapping in the background.
+struct Warmer {
+    stop: std::sync::Arc<AtomicBool>,
+    done: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Warmer {
+    fn start(file: File, base: usize, len: usize, path: PathBuf) -> Warmer {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let done_flag = std::sync::Arc::clone(&done);
+        let thread = std::thread::Builder::new()
+            .name("peer-arena-warm".into())
+            .spawn(move || {
+                let mut populate = true;
+                let mut at = 0;
+                while at < len && !flag.load(Ordering::Relaxed) {
+                    let n = WARM_CHUNK.min(len - at);
+                    if let Err(e) = reserve(&file, at as u64, n as u64) {
+                        tracing::warn!(
+                            "could not reserve object store memory in {} past {at} bytes ({e}); \
+                             writes there may fail if the file system fills up",
+                            path.display()
+                        );
+                        done_flag.store(true, Ordering::Release);
+                        return;
+                    }
+                    if populate {
+                        // SAFETY: [base+at, base+at+n) lies inside the arena's live mapping: the
+                        // Arena joins this thread before it unmaps. MADV_POPULATE_WRITE only
+                        // faults pages in; it never changes their contents.
+                        let rc = unsafe {
+                            libc::madvise(
+                                (base + at) as *mut libc::c_void,
+                                n,
+                                23, /* MADV_POPULATE_WRITE */
+                            )
+                        };
+                        populate = rc == 0;
+                    }
+                    at += n;
+                }
+                done_flag.store(true, Ordering::Release);
+            })
+            .ok();
+        Warmer { stop, done, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reserves the blocks of `file` in `[offset, offset + len)`.
+fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     loop {
         // SAFETY: the descriptor belongs to `file`, which is open for writing and borrowed for
         // the duration of the call; posix_fallocate touches no memory of ours.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
         match rc {
             0 => return Ok(()),
             libc::EINTR => continue,
@@ -530,6 +601,7 @@ pub(crate) mod tests {
     fn create_rounds_up_to_page_and_has_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let (a, _dir) = test_arena("round", 1000);
+        a.wait_warm();
         assert_eq!(a.len(), page_size());
         assert!(!a.is_empty());
         let meta = std::fs::metadata(a.path()).unwrap();

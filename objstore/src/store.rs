@@ -52,7 +52,7 @@ struct Entry {
 /// The per-node object store: an arena, its allocator, and the table of objects in it.
 #[derive(Debug)]
 pub struct Store<K> {
-    arena: Arena,
+    arena: std::sync::Arc<Arena>,
     alloc: Allocator,
     objects: HashMap<K, Entry>,
     num_pinned: u64,
@@ -63,6 +63,7 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
     /// A store managing the whole of `arena`.
     pub fn new(arena: Arena) -> Self {
         let alloc = Allocator::new(arena.len() as u64);
+        let arena = std::sync::Arc::new(arena);
         Store {
             arena,
             alloc,
@@ -75,6 +76,12 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
     /// The arena objects live in.
     pub fn arena(&self) -> &Arena {
         &self.arena
+    }
+
+    /// A shared handle to the arena, for writers and readers that must not hold the store's
+    /// lock while they copy (the mapping lives as long as any handle).
+    pub fn shared_arena(&self) -> std::sync::Arc<Arena> {
+        std::sync::Arc::clone(&self.arena)
     }
 
     /// Reserves space for a new, unsealed object of `len` bytes (zero-length objects take 64).

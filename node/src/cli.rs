@@ -1,0 +1,194 @@
+//! The `peer` command line: `peer up`, `peer status`, `peer down`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+use crate::config::{NodeConfig, default_state_dir};
+use crate::node::{Node, daemon_socket_path};
+use crate::protocol::{Query, Role};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peer",
+    version,
+    about = "Run Python tasks and actors on a cluster with no head node"
+)]
+pub struct Cli {
+    /// The node's state directory (socket, identity, logs, spill files).
+    #[arg(long, global = true, env = "PEER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node daemon in the foreground until `peer down` or Ctrl-C.
+    Up {
+        /// CPU slots (default: the machine's cores).
+        #[arg(long)]
+        num_cpus: Option<f64>,
+        /// A custom resource, NAME=AMOUNT (repeatable), e.g. --resource GPU=1.
+        #[arg(long = "resource", value_parser = parse_resource)]
+        resources: Vec<(String, f64)>,
+        /// Bytes of shared memory for the object store.
+        #[arg(long)]
+        object_store_memory: Option<u64>,
+        /// The Python interpreter that runs workers (it must have `peer` installed).
+        #[arg(long, env = "PEER_PYTHON", default_value = "python3")]
+        python: PathBuf,
+    },
+    /// Print the node's resources, workers, tasks and store usage.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running daemon.
+    Down,
+}
+
+fn parse_resource(s: &str) -> Result<(String, f64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=AMOUNT, got {s:?}"))?;
+    let v: f64 = v.parse().map_err(|e| format!("amount of {k}: {e}"))?;
+    if k.is_empty() || !v.is_finite() || v < 0.0 {
+        return Err(format!("bad resource {s:?}"));
+    }
+    Ok((k.to_string(), v))
+}
+
+/// Start `tracing` output to stderr, filtered by `PEER_LOG`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run the CLI; `python_path` is handed to daemon workers (the Python entry point passes `sys.path`).
+pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
+    let state_dir = cli.state_dir.unwrap_or_else(default_state_dir);
+    match cli.command {
+        Command::Up {
+            num_cpus,
+            resources,
+            object_store_memory,
+            python,
+        } => {
+            init_logging("info");
+            let mut config = NodeConfig::new(state_dir.clone());
+            if let Some(n) = num_cpus {
+                config.num_cpus = n;
+            }
+            config.resources = resources;
+            config.object_store_memory = object_store_memory;
+            config.python = python;
+            config.python_path = python_path;
+            config.cwd = std::env::current_dir().ok();
+            config.daemon = true;
+            let node = Node::start(config)?;
+            let info = node.info().clone();
+            println!("peer node {} is up", info.node_id);
+            println!("  state dir: {}", state_dir.display());
+            println!("  socket:    {}", info.socket.display());
+            println!(
+                "  store:     {} MiB at {}",
+                info.arena_size >> 20,
+                info.arena_path.display()
+            );
+            println!("  cpus:      {}", info.num_cpus);
+            println!(
+                "Python drivers on this machine attach with peer.init(). Stop with `peer down`."
+            );
+            node.wait_for_stop();
+            println!("peer node stopping");
+            node.shutdown();
+            Ok(())
+        }
+        Command::Status { json } => {
+            let client = connect(&state_dir)?;
+            let status = client.query(Query::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Down => {
+            let socket = daemon_socket_path(&state_dir);
+            let client = connect(&state_dir)?;
+            client.shutdown_node()?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while socket.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if socket.exists() {
+                anyhow::bail!("the daemon did not stop within 10 s");
+            }
+            println!("peer node stopped");
+            Ok(())
+        }
+    }
+}
+
+fn connect(state_dir: &std::path::Path) -> anyhow::Result<Client> {
+    let socket = daemon_socket_path(state_dir);
+    Client::connect(&socket, Role::Control).map_err(|e| {
+        anyhow::anyhow!(
+            "no peer daemon is running for {} ({e}); start one with `peer up`",
+            state_dir.display()
+        )
+    })
+}
+
+fn print_status(s: &serde_json::Value) {
+    let g = |path: &[&str]| {
+        let mut v = s;
+        for p in path {
+            v = &v[*p];
+        }
+        v.clone()
+    };
+    let mib = |v: serde_json::Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+    println!("node {}", g(&["node_id"]).as_str().unwrap_or("?"));
+    println!(
+        "  resources  total {}  available {}",
+        g(&["resources", "total"]),
+        g(&["resources", "available"])
+    );
+    println!(
+        "  workers    {} task ({} idle, {} starting, {} blocked), {} actor",
+        g(&["workers", "task"]),
+        g(&["workers", "idle"]),
+        g(&["workers", "starting"]),
+        g(&["workers", "blocked"]),
+        g(&["workers", "actor"])
+    );
+    println!(
+        "  tasks      {} queued, {} running, {} finished, {} retried",
+        g(&["tasks", "queued"]),
+        g(&["tasks", "running"]),
+        g(&["tasks", "stats", "tasks_finished"]),
+        g(&["tasks", "stats", "tasks_retried"])
+    );
+    println!(
+        "  actors     {} alive ({} named)",
+        g(&["actors", "alive"]),
+        g(&["actors", "named"])
+    );
+    println!(
+        "  store      {:.1} / {:.1} MiB used, {} objects, {:.1} MiB pinned",
+        mib(g(&["store", "used"])),
+        mib(g(&["store", "capacity"])),
+        g(&["store", "objects"]),
+        mib(g(&["store", "pinned_bytes"]))
+    );
+}

@@ -1,0 +1,136 @@
+//! Length-prefixed postcard frames: a 4-byte little-endian length, then the
+//! message. The length is checked against [`MAX_FRAME`] before any buffer is
+//! allocated, so a peer cannot make us allocate more than that.
+
+use std::io::{self, Read};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The largest frame accepted (256 MiB): values above
+/// [`crate::protocol::INLINE_MAX`] go through the store, so real frames are far
+/// smaller.
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the {max} byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error on the connection: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Append one framed message to `out`.
+pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    // Serializing our own message types into a Vec cannot fail.
+    let mut out_vec = std::mem::take(out);
+    out_vec = postcard::to_extend(msg, out_vec)
+        .unwrap_or_else(|e| unreachable!("postcard encoding of an in-memory message failed: {e}"));
+    let len = (out_vec.len() - start - 4) as u32;
+    out_vec[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    *out = out_vec;
+}
+
+/// One framed message as a new buffer.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    encode_into(msg, &mut v);
+    v
+}
+
+/// Check a frame header; returns the payload length.
+pub fn check_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    Ok(len)
+}
+
+/// Decode a frame payload.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+/// Read one message from a blocking reader.
+pub fn read_blocking<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut header = [0u8; 4];
+    if let Err(e) = r.read_exact(&mut header) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            FrameError::Io(e)
+        });
+    }
+    let len = check_len(header)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    decode(&payload)
+}
+
+/// Read one message from a tokio reader.
+pub async fn read_async<T: DeserializeOwned>(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Result<T, FrameError> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 4];
+    if let Err(e) = r.read_exact(&mut header).await {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            FrameError::Io(e)
+        });
+    }
+    let len = check_len(header)?;
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    decode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientMsg, Role};
+
+    #[test]
+    fn roundtrip_and_limits() {
+        let msg = ClientMsg::Hello {
+            role: Role::Driver,
+            pid: 7,
+        };
+        let mut buf = encode(&msg);
+        encode_into(&ClientMsg::Shutdown, &mut buf);
+        let mut r = &buf[..];
+        assert_eq!(read_blocking::<ClientMsg>(&mut r).unwrap(), msg);
+        assert_eq!(
+            read_blocking::<ClientMsg>(&mut r).unwrap(),
+            ClientMsg::Shutdown
+        );
+        assert!(matches!(
+            read_blocking::<ClientMsg>(&mut r),
+            Err(FrameError::Closed)
+        ));
+
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_blocking::<ClientMsg>(&mut &huge[..]),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let garbage = [3, 0, 0, 0, 0xee, 0xee, 0xee];
+        assert!(matches!(
+            read_blocking::<ClientMsg>(&mut &garbage[..]),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+}

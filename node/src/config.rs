@@ -1,0 +1,51 @@
+//! How a node is started: sizes, paths and the Python that runs workers.
+
+use std::path::PathBuf;
+
+/// Settings of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// CPU slots (default: the machine's cores).
+    pub num_cpus: f64,
+    /// Custom resources, e.g. `GPU`.
+    pub resources: Vec<(String, f64)>,
+    /// Bytes of shared memory for the store (None: a share of RAM).
+    pub object_store_memory: Option<u64>,
+    /// Where the node keeps its socket, logs and spill files.
+    pub state_dir: PathBuf,
+    /// The Python interpreter that runs workers.
+    pub python: PathBuf,
+    /// `sys.path` of the driver, handed to workers as `PYTHONPATH`.
+    pub python_path: Vec<String>,
+    /// Working directory of the workers.
+    pub cwd: Option<PathBuf>,
+    /// Run as the `peer up` daemon (socket at a well-known path in the state dir).
+    pub daemon: bool,
+}
+
+impl NodeConfig {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            num_cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(1.0),
+            resources: Vec::new(),
+            object_store_memory: None,
+            state_dir,
+            python: PathBuf::from("python3"),
+            python_path: Vec::new(),
+            cwd: None,
+            daemon: false,
+        }
+    }
+}
+
+/// The default state directory: `$PEER_STATE_DIR`, else `~/.peer`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PEER_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".peer")
+}

@@ -1,0 +1,187 @@
+//! What the node does with each message from a local client.
+
+use std::time::{Duration, Instant};
+
+use crate::protocol::{ClientMsg, NodeMsg, Role};
+use crate::state::{ConnId, Holder, State, Target};
+
+/// What the connection loop should do after a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// Close this connection (protocol violation).
+    Close(String),
+    /// Stop the whole node (`peer down`).
+    Shutdown,
+}
+
+impl State {
+    /// Handle one message from connection `conn`.
+    pub fn handle(&mut self, conn: ConnId, msg: ClientMsg) -> After {
+        let role = self.conns.get(&conn).and_then(|c| c.role);
+        let holder = Holder::Conn(conn);
+        match (role, msg) {
+            (None, ClientMsg::Hello { role, pid }) => match self.hello(conn, role, pid) {
+                Ok(()) => After::Continue,
+                Err(e) => After::Close(e),
+            },
+            (None, other) => After::Close(format!(
+                "expected Hello as the first message, got {}",
+                msg_name(&other)
+            )),
+            (Some(_), ClientMsg::Hello { .. }) => After::Close("second Hello".into()),
+            (Some(Role::Control), m)
+                if !matches!(m, ClientMsg::Query { .. } | ClientMsg::Shutdown) =>
+            {
+                After::Close(format!("control clients may not send {}", msg_name(&m)))
+            }
+            (Some(_), ClientMsg::Shutdown) => {
+                if self.config.daemon && role == Some(Role::Control) {
+                    After::Shutdown
+                } else {
+                    After::Close("only `peer down` may stop a node".into())
+                }
+            }
+            (Some(_), ClientMsg::RegisterFunction { id, blob }) => {
+                self.functions
+                    .entry(id)
+                    .or_insert_with(|| std::sync::Arc::new(blob));
+                After::Continue
+            }
+            (Some(_), ClientMsg::Submit(spec)) => {
+                if let Err(e) = self.submit(*spec, holder) {
+                    tracing::warn!("rejected a task: {e}");
+                }
+                After::Continue
+            }
+            (Some(_), ClientMsg::CreateActor { req, spec }) => {
+                let result = self.submit(*spec, holder).map(|()| String::new());
+                self.send_to(conn, &NodeMsg::Reply { req, result });
+                After::Continue
+            }
+            (
+                Some(_),
+                ClientMsg::Get {
+                    req,
+                    ids,
+                    timeout_ms,
+                },
+            ) => {
+                let n = ids.len();
+                let blocked = self.task_worker_of(conn);
+                self.begin_wait(
+                    ids,
+                    n,
+                    true,
+                    Target::Remote { conn, req },
+                    blocked,
+                    deadline(timeout_ms),
+                );
+                After::Continue
+            }
+            (
+                Some(_),
+                ClientMsg::Wait {
+                    req,
+                    ids,
+                    num_returns,
+                    timeout_ms,
+                },
+            ) => {
+                let need = (num_returns as usize).min(ids.len());
+                let blocked = self.task_worker_of(conn);
+                self.begin_wait(
+                    ids,
+                    need,
+                    false,
+                    Target::Remote { conn, req },
+                    blocked,
+                    deadline(timeout_ms),
+                );
+                After::Continue
+            }
+            (Some(_), ClientMsg::Create { req, id, len }) => {
+                let result = self.create_object(holder, id, len);
+                self.send_to(conn, &NodeMsg::Created { req, result });
+                After::Continue
+            }
+            (Some(_), ClientMsg::Seal { id }) => {
+                self.seal_object(holder, id);
+                After::Continue
+            }
+            (Some(_), ClientMsg::PutInline { id, blob }) => {
+                self.put_inline(id, blob);
+                After::Continue
+            }
+            (Some(_), ClientMsg::Release { ids }) => {
+                self.release_pins(holder, &ids);
+                After::Continue
+            }
+            (Some(_), ClientMsg::AddRefs { ids }) => {
+                self.add_refs(&ids);
+                After::Continue
+            }
+            (Some(_), ClientMsg::DecRefs { ids }) => {
+                self.dec_refs(&ids);
+                After::Continue
+            }
+            (Some(_), ClientMsg::Escaped { ids }) => {
+                self.mark_escaped(&ids);
+                After::Continue
+            }
+            (Some(Role::Worker(wid)), ClientMsg::TaskDone { task, outcome }) => {
+                self.task_done(wid, task, outcome);
+                After::Continue
+            }
+            (Some(_), ClientMsg::TaskDone { .. }) => {
+                After::Close("only workers report task outcomes".into())
+            }
+            (Some(_), ClientMsg::Cancel { id, force }) => {
+                self.cancel(id, force);
+                After::Continue
+            }
+            (Some(_), ClientMsg::KillActor { actor, no_restart }) => {
+                self.kill_actor(actor, no_restart);
+                After::Continue
+            }
+            (Some(_), ClientMsg::GetActor { req, name }) => {
+                let blob = self.named_actor_handle(&name);
+                self.send_to(conn, &NodeMsg::ActorHandle { req, blob });
+                After::Continue
+            }
+            (Some(_), ClientMsg::Query { req, query }) => {
+                let result = Ok(self.query(query).to_string());
+                self.send_to(conn, &NodeMsg::Reply { req, result });
+                After::Continue
+            }
+        }
+    }
+}
+
+fn deadline(timeout_ms: Option<u64>) -> Option<Instant> {
+    timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
+fn msg_name(m: &ClientMsg) -> &'static str {
+    match m {
+        ClientMsg::Hello { .. } => "Hello",
+        ClientMsg::RegisterFunction { .. } => "RegisterFunction",
+        ClientMsg::Submit(_) => "Submit",
+        ClientMsg::CreateActor { .. } => "CreateActor",
+        ClientMsg::Get { .. } => "Get",
+        ClientMsg::Wait { .. } => "Wait",
+        ClientMsg::Create { .. } => "Create",
+        ClientMsg::Seal { .. } => "Seal",
+        ClientMsg::PutInline { .. } => "PutInline",
+        ClientMsg::Release { .. } => "Release",
+        ClientMsg::AddRefs { .. } => "AddRefs",
+        ClientMsg::DecRefs { .. } => "DecRefs",
+        ClientMsg::Escaped { .. } => "Escaped",
+        ClientMsg::TaskDone { .. } => "TaskDone",
+        ClientMsg::Cancel { .. } => "Cancel",
+        ClientMsg::KillActor { .. } => "KillActor",
+        ClientMsg::GetActor { .. } => "GetActor",
+        ClientMsg::Query { .. } => "Query",
+        ClientMsg::Shutdown => "Shutdown",
+    }
+}

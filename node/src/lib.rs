@@ -1,0 +1,33 @@
+//! The per-machine `peer` node as a library: the local scheduler, the worker
+//! pool, the owner tables (objects, tasks, actors) and the Unix-socket
+//! protocol its local clients speak.
+//!
+//! - [`Node`] runs a node in this process (laptop mode, or the `peer up` daemon);
+//! - [`Client`] talks to a node from another process (workers, attached drivers, the CLI);
+//! - [`blob`] is the encoded form of objects, shared by both sides.
+
+mod actors;
+pub mod blob;
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod error;
+mod handle;
+pub mod ids;
+pub mod node;
+mod objects;
+mod outbox;
+pub mod protocol;
+mod query;
+pub mod resources;
+mod server;
+mod state;
+pub mod sys;
+mod tasks;
+mod workers;
+
+pub use client::Client;
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use node::{Node, NodeInfo};

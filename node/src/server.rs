@@ -1,0 +1,108 @@
+//! The node's Unix socket: accepting local clients and running one reader
+//! and one writer task per connection.
+//!
+//! - reader: frame → [`State::handle`] under the lock; a malformed or
+//!   oversized frame closes that connection only (logged), never the node;
+//! - writer: drains the connection's [`Outbox`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::codec::{self, FrameError};
+use crate::handle::After;
+use crate::node::Shared;
+use crate::outbox::Outbox;
+use crate::protocol::ClientMsg;
+use crate::state::Conn;
+
+/// How long a new connection may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept connections until the node stops.
+pub async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(serve_connection(stream, shared));
+            }
+            Err(e) => {
+                tracing::warn!("accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
+    let (mut rd, wr) = stream.into_split();
+    let outbox = Arc::new(Outbox::default());
+    let conn = {
+        let mut st = shared.state.lock();
+        let id = st.next_conn;
+        st.next_conn += 1;
+        st.conns.insert(
+            id,
+            Conn {
+                outbox: Arc::clone(&outbox),
+                role: None,
+                pid: 0,
+                pins: Default::default(),
+                unsealed: Default::default(),
+            },
+        );
+        id
+    };
+    let writer = {
+        let outbox = Arc::clone(&outbox);
+        tokio::spawn(async move { outbox.run_writer(wr).await })
+    };
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        let msg = if first {
+            first = false;
+            match tokio::time::timeout(HELLO_TIMEOUT, codec::read_async(&mut rd, &mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("closing a connection that sent no Hello in {HELLO_TIMEOUT:?}");
+                    break;
+                }
+            }
+        } else {
+            codec::read_async::<ClientMsg>(&mut rd, &mut buf).await
+        };
+        match msg {
+            Ok(msg) => {
+                let after = shared.state.lock().handle(conn, msg);
+                match after {
+                    After::Continue => {}
+                    After::Close(why) => {
+                        shared.state.lock().stats.bad_frames += 1;
+                        tracing::warn!("closing connection {conn}: {why}");
+                        break;
+                    }
+                    After::Shutdown => {
+                        shared.stop.notify_one();
+                        break;
+                    }
+                }
+            }
+            Err(FrameError::Closed) => break,
+            Err(e) => {
+                let pid = shared.state.lock().conns.get(&conn).map_or(0, |c| c.pid);
+                shared.state.lock().stats.bad_frames += 1;
+                tracing::warn!("closing connection {conn} (pid {pid}): {e}");
+                break;
+            }
+        }
+        if buf.capacity() > 4 << 20 {
+            buf = Vec::new();
+        }
+    }
+    shared.state.lock().conn_closed(conn);
+    outbox.close();
+    let _ = writer.await;
+}

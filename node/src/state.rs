@@ -1,0 +1,274 @@
+//! The node's tables behind one lock: objects (values, refcounts, waiters),
+//! tasks, workers, actors and connections.
+//!
+//! Everything that changes the tables is a method on [`State`], split over
+//! `objects.rs` (values and waiters), `tasks.rs` (dependencies, queueing,
+//! dispatch, completion), `actors.rs` and `workers.rs`. Methods never block
+//! and never do I/O: messages go to per-connection [`Outbox`]es, process
+//! spawns to the spawner task.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use peer_objstore::Store;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_bytes::ByteBuf;
+use tokio::sync::mpsc;
+
+use crate::config::NodeConfig;
+use crate::ids::{ActorId, FnId, NodeId, ObjectId, TaskId, WorkerId};
+use crate::outbox::Outbox;
+use crate::protocol::{ErrorInfo, Role, TaskSpec, Value};
+use crate::resources::Resources;
+
+/// A connection number.
+pub type ConnId = u64;
+/// A pending get/wait number.
+pub type WaitId = u64;
+
+/// One client connection.
+pub struct Conn {
+    pub outbox: Arc<Outbox>,
+    pub role: Option<Role>,
+    pub pid: u32,
+    /// Pins this client holds on stored objects.
+    pub pins: FxHashMap<ObjectId, u32>,
+    /// Objects it created in the store and has not sealed yet.
+    pub unsealed: FxHashSet<ObjectId>,
+}
+
+/// Who holds a pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// The embedded driver of this process.
+    Local,
+    Conn(ConnId),
+}
+
+/// An object's value, once it exists.
+#[derive(Debug)]
+pub enum ObjState {
+    Pending,
+    Ready(Value),
+}
+
+/// One object in the owner table.
+#[derive(Debug)]
+pub struct ObjectEntry {
+    pub state: ObjState,
+    /// Live `ObjectRef` handles in local processes.
+    pub refs: u32,
+    /// Whether a handle ever existed (so a result that arrives before its
+    /// first handle is not freed early).
+    pub had_handle: bool,
+    /// A ref was serialized: it may be alive where we cannot count it.
+    pub escaped: bool,
+    /// Queued or running tasks that take it as an argument.
+    pub holds: u32,
+    /// Tasks waiting for it.
+    pub dependents: Vec<TaskId>,
+    /// Pending gets/waits for it: (wait, index in that wait's ids).
+    pub waiters: Vec<(WaitId, u32)>,
+}
+
+impl ObjectEntry {
+    pub fn pending() -> Self {
+        Self {
+            state: ObjState::Pending,
+            refs: 0,
+            had_handle: false,
+            escaped: false,
+            holds: 0,
+            dependents: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+}
+
+/// Wakes an embedded driver thread blocked in `get`/`wait`.
+#[derive(Default)]
+pub struct LocalSignal {
+    pub done: Mutex<bool>,
+    pub cv: Condvar,
+}
+
+/// Where the answer to a get/wait goes.
+pub enum Target {
+    Local(Arc<LocalSignal>),
+    Remote { conn: ConnId, req: u64 },
+}
+
+/// A get or wait that is not satisfied yet.
+pub struct PendingWait {
+    pub ids: Vec<ObjectId>,
+    /// Indices of `ids` that are ready, in completion order.
+    pub ready: Vec<u32>,
+    /// How many ready indices complete it (all of them for a get).
+    pub need: usize,
+    pub is_get: bool,
+    pub target: Target,
+    /// A task worker that gave its CPU back while it waits.
+    pub blocked_worker: Option<WorkerId>,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Some arguments do not exist yet.
+    Waiting,
+    /// Runnable: in the ready queue, or for actor methods in the actor's queue.
+    Queued,
+    Running(WorkerId),
+}
+
+/// A task that has not finished.
+pub struct TaskEntry {
+    pub spec: Arc<TaskSpec>,
+    pub missing: u32,
+    pub resources: Resources,
+    pub retries_left: i32,
+    pub state: TaskState,
+    pub cancelled: bool,
+}
+
+/// What a worker process is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKind {
+    Task,
+    Actor(ActorId),
+}
+
+/// One worker process.
+pub struct WorkerEntry {
+    pub kind: WorkerKind,
+    pub conn: Option<ConnId>,
+    pub pid: Option<u32>,
+    /// The task it runs (task workers).
+    pub busy: Option<TaskId>,
+    /// Resources it holds for its task.
+    pub held: Resources,
+    /// Nesting depth of gets/waits it is blocked in.
+    pub blocked: u32,
+    pub known_fns: FxHashSet<FnId>,
+    pub spawned_at: Instant,
+}
+
+/// Life of an actor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActorState {
+    /// Creation task waits for arguments or resources.
+    Pending,
+    /// Its worker is starting or running the constructor.
+    Creating,
+    Alive,
+    Dead(ErrorInfo),
+}
+
+/// One actor.
+pub struct ActorEntry {
+    pub creation: Arc<TaskSpec>,
+    pub worker: Option<WorkerId>,
+    pub state: ActorState,
+    /// Method calls not yet sent, in submission order.
+    pub queue: VecDeque<TaskId>,
+    /// Method calls sent to the worker, in order.
+    pub inflight: VecDeque<TaskId>,
+    pub name: Option<String>,
+    pub handle_blob: ByteBuf,
+    pub resources: Resources,
+    pub holds_resources: bool,
+    pub restarts_left: i32,
+}
+
+/// A request to the spawner: start one worker process.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnRequest {
+    pub worker: WorkerId,
+}
+
+/// All of a node's mutable state.
+pub struct State {
+    pub node_id: NodeId,
+    pub config: NodeConfig,
+    pub store: Store<ObjectId>,
+    pub total: Resources,
+    pub available: Resources,
+    pub objects: FxHashMap<ObjectId, ObjectEntry>,
+    pub tasks: FxHashMap<TaskId, TaskEntry>,
+    pub ready: VecDeque<TaskId>,
+    pub functions: FxHashMap<FnId, Arc<ByteBuf>>,
+    pub workers: FxHashMap<WorkerId, WorkerEntry>,
+    pub idle: Vec<WorkerId>,
+    pub conns: FxHashMap<ConnId, Conn>,
+    pub next_conn: ConnId,
+    pub actors: FxHashMap<ActorId, ActorEntry>,
+    pub named_actors: FxHashMap<String, ActorId>,
+    pub waits: FxHashMap<WaitId, PendingWait>,
+    pub next_wait: WaitId,
+    pub spawn_tx: Option<mpsc::UnboundedSender<SpawnRequest>>,
+    pub timer_tx: mpsc::UnboundedSender<(Instant, WaitId)>,
+    pub shutting_down: bool,
+    /// Set when the worker fork server failed: why tasks cannot run.
+    pub spawn_failure: Option<String>,
+    pub warned_infeasible: FxHashSet<TaskId>,
+    pub stats: Stats,
+}
+
+/// Counters shown by `peer status`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Stats {
+    pub tasks_submitted: u64,
+    pub tasks_finished: u64,
+    pub tasks_retried: u64,
+    pub workers_started: u64,
+    pub workers_died: u64,
+    pub bad_frames: u64,
+}
+
+impl State {
+    pub fn new(
+        node_id: NodeId,
+        config: NodeConfig,
+        store: Store<ObjectId>,
+        spawn_tx: mpsc::UnboundedSender<SpawnRequest>,
+        timer_tx: mpsc::UnboundedSender<(Instant, WaitId)>,
+    ) -> Self {
+        let mut pairs: Vec<(&str, f64)> = vec![("CPU", config.num_cpus)];
+        pairs.extend(config.resources.iter().map(|(k, v)| (k.as_str(), *v)));
+        let total = Resources::from_pairs(pairs);
+        Self {
+            node_id,
+            store,
+            available: total.clone(),
+            total,
+            config,
+            objects: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            ready: VecDeque::new(),
+            functions: FxHashMap::default(),
+            workers: FxHashMap::default(),
+            idle: Vec::new(),
+            conns: FxHashMap::default(),
+            next_conn: 1,
+            actors: FxHashMap::default(),
+            named_actors: FxHashMap::default(),
+            waits: FxHashMap::default(),
+            next_wait: 1,
+            spawn_tx: Some(spawn_tx),
+            timer_tx,
+            shutting_down: false,
+            spawn_failure: None,
+            warned_infeasible: FxHashSet::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Send a message to a connection, if it is still there.
+    pub fn send_to<T: serde::Serialize>(&self, conn: ConnId, msg: &T) {
+        if let Some(c) = self.conns.get(&conn) {
+            c.outbox.send(msg);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The few operating-system calls the node makes through libc (signals,
+//! process checks, file modes); the only module of this crate with `unsafe`.
+
+/// SIGKILL a process we started.
+pub fn kill_process(pid: u32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a stale pid at worst
+    // signals nothing or gets ESRCH.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// SIGTERM a process we started.
+pub fn terminate_process(pid: u32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: as in `kill_process`.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Whether a process with this pid exists (and is not a zombie we could reap).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // state is the field after the parenthesised command name
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// The effective user id.
+pub fn uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}

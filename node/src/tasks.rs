@@ -1,0 +1,504 @@
+//! Task life: submission and dependency resolution, the ready queue,
+//! dispatch to idle workers, completion, retries and failure.
+
+use std::sync::Arc;
+
+use crate::ids::{ObjectId, TaskId, WorkerId};
+use crate::protocol::{
+    ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, TaskKind, TaskSpec, Value, args_object_id,
+};
+use crate::resources::Resources;
+use crate::state::{
+    ActorEntry, ActorState, Holder, ObjState, ObjectEntry, State, TaskEntry, TaskState,
+};
+
+/// How many queue entries one scheduling pass looks at past tasks that do not fit.
+const SCAN_LIMIT: usize = 256;
+
+impl State {
+    /// Accept a task. Errors (a taken actor name) are returned to the submitter.
+    pub fn submit(&mut self, spec: TaskSpec, from: Holder) -> Result<(), String> {
+        let tid = spec.task;
+        if self.tasks.contains_key(&tid) {
+            return Err(format!("task {tid} was submitted twice"));
+        }
+        if spec.kind == TaskKind::ActorCreate {
+            self.register_actor(&spec)?;
+        }
+        self.stats.tasks_submitted += 1;
+        for id in spec.return_ids() {
+            self.objects.entry(id).or_insert_with(ObjectEntry::pending);
+        }
+        if let Value::Stored { .. } = spec.args {
+            let args_id = args_object_id(tid);
+            self.seal_object(from, args_id);
+            if let Some(e) = self.objects.get_mut(&args_id) {
+                e.had_handle = true;
+                e.holds += 1;
+            }
+        }
+        let mut missing = 0;
+        let mut failure: Option<ErrorInfo> = None;
+        for dep in &spec.deps {
+            match self.objects.get_mut(dep) {
+                None => {
+                    failure.get_or_insert_with(|| {
+                        ErrorInfo::new(
+                            ErrorKind::ObjectLost,
+                            format!(
+                                "argument {dep} of task {} is not known to this node",
+                                spec.name
+                            ),
+                        )
+                    });
+                }
+                Some(e) => {
+                    e.holds += 1;
+                    match &e.state {
+                        ObjState::Pending => {
+                            e.dependents.push(tid);
+                            missing += 1;
+                        }
+                        ObjState::Ready(Value::Error(err)) => {
+                            failure.get_or_insert_with(|| err.clone());
+                        }
+                        ObjState::Ready(_) => {}
+                    }
+                }
+            }
+        }
+        let resources = Resources::from_pairs(spec.resources.iter().map(|(k, v)| (k.as_str(), *v)));
+        let retries_left = spec.max_retries;
+        let kind = spec.kind;
+        let actor = spec.actor;
+        self.tasks.insert(
+            tid,
+            TaskEntry {
+                spec: Arc::new(spec),
+                missing,
+                resources,
+                retries_left,
+                state: TaskState::Waiting,
+                cancelled: false,
+            },
+        );
+        if kind == TaskKind::ActorMethod {
+            let aid = actor.unwrap_or_default_actor();
+            match self.actors.get_mut(&aid) {
+                Some(a) => a.queue.push_back(tid),
+                None => {
+                    failure = Some(ErrorInfo::new(
+                        ErrorKind::ActorDied,
+                        format!("actor {aid} is not known to this node"),
+                    ));
+                }
+            }
+        }
+        if let Some(err) = failure {
+            self.fail_task(tid, err);
+        } else if missing == 0 {
+            self.make_runnable(tid);
+        }
+        self.schedule();
+        Ok(())
+    }
+
+    /// One of a task's arguments got its value (`error`: it is an error).
+    pub fn dep_resolved(&mut self, tid: TaskId, error: Option<&ErrorInfo>) {
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        if let Some(err) = error {
+            if t.state == TaskState::Waiting {
+                let err = err.clone();
+                self.fail_task(tid, err);
+            }
+            return;
+        }
+        t.missing = t.missing.saturating_sub(1);
+        if t.missing == 0 && t.state == TaskState::Waiting {
+            self.make_runnable(tid);
+            self.schedule();
+        }
+    }
+
+    fn make_runnable(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        t.state = TaskState::Queued;
+        match t.spec.kind {
+            TaskKind::Normal | TaskKind::ActorCreate => self.ready.push_back(tid),
+            TaskKind::ActorMethod => {
+                let aid = t.spec.actor.unwrap_or_default_actor();
+                self.pump_actor(aid);
+            }
+        }
+    }
+
+    /// Start queued tasks that fit on idle workers; ask for more workers when short.
+    pub fn schedule(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let mut i = 0;
+        let mut skipped = 0;
+        while i < self.ready.len() && skipped < SCAN_LIMIT {
+            let tid = self.ready[i];
+            let Some(t) = self.tasks.get(&tid) else {
+                self.ready.remove(i);
+                continue;
+            };
+            if !self.available.fits(&t.resources) {
+                if !self.total.fits(&t.resources) && self.warned_infeasible.insert(tid) {
+                    tracing::warn!(
+                        "task {} needs {:?} but this node has only {:?}; it waits until a \
+                         node with those resources joins",
+                        t.spec.name,
+                        t.resources.to_map(),
+                        self.total.to_map()
+                    );
+                }
+                i += 1;
+                skipped += 1;
+                continue;
+            }
+            match t.spec.kind {
+                TaskKind::ActorCreate => {
+                    self.ready.remove(i);
+                    self.start_actor(tid);
+                }
+                _ => {
+                    let Some(wid) = self.idle.pop() else {
+                        break;
+                    };
+                    self.ready.remove(i);
+                    let res = t.resources.clone();
+                    self.available.take(&res);
+                    if let Some(w) = self.workers.get_mut(&wid) {
+                        w.held = res;
+                        w.busy = Some(tid);
+                    }
+                    self.send_execution(tid, wid);
+                }
+            }
+        }
+        if !self.ready.is_empty() && self.idle.is_empty() {
+            self.grow_pool();
+        }
+    }
+
+    /// Hand task `tid` to worker `wid`.
+    pub fn send_execution(&mut self, tid: TaskId, wid: WorkerId) {
+        let Some(conn) = self.workers.get(&wid).and_then(|w| w.conn) else {
+            return;
+        };
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        t.state = TaskState::Running(wid);
+        let spec = Arc::clone(&t.spec);
+        let fn_blob = match self.workers.get_mut(&wid) {
+            Some(w) if !w.known_fns.contains(&spec.fn_id) && spec.kind != TaskKind::ActorMethod => {
+                match self.functions.get(&spec.fn_id) {
+                    Some(b) => {
+                        w.known_fns.insert(spec.fn_id);
+                        Some((**b).clone())
+                    }
+                    None => {
+                        let err = ErrorInfo::new(
+                            ErrorKind::Task,
+                            format!("function of task {} was never registered", spec.name),
+                        );
+                        self.task_done(wid, tid, Outcome::Failed(err));
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let args = match &spec.args {
+            Value::Stored { .. } => self.value_for(&args_object_id(tid), Holder::Conn(conn)),
+            v => v.clone(),
+        };
+        let deps = spec
+            .deps
+            .iter()
+            .map(|d| self.value_for(d, Holder::Conn(conn)))
+            .collect();
+        let exec = Execution {
+            kind: spec.kind,
+            task: tid,
+            fn_id: spec.fn_id,
+            fn_blob,
+            method: spec.method.clone(),
+            name: spec.name.clone(),
+            actor: spec.actor,
+            args,
+            dep_ids: spec.deps.clone(),
+            deps,
+            num_returns: spec.num_returns,
+        };
+        self.send_to(conn, &NodeMsg::Execute(Box::new(exec)));
+    }
+
+    /// A worker reports a task's outcome.
+    pub fn task_done(&mut self, wid: WorkerId, tid: TaskId, outcome: Outcome) {
+        let conn = self.workers.get(&wid).and_then(|w| w.conn);
+        let mut actor_of_worker = None;
+        if let Some(w) = self.workers.get_mut(&wid) {
+            match w.kind {
+                crate::state::WorkerKind::Task => {
+                    if w.busy == Some(tid) {
+                        w.busy = None;
+                        let held = std::mem::take(&mut w.held);
+                        self.available.give(&held);
+                        self.idle.push(wid);
+                    }
+                }
+                crate::state::WorkerKind::Actor(aid) => actor_of_worker = Some(aid),
+            }
+        }
+        if let Some(aid) = actor_of_worker {
+            if let Some(a) = self.actors.get_mut(&aid) {
+                if let Some(pos) = a.inflight.iter().position(|t| *t == tid) {
+                    a.inflight.remove(pos);
+                }
+            }
+        }
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            self.discard_outcome(conn, tid, &outcome);
+            self.schedule();
+            return;
+        };
+        let spec = Arc::clone(&t.spec);
+        if t.cancelled {
+            self.discard_outcome(conn, tid, &outcome);
+            self.fail_task(tid, cancelled_error(&spec.name));
+            self.schedule();
+            return;
+        }
+        match (spec.kind, outcome) {
+            (TaskKind::ActorCreate, Outcome::Returns(_)) => {
+                self.actor_created(&spec);
+                self.finish_task(tid);
+            }
+            (TaskKind::ActorCreate, Outcome::Failed(err)) => {
+                let aid = spec.actor.unwrap_or_default_actor();
+                let msg = format!(
+                    "the actor {} died because its constructor raised: {}",
+                    spec.name, err.message
+                );
+                self.finish_task(tid);
+                self.actor_died(aid, ErrorInfo::new(ErrorKind::ActorDied, msg), false);
+            }
+            (_, Outcome::Returns(values)) if values.len() == spec.num_returns as usize => {
+                for (id, v) in spec.return_ids().zip(values) {
+                    match v {
+                        Value::Stored { .. } => self.seal_object(conn_holder(conn), id),
+                        v => self.object_ready(id, v),
+                    }
+                }
+                self.stats.tasks_finished += 1;
+                self.finish_task(tid);
+            }
+            (_, Outcome::Returns(values)) => {
+                self.discard_outcome(conn, tid, &Outcome::Returns(values.clone()));
+                let err = ErrorInfo::new(
+                    ErrorKind::Task,
+                    format!(
+                        "task {} returned {} values but num_returns is {}",
+                        spec.name,
+                        values.len(),
+                        spec.num_returns
+                    ),
+                );
+                self.fail_task(tid, err);
+            }
+            (_, Outcome::Failed(err)) => {
+                self.abort_unsealed_returns(conn, &spec);
+                let t = self.tasks.get_mut(&tid);
+                match t {
+                    Some(t)
+                        if spec.retry_exceptions
+                            && t.retries_left != 0
+                            && spec.kind == TaskKind::Normal =>
+                    {
+                        if t.retries_left > 0 {
+                            t.retries_left -= 1;
+                        }
+                        t.state = TaskState::Queued;
+                        self.stats.tasks_retried += 1;
+                        self.ready.push_back(tid);
+                    }
+                    _ => self.fail_task(tid, err),
+                }
+            }
+        }
+        if let Some(aid) = actor_of_worker {
+            self.pump_actor(aid);
+        }
+        self.schedule();
+    }
+
+    /// A failed task may have created some of its returns in the store before failing.
+    fn abort_unsealed_returns(&mut self, conn: Option<u64>, spec: &TaskSpec) {
+        let Some(c) = conn.and_then(|c| self.conns.get_mut(&c)) else {
+            return;
+        };
+        let ids: Vec<ObjectId> = spec
+            .return_ids()
+            .filter(|id| c.unsealed.remove(id))
+            .collect();
+        for id in ids {
+            let _ = self.store.abort(id);
+        }
+    }
+
+    /// Drop store allocations a worker made for an outcome nobody wants.
+    fn discard_outcome(&mut self, conn: Option<u64>, tid: TaskId, outcome: &Outcome) {
+        if let Outcome::Returns(values) = outcome {
+            for (i, v) in values.iter().enumerate() {
+                if let Value::Stored { .. } = v {
+                    let id = ObjectId::for_return(tid, i as u32 + 1);
+                    if let Some(c) = conn.and_then(|c| self.conns.get_mut(&c)) {
+                        c.unsealed.remove(&id);
+                    }
+                    let _ = self.store.abort(id);
+                }
+            }
+        }
+    }
+
+    /// Every return of the task becomes `err`; the task is over.
+    pub fn fail_task(&mut self, tid: TaskId, err: ErrorInfo) {
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        let spec = Arc::clone(&t.spec);
+        if t.state == TaskState::Queued && spec.kind != TaskKind::ActorMethod {
+            self.ready.retain(|x| *x != tid);
+        }
+        if spec.kind == TaskKind::ActorMethod {
+            if let Some(a) = spec.actor.and_then(|aid| self.actors.get_mut(&aid)) {
+                a.queue.retain(|x| *x != tid);
+            }
+        }
+        self.finish_task(tid);
+        for id in spec.return_ids() {
+            self.object_ready(id, Value::Error(err.clone()));
+        }
+    }
+
+    /// Forget a task and release what it held.
+    pub fn finish_task(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.remove(&tid) else {
+            return;
+        };
+        let keep_deps = t.spec.kind == TaskKind::ActorCreate
+            && t.spec
+                .actor_options
+                .as_ref()
+                .is_some_and(|o| o.max_restarts != 0);
+        if !keep_deps {
+            self.release_task_inputs(&t.spec);
+        }
+    }
+
+    /// Release the holds a task has on its arguments.
+    pub fn release_task_inputs(&mut self, spec: &TaskSpec) {
+        let mut inputs = spec.deps.clone();
+        if let Value::Stored { .. } = spec.args {
+            inputs.push(args_object_id(spec.task));
+        }
+        for id in &inputs {
+            if let Some(e) = self.objects.get_mut(id) {
+                e.holds = e.holds.saturating_sub(1);
+                if e.holds == 0 {
+                    e.dependents.retain(|d| *d != spec.task);
+                }
+            }
+            self.maybe_free(id);
+        }
+    }
+
+    /// Cancel the task that makes `id`.
+    pub fn cancel(&mut self, id: ObjectId, force: bool) {
+        let tid = id.task();
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        match t.state {
+            TaskState::Waiting | TaskState::Queued => {
+                let name = t.spec.name.clone();
+                self.fail_task(tid, cancelled_error(&name));
+            }
+            TaskState::Running(wid) => {
+                t.cancelled = true;
+                if force && t.spec.kind == TaskKind::Normal {
+                    if let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid) {
+                        crate::sys::kill_process(pid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn register_actor(&mut self, spec: &TaskSpec) -> Result<(), String> {
+        let Some(opts) = &spec.actor_options else {
+            return Err("actor creation without actor options".into());
+        };
+        if let Some(name) = &opts.name {
+            if let Some(old) = self.named_actors.get(name) {
+                if self
+                    .actors
+                    .get(old)
+                    .is_some_and(|a| !matches!(a.state, ActorState::Dead(_)))
+                {
+                    return Err(format!("an actor named {name:?} already exists"));
+                }
+            }
+            self.named_actors.insert(name.clone(), opts.actor);
+        }
+        let resources = Resources::from_pairs(spec.resources.iter().map(|(k, v)| (k.as_str(), *v)));
+        self.actors.insert(
+            opts.actor,
+            ActorEntry {
+                creation: Arc::new(spec.clone()),
+                worker: None,
+                state: ActorState::Pending,
+                queue: Default::default(),
+                inflight: Default::default(),
+                name: opts.name.clone(),
+                handle_blob: opts.handle_blob.clone(),
+                resources,
+                holds_resources: false,
+                restarts_left: opts.max_restarts,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn conn_holder(conn: Option<u64>) -> Holder {
+    conn.map_or(Holder::Local, Holder::Conn)
+}
+
+pub(crate) fn cancelled_error(name: &str) -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorKind::Cancelled,
+        format!("task {name} was cancelled with peer.cancel()"),
+    )
+}
+
+/// Actor ids on method tasks are always set by the submitter; a missing one
+/// reads as an unknown actor.
+pub(crate) trait ActorIdExt {
+    fn unwrap_or_default_actor(self) -> crate::ids::ActorId;
+}
+
+impl ActorIdExt for Option<crate::ids::ActorId> {
+    fn unwrap_or_default_actor(self) -> crate::ids::ActorId {
+        self.unwrap_or(crate::ids::ActorId([0; 16]))
+    }
+}

@@ -1,0 +1,222 @@
+"""Type stubs for ``peer._native``, the thin pyo3 layer over the Rust node.
+
+This is the contract between the Rust side (``py/src``) and the pure-Python
+package (``py/python/peer``). Everything here works on ids (``bytes``) and
+already-serialized values; pickling, ObjectRef wrapping and exceptions are
+Python's job.
+
+A *value* as returned by :func:`get` (and handed to the worker executor) is a
+tuple ``(kind, payload)``:
+
+* ``(VALUE_INLINE, bytes)``: an encoded object blob held in process memory;
+* ``(VALUE_STORED, PinnedBuffer)``: an encoded object blob in the shared-memory
+  store; the buffer pins it until the last view of it is gone;
+* ``(VALUE_ERROR, ErrorInfo)``: the object is an error.
+
+An encoded blob is decoded by :func:`decode` into the pickle bytes and the
+out-of-band buffers, all zero-copy views of the blob.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+VALUE_INLINE: int
+VALUE_STORED: int
+VALUE_ERROR: int
+
+# ErrorInfo.kind values
+ERR_TASK: str  # the task raised; ``blob`` is the pickled exception wrapper
+ERR_WORKER_CRASHED: str
+ERR_ACTOR_DIED: str
+ERR_STORE_FULL: str
+ERR_CANCELLED: str
+ERR_OBJECT_LOST: str
+
+# executor task kinds
+TASK_NORMAL: int
+TASK_ACTOR_CREATE: int
+TASK_ACTOR_METHOD: int
+
+class PeerNativeError(Exception):
+    """Base of the errors raised by the native layer."""
+
+class NativeStoreFullError(PeerNativeError):
+    """The object store has no room for the object (message says how much is used/pinned)."""
+
+class NativeNotInitializedError(PeerNativeError):
+    """No runtime: call ``peer.init()`` first."""
+
+class PinnedBuffer:
+    """Read-only buffer (PEP 3118) over an object in the shared-memory store.
+
+    While this object (or any memoryview / numpy array made from it) lives, the
+    object stays pinned in the store.
+    """
+
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+class ErrorInfo:
+    kind: str
+    message: str
+    blob: bytes | None
+
+class ObjectRefBase:
+    """Native part of ``peer.ObjectRef``: an object id plus a live-handle count.
+
+    Creating one registers a local handle of the id with the runtime (if any);
+    dropping it releases the handle. Subclassable.
+    """
+
+    def __init__(self, id: bytes) -> None: ...
+    def binary(self) -> bytes: ...
+    def hex(self) -> str: ...
+    def __hash__(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+
+# ---- lifecycle -------------------------------------------------------------
+
+def init_embedded(
+    *,
+    num_cpus: int,
+    resources: dict[str, float],
+    object_store_memory: int | None,
+    state_dir: str,
+    python: str,
+    python_path: list[str],
+    cwd: str,
+) -> dict[str, Any]:
+    """Start a node inside this process (laptop mode).
+
+    Spawns the fork server (``python -m peer._forkserver``) in the background
+    and returns at once with ``{"node_id", "socket", "arena_path",
+    "arena_size", "num_cpus", "resources"}``.
+    """
+
+def attach(socket_path: str) -> dict[str, Any]:
+    """Attach this process as a driver to the running daemon at ``socket_path``.
+
+    Returns the same dict as :func:`init_embedded`. Raises ``ConnectionError``.
+    """
+
+def daemon_socket(state_dir: str) -> str | None:
+    """The socket path of a live ``peer up`` daemon of ``state_dir``, or None."""
+
+def shutdown() -> None:
+    """Stop the embedded node (workers, fork server, arena file) or detach."""
+
+def is_initialized() -> bool: ...
+
+# ---- functions, tasks, actors ------------------------------------------------
+
+def register_function(fn_id: bytes, blob: bytes) -> None:
+    """Make a cloudpickled function or class known to the node (idempotent)."""
+
+def submit_task(
+    fn_id: bytes,
+    args_pickle: bytes,
+    args_buffers: Sequence[Any],
+    deps: list[bytes],
+    *,
+    num_returns: int,
+    num_cpus: float,
+    resources: dict[str, float],
+    max_retries: int,
+    retry_exceptions: bool,
+    name: str,
+) -> list[bytes]:
+    """Submit a task; returns its ``num_returns`` object ids at once.
+
+    ``args_pickle`` / ``args_buffers`` are the protocol-5 pickle of the
+    arguments (top-level ObjectRefs replaced by placeholders) and its
+    out-of-band buffers; large arguments go through the store. ``deps`` are the
+    ids of the top-level ObjectRef arguments, in placeholder order: the task
+    runs when all exist, with their values.
+    """
+
+def create_actor(
+    class_id: bytes,
+    args_pickle: bytes,
+    args_buffers: Sequence[Any],
+    deps: list[bytes],
+    *,
+    num_cpus: float,
+    resources: dict[str, float],
+    max_restarts: int,
+    name: str | None,
+    class_name: str,
+    handle_blob: bytes,
+) -> bytes:
+    """Create an actor on a dedicated worker; returns its actor id at once.
+
+    ``handle_blob`` is the pickled actor handle, returned by :func:`get_actor`
+    for a named actor. Raises ``ValueError`` if ``name`` is already taken.
+    """
+
+def submit_actor_task(
+    actor_id: bytes,
+    method: str,
+    args_pickle: bytes,
+    args_buffers: Sequence[Any],
+    deps: list[bytes],
+    *,
+    num_returns: int,
+    name: str,
+) -> list[bytes]:
+    """Queue a method call; calls on one actor run one at a time, in submission order."""
+
+def get_actor(name: str) -> bytes | None:
+    """The handle blob of the live named actor ``name``, or None."""
+
+def kill_actor(actor_id: bytes, no_restart: bool) -> None: ...
+def cancel(object_id: bytes, force: bool) -> None:
+    """Cancel the task producing ``object_id``: dropped if queued; with ``force``, its worker is killed."""
+
+# ---- objects -------------------------------------------------------------------
+
+def put(pickle: bytes, buffers: Sequence[Any]) -> bytes:
+    """Store a serialized value; returns its new object id.
+
+    Raises :class:`NativeStoreFullError` when it does not fit.
+    """
+
+def get(ids: list[bytes], timeout: float | None) -> list[tuple[int, Any]] | None:
+    """Block (GIL released) until every id has a value; None on timeout (seconds)."""
+
+def wait(ids: list[bytes], num_returns: int, timeout: float | None) -> list[int]:
+    """Indices of ids that are ready, in completion order; stops at num_returns or timeout."""
+
+def decode(value: bytes | PinnedBuffer) -> tuple[memoryview, list[memoryview]]:
+    """Split an encoded blob into (pickle bytes, out-of-band buffers), zero-copy."""
+
+def ref_escaped(object_id: bytes) -> None:
+    """Note that a ref was serialized (it may outlive every local handle)."""
+
+# ---- introspection ------------------------------------------------------------
+
+def nodes() -> list[dict[str, Any]]: ...
+def cluster_resources() -> dict[str, float]: ...
+def available_resources() -> dict[str, float]: ...
+def runtime_context() -> dict[str, Any]:
+    """``{"node_id", "worker_id", "task_id", "actor_id"}`` (hex strings or None)."""
+
+def status() -> dict[str, Any]: ...
+
+# ---- worker side -----------------------------------------------------------------
+
+Executor = Callable[
+    [int, bytes, bytes, bytes | None, str, str, tuple[int, Any], list[tuple[int, Any]], int],
+    tuple[int, Any],
+]
+
+def worker_main(socket_path: str, worker_id: str, executor: Executor) -> None:
+    """Run this process as a worker until the node says stop (or the socket closes).
+
+    For each task the loop calls ``executor(kind, task_id, fn_id, fn_blob,
+    method, name, args, dep_values, num_returns)`` where ``fn_blob`` is the
+    cloudpickled function/class the first time this worker sees ``fn_id`` (else
+    None), ``args`` and each of ``dep_values`` is a value tuple. The executor
+    returns either ``(0, [(pickle, buffers), ...])`` with one entry per return,
+    or ``(1, (message, blob))`` when the task raised (``blob``: the pickled
+    exception wrapper). For TASK_ACTOR_CREATE, success returns ``(0, [])``.
+    """
