@@ -98,3 +98,29 @@ def cmdline(pid: int) -> str:
 
 def live_descendants(root: int) -> list[int]:
     return [p for p in descendants(root) if not is_zombie(p)]
+
+
+def shm_users(names: set[str]) -> dict[str, list[int]]:
+    """Which live processes hold each /dev/shm entry open or mapped."""
+    paths = {f"/dev/shm/{n}": n for n in names}
+    users: dict[str, list[int]] = {n: [] for n in names}
+    for pid in all_pids():
+        seen = set()
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target in paths:
+                    seen.add(paths[target])
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    path = line.rstrip("\n").split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+                    if path in paths:
+                        seen.add(paths[path])
+        except OSError:
+            continue
+        for name in seen:
+            users[name].append(pid)
+    return users

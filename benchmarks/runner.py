@@ -398,14 +398,22 @@ def main() -> int:
                f"at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}, "
                f"max before a run {max(loads):.2f}; {args.rounds} rounds, {total_s:.0f} s; medians; "
                f"ratios are the first backend's median over the second's (✓: first is better)")
+    if max(loads) > machine["cores"]:
+        context += (f"\nWARNING: the load average reached {max(loads):.1f} on {machine['cores']} cores during "
+                    "the run; other programs competed for the CPUs, so the figures are noisy")
     print()
     print(render_text(header, rows))
     print()
     print(context)
     hygiene = [f"{run['backend']} {run['group']} r{run['round']}: left processes {run['orphans']}"
                for run in runs if run["orphans"]]
-    hygiene += [f"{run['backend']} {run['group']} r{run['round']}: new /dev/shm entries {run['new_shm']}"
-                for run in runs if run["new_shm"]]
+    # Other programs on the machine use /dev/shm too: report only what appeared during one of
+    # our runs, is still there at the end and is held open by no live process (all of ours are gone).
+    still = shm_entries()
+    still -= {name for name, pids in procs.shm_users(still).items() if pids}
+    hygiene += [f"{run['backend']} {run['group']} r{run['round']}: /dev/shm entries that appeared during "
+                f"this run and are still there: {sorted(set(run['new_shm']) & still)}"
+                for run in runs if set(run["new_shm"]) & still]
     for line in summary["notes"]:
         print("note: " + line)
     for line in summary["errors"] + hygiene:
