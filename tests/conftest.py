@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,13 @@ def _mapped_by_someone(name: str) -> bool:
     return False
 
 
-def leftover_processes(socket_path: str | None) -> list[str]:
-    """Processes that still belong to this test process's clusters."""
+def leftover_processes(socket_path: str | None, ignore: frozenset[int] = frozenset()) -> list[str]:
+    """Processes that still belong to this test process's clusters (except pids in ``ignore``)."""
     me = os.getpid()
     marker = f"PEER_SOCKET={socket_path}\0".encode() if socket_path else None
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) == me or int(entry) in ignore:
             continue
         pid = int(entry)
         try:
@@ -77,10 +77,27 @@ def leftover_processes(socket_path: str | None) -> list[str]:
     return found
 
 
+def child_pids() -> frozenset[int]:
+    """Pids whose parent is the test process (a leak of an earlier test must not fail later ones)."""
+    me = os.getpid()
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
+                pids.add(int(entry))
+    return frozenset(pids)
+
+
 @dataclass
 class ClusterRecord:
     info: dict[str, Any]
     shm_before: set[str]
+    children_before: frozenset[int] = field(default_factory=child_pids)
 
 
 def assert_clean_after_shutdown(record: ClusterRecord, grace_s: float = 5.0) -> float:
@@ -89,7 +106,7 @@ def assert_clean_after_shutdown(record: ClusterRecord, grace_s: float = 5.0) -> 
     socket_path = record.info.get("socket")
     arena = record.info.get("arena_path")
     while True:
-        procs = leftover_processes(socket_path)
+        procs = leftover_processes(socket_path, record.children_before)
         arena_left = isinstance(arena, str) and arena.startswith("/") and os.path.exists(arena)
         new_shm = [n for n in shm_files() - record.shm_before if not _mapped_by_someone(n)]
         if not procs and not arena_left and not new_shm:
@@ -109,9 +126,9 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _start(state_dir: str, **kwargs: Any) -> ClusterRecord:
-    before = shm_files()
+    before, children = shm_files(), child_pids()
     info = peer.init(_state_dir=state_dir, **kwargs)
-    return ClusterRecord(info=info, shm_before=before)
+    return ClusterRecord(info=info, shm_before=before, children_before=children)
 
 
 def _stop(record: ClusterRecord) -> None:

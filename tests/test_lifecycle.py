@@ -10,7 +10,7 @@ import pytest
 
 import peer as ray
 import peer._runtime
-from conftest import ClusterRecord, assert_clean_after_shutdown, leftover_processes, shm_files
+from conftest import ClusterRecord, assert_clean_after_shutdown, child_pids, leftover_processes, shm_files
 
 
 @ray.remote
@@ -19,7 +19,7 @@ def square(x: int) -> int:
 
 
 def test_init_shutdown_leaves_nothing(state_dir: str) -> None:
-    before = shm_files()
+    before, children = shm_files(), child_pids()
     start = time.perf_counter()
     info = ray.init(num_cpus=2, _state_dir=state_dir)
     init_s = time.perf_counter() - start
@@ -28,12 +28,12 @@ def test_init_shutdown_leaves_nothing(state_dir: str) -> None:
         assert {"node_id", "socket", "arena_path", "arena_size", "num_cpus", "resources"} <= set(info)
         assert info["num_cpus"] == 2
         assert ray.get(square.remote(3)) == 9
-        assert leftover_processes(info["socket"]), "a running node should have worker processes"
+        assert leftover_processes(info["socket"], children), "a running node should have worker processes"
     finally:
         start = time.perf_counter()
         ray.shutdown()
         shutdown_s = time.perf_counter() - start
-    settle_s = assert_clean_after_shutdown(ClusterRecord(info=info, shm_before=before), grace_s=2.0)
+    settle_s = assert_clean_after_shutdown(ClusterRecord(info=info, shm_before=before, children_before=children), grace_s=2.0)
     print(f"init: {init_s * 1e3:.1f} ms, shutdown: {shutdown_s * 1e3:.1f} ms, "
           f"processes gone {settle_s * 1e3:.0f} ms after shutdown returned")
     assert not ray.is_initialized()
@@ -49,13 +49,13 @@ def test_init_is_fast_when_warm(make_cluster: Any) -> None:
 
 def test_init_shutdown_init_again(state_dir: str) -> None:
     for round in range(3):
-        before = shm_files()
+        before, children = shm_files(), child_pids()
         info = ray.init(num_cpus=1, _state_dir=state_dir)
         try:
             assert ray.get(square.remote(round)) == round * round
         finally:
             ray.shutdown()
-        assert_clean_after_shutdown(ClusterRecord(info=info, shm_before=before))
+        assert_clean_after_shutdown(ClusterRecord(info=info, shm_before=before, children_before=children))
 
 
 def test_double_init_raises_unless_ignored(make_cluster: Any, state_dir: str) -> None:
@@ -74,7 +74,7 @@ def test_shutdown_without_init_is_harmless() -> None:
 
 def test_auto_init_on_first_use(state_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEER_STATE_DIR", state_dir)
-    before = shm_files()
+    before, children = shm_files(), child_pids()
     assert not ray.is_initialized()
     try:
         ref = ray.put("auto")
@@ -84,7 +84,7 @@ def test_auto_init_on_first_use(state_dir: str, monkeypatch: pytest.MonkeyPatch)
         assert os.path.dirname(info["socket"]).startswith(state_dir) or info["socket"].startswith(state_dir)
     finally:
         ray.shutdown()
-    assert_clean_after_shutdown(ClusterRecord(info=info, shm_before=before))
+    assert_clean_after_shutdown(ClusterRecord(info=info, shm_before=before, children_before=children))
 
 
 def test_init_argument_checks(state_dir: str) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 from . import _native, _runtime, _serialization
 from ._options import Options
 from ._remote_function import PickledCode, wrap_returns
-from .exceptions import PeerSystemError
 
 _METHOD_OPTIONS_ATTR = "__peer_method_options__"
 
@@ -146,7 +145,7 @@ class ActorClass:
                 return existing
         data, buffers, deps = _serialization.serialize_args(args, kwargs, self.__name__)
         # The id is only known once create_actor returns, so the blob kept for get_actor()
-        # holds the class name and method table; see lookup().
+        # holds the class name and method table; the node returns the id beside it.
         handle_blob = pickle.dumps((self.__name__, self._methods), protocol=5)
         actor_id = _native.create_actor(
             self._code.registered_id(),
@@ -166,16 +165,14 @@ class ActorClass:
 def lookup(name: str) -> ActorHandle | None:
     """The handle of the live actor created with ``.options(name=name)``, or None."""
     _runtime.ensure_initialized()
-    blob = _native.get_actor(name)
-    if blob is None:
+    found: Any = _native.get_actor(name)
+    if found is None:
         return None
-    value = pickle.loads(blob)
-    if isinstance(value, ActorHandle):
-        return value
-    raise PeerSystemError(
-        f"the node knows an actor named {name!r} but not its id: peer._native.get_actor() must "
-        "return a blob that includes the actor id"
-    )
+    # The native layer keeps the actor id next to the blob (the id is only known after
+    # create_actor returns, when the blob was already handed over).
+    actor_id, blob = found
+    class_name, methods = pickle.loads(blob)
+    return ActorHandle(bytes(actor_id), class_name, methods)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

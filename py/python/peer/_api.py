@@ -39,8 +39,12 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     the shared-memory store come back as read-only views of it, without copying.
     """
     single = isinstance(object_refs, ObjectRef)
-    refs: Sequence[Any] = [object_refs] if single else object_refs  # type: ignore[list-item]
-    if not single and not isinstance(object_refs, (list, tuple)):
+    refs: Sequence[Any]
+    if isinstance(object_refs, ObjectRef):
+        refs = [object_refs]
+    elif isinstance(object_refs, (list, tuple)):
+        refs = object_refs
+    else:
         raise _not_a_ref(object_refs, "peer.get()")
     for ref in refs:
         if not isinstance(ref, ObjectRef):

@@ -15,9 +15,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
-from . import _native
+from . import _native, _pickler
 from . import exceptions as exc
 
 
@@ -44,7 +42,7 @@ def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
         cause = error
         tb = _format(error)
     try:
-        exception_pickle: bytes | None = cloudpickle.dumps(cause, protocol=5)
+        exception_pickle: bytes | None = _pickler.dumps(cause)
     except Exception:  # noqa: BLE001 - any pickling failure means "send the repr instead"
         exception_pickle = None
     cls = type(cause)
@@ -58,11 +56,18 @@ def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
         pid=os.getpid(),
     )
     message = f"{function_name}() raised {cls.__name__}: {_safe_str(cause)}"
-    return message, cloudpickle.dumps(remote, protocol=5)
+    return message, _pickler.dumps(remote)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _format(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    """The traceback from the first frame of user code on (peer's own frames are noise)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb or error.__traceback__))
 
 
 def _safe_repr(value: object) -> str:

@@ -52,6 +52,19 @@ def _child(socket_path: str, worker_id: str) -> None:
             os._exit(code)
 
 
+def _wait_for_children() -> None:
+    """Block until every forked worker has exited, so that this server's own exit tells the node
+    that all of its workers are gone. With SIGCHLD ignored, wait() returns only when no child is
+    left (then fails with ECHILD)."""
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -61,6 +74,7 @@ def main() -> None:
     while True:
         line = stdin.readline()
         if not line:
+            _wait_for_children()
             return
         worker_id = line.strip().decode("utf-8", "replace")
         if not worker_id:

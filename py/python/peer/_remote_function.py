@@ -10,9 +10,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
-
-from . import _native, _runtime, _serialization
+from . import _native, _pickler, _runtime, _serialization
 from ._object_ref import ObjectRef
 from ._options import Options
 
@@ -35,7 +33,7 @@ class PickledCode:
     def registered_id(self) -> bytes:
         """The content id, after making sure the current runtime knows the blob."""
         if self._id is None or self._blob is None:
-            blob = cloudpickle.dumps(self._obj, protocol=5)
+            blob = _pickler.dumps(self._obj)
             self._blob, self._id = blob, content_id(blob)
         _runtime.register_function(self._id, self._blob)
         return self._id

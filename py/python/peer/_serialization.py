@@ -15,9 +15,7 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
-import cloudpickle
-
-from . import _errors, _native
+from . import _errors, _native, _pickler
 from ._object_ref import ObjectRef
 from .exceptions import SerializationError
 
@@ -39,7 +37,7 @@ class DepPlaceholder:
 
 def _dumps(value: Any) -> tuple[bytes, list[memoryview]]:
     buffers: list[pickle.PickleBuffer] = []
-    data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    data = _pickler.dumps(value, buffer_callback=buffers.append)
     views: list[memoryview] = []
     for buf in buffers:
         try:

@@ -91,7 +91,7 @@ def execute(
 ) -> tuple[int, Any]:
     """Run one task; ``(0, [(pickle, buffers), ...])`` on success, ``(1, (message, blob))`` if it raised."""
     if kind == _native.TASK_ACTOR_CREATE:
-        _worker.actor_name = name
+        _worker.actor_name = name.removesuffix(".__init__")
     _context.set_current(_context.CurrentTask(task_id=task_id.hex(), name=name))
     try:
         if fn_blob is not None and fn_id not in _worker.code:
