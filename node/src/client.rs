@@ -149,7 +149,12 @@ impl Client {
         })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let welcome = client.read_until(
-            |inbox| inbox.replies.remove(&0),
+            |inbox| {
+                inbox
+                    .replies
+                    .remove(&0)
+                    .or_else(|| inbox.exit_requested.then_some(NodeMsg::Exit))
+            },
             Some(deadline),
             &mut || false,
         )?;

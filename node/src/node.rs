@@ -136,7 +136,7 @@ impl Node {
             .map_err(|e| NodeError::io("socket set_nonblocking", e))?;
 
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("peer-node")
             .enable_all()
             .build()
@@ -166,13 +166,24 @@ impl Node {
             let listener = tokio::net::UnixListener::from_std(std_listener)
                 .map_err(|e| NodeError::io("registering the socket", e))?;
             rt.spawn(crate::server::accept_loop(listener, Arc::clone(&shared)));
-            rt.spawn(run_spawner(
-                spawn_cfg,
-                socket.clone(),
-                spawn_rx,
-                Arc::clone(&shared),
-                Arc::clone(&forkserver_pid),
-            ));
+            match start_forkserver(&spawn_cfg, &socket) {
+                Ok(child) => {
+                    *forkserver_pid.lock() = child.id();
+                    rt.spawn(run_spawner(
+                        child,
+                        spawn_rx,
+                        Arc::clone(&shared),
+                        Arc::clone(&forkserver_pid),
+                    ));
+                }
+                Err(e) => {
+                    let why = format!(
+                        "could not run {} -m peer._forkserver: {e}",
+                        spawn_cfg.python.display()
+                    );
+                    shared.state.lock().spawner_failed(why);
+                }
+            }
             rt.spawn(run_timers(timer_rx, Arc::clone(&shared)));
         }
         tracing::info!(node = %node_id, socket = %socket.display(), "node started");
@@ -398,12 +409,13 @@ impl Node {
             }
             st.workers.values().filter_map(|w| w.pid).collect()
         };
+        // The spawner task reaps the fork server and clears its pid; the fork
+        // server in turn exits only after all its workers have.
         let deadline = Instant::now() + Duration::from_secs(3);
         let forkserver = || *self.forkserver_pid.lock();
         loop {
-            let any_alive = worker_pids.iter().any(|p| crate::sys::process_alive(*p))
-                || forkserver().is_some_and(crate::sys::process_alive);
-            if !any_alive {
+            let workers_alive = worker_pids.iter().any(|p| crate::sys::process_alive(*p));
+            if !workers_alive && forkserver().is_none() {
                 break;
             }
             if Instant::now() >= deadline {
@@ -413,11 +425,11 @@ impl Node {
                 }
                 if let Some(p) = forkserver() {
                     crate::sys::kill_process(p);
+                    crate::sys::reap(p);
                 }
-                std::thread::sleep(Duration::from_millis(50));
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         rt.shutdown_timeout(Duration::from_millis(500));
         let _ = std::fs::remove_file(&self.info.socket);
@@ -434,17 +446,11 @@ impl Drop for Node {
     }
 }
 
-/// Start the fork server and feed it spawn requests; report if it dies.
-async fn run_spawner(
-    config: NodeConfig,
-    socket: PathBuf,
-    mut rx: mpsc::UnboundedReceiver<SpawnRequest>,
-    shared: Arc<Shared>,
-    pid_slot: Arc<Mutex<Option<u32>>>,
-) {
+/// Start the worker fork server (`python -m peer._forkserver`).
+fn start_forkserver(config: &NodeConfig, socket: &Path) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(&config.python);
     cmd.args(["-m", "peer._forkserver"])
-        .env("PEER_SOCKET", &socket)
+        .env("PEER_SOCKET", socket)
         .stdin(Stdio::piped())
         .kill_on_drop(false);
     if !config.python_path.is_empty() {
@@ -453,18 +459,16 @@ async fn run_spawner(
     if let Some(cwd) = &config.cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let why = format!(
-                "could not run {} -m peer._forkserver: {e}",
-                config.python.display()
-            );
-            shared.state.lock().spawner_failed(why);
-            return;
-        }
-    };
-    *pid_slot.lock() = child.id();
+    cmd.spawn()
+}
+
+/// Feed spawn requests to the fork server; report if it dies.
+async fn run_spawner(
+    mut child: tokio::process::Child,
+    mut rx: mpsc::UnboundedReceiver<SpawnRequest>,
+    shared: Arc<Shared>,
+    pid_slot: Arc<Mutex<Option<u32>>>,
+) {
     let Some(mut stdin) = child.stdin.take() else {
         return;
     };
@@ -485,6 +489,7 @@ async fn run_spawner(
                     Ok(s) => format!("the worker fork server exited ({s})"),
                     Err(e) => format!("waiting for the worker fork server: {e}"),
                 };
+                *pid_slot.lock() = None;
                 shared.state.lock().spawner_failed(why);
                 return;
             }
@@ -492,6 +497,7 @@ async fn run_spawner(
     }
     drop(stdin);
     let _ = child.wait().await;
+    *pid_slot.lock() = None;
 }
 
 fn worker_line(w: WorkerId) -> String {

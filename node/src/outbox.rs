@@ -1,10 +1,16 @@
-//! Outgoing frames to one connection, batched.
+//! Outgoing frames to one connection, batched, written without a thread hop
+//! when possible.
 //!
-//! Senders (the scheduler, under the state lock) append encoded frames to a
-//! buffer and wake the connection's writer task, which writes everything that
-//! accumulated in one syscall. Submitting 10,000 tasks thus costs a handful of
-//! writes, not 10,000.
+//! A sender (the scheduler, under the state lock, or the embedded driver's
+//! thread) first tries to write its frame straight to the non-blocking socket
+//! when nothing is queued before it: the common case of one task handed to one
+//! idle worker costs a single `write`, with no wake-up of another thread.
+//! Whatever does not go out at once is queued, and the connection's writer
+//! task writes everything that accumulated in one syscall — so submitting
+//! 10,000 tasks costs a handful of writes, not 10,000.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
@@ -14,21 +20,59 @@ use tokio::sync::Notify;
 
 use crate::codec;
 
+struct Queue {
+    buf: Vec<u8>,
+    /// The writer task holds bytes taken from `buf` that it has not finished writing.
+    writer_busy: bool,
+    /// A non-blocking handle on the same socket for direct writes.
+    direct: Option<UnixStream>,
+}
+
 /// A connection's queue of encoded frames.
-#[derive(Default)]
 pub struct Outbox {
-    buf: Mutex<Vec<u8>>,
+    queue: Mutex<Queue>,
     notify: Notify,
     closed: AtomicBool,
 }
 
 impl Outbox {
-    /// Queue one message.
+    /// An outbox; `direct` (a non-blocking duplicate of the socket) enables direct writes.
+    pub fn new(direct: Option<UnixStream>) -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                buf: Vec::new(),
+                writer_busy: false,
+                direct,
+            }),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queue (or write at once) one message.
     pub fn send<T: Serialize>(&self, msg: &T) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        codec::encode_into(msg, &mut self.buf.lock());
+        let mut q = self.queue.lock();
+        let start = q.buf.len();
+        codec::encode_into(msg, &mut q.buf);
+        if start == 0 && !q.writer_busy {
+            let Queue { buf, direct, .. } = &mut *q;
+            if let Some(stream) = direct {
+                match stream.write(buf) {
+                    Ok(n) if n == buf.len() => {
+                        buf.clear();
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.drain(..n);
+                    }
+                    Err(_) => {} // WouldBlock or a dead peer: the writer task sorts it out
+                }
+            }
+        }
+        drop(q);
         self.notify.notify_one();
     }
 
@@ -43,10 +87,19 @@ impl Outbox {
         let mut out = Vec::new();
         loop {
             self.notify.notified().await;
-            std::mem::swap(&mut out, &mut self.buf.lock());
-            if !out.is_empty() {
+            loop {
+                {
+                    let mut q = self.queue.lock();
+                    if q.buf.is_empty() {
+                        q.writer_busy = false;
+                        break;
+                    }
+                    std::mem::swap(&mut out, &mut q.buf);
+                    q.writer_busy = true;
+                }
                 if let Err(e) = w.write_all(&out).await {
                     tracing::debug!("connection write failed: {e}");
+                    self.queue.lock().writer_busy = false;
                     return;
                 }
                 out.clear();
@@ -54,7 +107,7 @@ impl Outbox {
                     out = Vec::new();
                 }
             }
-            if self.closed.load(Ordering::Relaxed) && self.buf.lock().is_empty() {
+            if self.closed.load(Ordering::Relaxed) {
                 let _ = w.shutdown().await;
                 return;
             }

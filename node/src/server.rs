@@ -17,6 +17,19 @@ use crate::outbox::Outbox;
 use crate::protocol::ClientMsg;
 use crate::state::Conn;
 
+/// Duplicating a tokio socket into a std one that shares its file description.
+trait DupStream {
+    fn as_raw_fd_dup(&self) -> std::io::Result<std::os::unix::net::UnixStream>;
+}
+
+impl DupStream for UnixStream {
+    fn as_raw_fd_dup(&self) -> std::io::Result<std::os::unix::net::UnixStream> {
+        use std::os::fd::AsFd;
+        let fd = self.as_fd().try_clone_to_owned()?;
+        Ok(std::os::unix::net::UnixStream::from(fd))
+    }
+}
+
 /// How long a new connection may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,8 +50,13 @@ pub async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
+    // A duplicate of the (already non-blocking) socket for direct writes.
+    let direct = stream
+        .as_raw_fd_dup()
+        .map_err(|e| tracing::debug!("no direct writes on this connection: {e}"))
+        .ok();
     let (mut rd, wr) = stream.into_split();
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(Outbox::new(direct));
     let conn = {
         let mut st = shared.state.lock();
         let id = st.next_conn;

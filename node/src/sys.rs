@@ -45,3 +45,15 @@ pub fn uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() }
 }
+
+/// Reap a child process that was killed (blocking until it is gone).
+pub fn reap(pid: u32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: waitpid(2) with a null status pointer writes no memory; for a pid
+    // that is not our child it fails with ECHILD, which we ignore.
+    unsafe {
+        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+    }
+}

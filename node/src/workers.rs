@@ -75,6 +75,14 @@ impl State {
 
     /// A connection said who it is.
     pub fn hello(&mut self, conn: ConnId, role: Role, pid: u32) -> Result<(), String> {
+        if self.shutting_down {
+            // A worker forked just before shutdown: tell it to go.
+            if let Some(c) = self.conns.get(&conn) {
+                c.outbox.send(&NodeMsg::Exit);
+                c.outbox.close();
+            }
+            return Ok(());
+        }
         if let Role::Worker(wid) = role {
             let Some(w) = self.workers.get_mut(&wid) else {
                 return Err(format!("unknown worker {wid}"));

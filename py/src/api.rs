@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peer_node::Node;
 use peer_node::client::Client;
 use peer_node::config::NodeConfig;
 use peer_node::ids::{ActorId, FnId, ObjectId, TaskId};
 use peer_node::node::daemon_socket_path;
 use peer_node::protocol::{ActorOptions, Query, Role, TaskKind, TaskSpec, Value, args_object_id};
+use peer_node::{Node, NodeError};
 use peer_objstore::Arena;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -153,16 +153,14 @@ pub fn init_embedded<'py>(
 }
 
 /// Connect to a node's socket and map its store.
-pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, String> {
-    let client = Client::connect(socket, role).map_err(|e| e.to_string())?;
+pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, NodeError> {
+    let client = Client::connect(socket, role)?;
     let w = client.welcome().clone();
-    let arena = Arena::open(std::path::Path::new(&w.arena_path)).map_err(|e| e.to_string())?;
+    let arena = Arena::open(std::path::Path::new(&w.arena_path))?;
     let (num_cpus, resources) = match role {
         Role::Worker(_) => (0.0, Vec::new()),
         _ => {
-            let total = client
-                .query(Query::ClusterResources)
-                .map_err(|e| e.to_string())?;
+            let total = client.query(Query::ClusterResources)?;
             let mut cpus = 0.0;
             let mut res = Vec::new();
             if let Some(m) = total.as_object() {
@@ -207,7 +205,7 @@ pub fn attach<'py>(py: Python<'py>, socket_path: PathBuf) -> PyResult<Bound<'py,
     }
     let rt = py
         .detach(|| connect_runtime(&socket_path, Role::Driver))
-        .map_err(PyConnectionError::new_err)?;
+        .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
     let rt = Arc::new(rt);
     let d = info_dict(py, &rt.info)?;
     runtime::install(rt);

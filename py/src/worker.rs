@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use peer_node::NodeError;
 use peer_node::ids::{ObjectId, WorkerId};
 use peer_node::protocol::{
     ErrorInfo, ErrorKind, Execution, Outcome, Role, TaskKind, args_object_id,
@@ -43,9 +44,12 @@ pub fn worker_main(
     executor: Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let wid = parse_worker_id(worker_id)?;
-    let rt = py
-        .detach(|| connect_runtime(&socket_path, Role::Worker(wid)))
-        .map_err(PyConnectionError::new_err)?;
+    let rt = match py.detach(|| connect_runtime(&socket_path, Role::Worker(wid))) {
+        Ok(rt) => rt,
+        // The node is stopping and told this new worker to go.
+        Err(NodeError::ShutDown) => return Ok(()),
+        Err(e) => return Err(PyConnectionError::new_err(e.to_string())),
+    };
     let rt = Arc::new(rt);
     runtime::install(Arc::clone(&rt));
     let result = serve(py, &rt, &executor);
