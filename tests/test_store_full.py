@@ -16,7 +16,7 @@ def test_put_bigger_than_store(make_cluster: Any) -> None:
     with pytest.raises(exceptions.ObjectStoreFullError) as info:
         ray.put(np.zeros(100 * 2**20 // 8))
     assert isinstance(info.value, ray.exceptions.RayError)
-    assert "object_store_memory" in str(info.value)
+    assert "object_store_memory" in str(info.value), "the message must say what to change"
 
     small = ray.put(np.ones(1_000_000))
     assert ray.get(small).sum() == 1_000_000

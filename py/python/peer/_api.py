@@ -70,10 +70,7 @@ def put(value: Any) -> ObjectRef:
     try:
         id = _native.put(data, buffers)
     except _native.NativeStoreFullError as e:
-        raise ObjectStoreFullError(
-            f"{e}. Drop references to objects you no longer need, or pass a larger "
-            "object_store_memory to peer.init()."
-        ) from None
+        raise ObjectStoreFullError(str(e)) from None
     return ObjectRef(id)
 
 

@@ -123,6 +123,7 @@ def task_error(blob: bytes | None, message: str) -> exc.TaskError:
     return exc.TaskError(remote.function_name, tb, cause, remote.pid).as_instanceof_cause()
 
 
+# Error kind -> (exception class, fallback message when the node sent none).
 _KINDS: dict[str, tuple[type[exc.PeerError], str]] = {
     _native.ERR_WORKER_CRASHED: (
         exc.WorkerCrashedError,
@@ -155,4 +156,4 @@ def from_error_info(info: Any) -> exc.PeerError:
     if known is None:
         return exc.PeerSystemError(f"unexpected error kind {kind!r} from the node: {message}")
     cls, hint = known
-    return cls(f"{message} ({hint})" if message else hint)
+    return cls(message or hint)  # the node's messages already say what to check next

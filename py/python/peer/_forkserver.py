@@ -33,6 +33,7 @@ def _child(socket_path: str, worker_id: str) -> None:
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # let user code wait for its own children
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(0)
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
         numpy = sys.modules.get("numpy")
@@ -65,16 +66,33 @@ def _wait_for_children() -> None:
             continue
 
 
+class _Stop(Exception):
+    """SIGTERM from the node: stop forking, wait for the workers, exit."""
+
+
+def _on_term(signum: int, frame: object) -> None:
+    raise _Stop
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_term)
     socket_path = os.environ[SOCKET_ENV]
-    _preload()
+    try:
+        _preload()
+        _serve(socket_path)
+    except _Stop:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _wait_for_children()
+
+
+def _serve(socket_path: str) -> None:
     stdin = sys.stdin.buffer
     while True:
         line = stdin.readline()
         if not line:
-            _wait_for_children()
             return
         worker_id = line.strip().decode("utf-8", "replace")
         if not worker_id:

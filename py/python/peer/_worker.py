@@ -58,6 +58,10 @@ def main(socket_path: str, worker_id: str) -> None:
     sys.stderr = err
     try:
         _native.worker_main(socket_path, worker_id, execute)
+    except ConnectionError:
+        # The node went away (or is shutting down) before or while this worker served it;
+        # there is no one left to report to, and the node accounts for its workers itself.
+        pass
     finally:
         _worker.flush()
 
