@@ -43,3 +43,19 @@ def test_task_result_bigger_than_store(make_cluster: Any) -> None:
         return 1
 
     assert ray.get(fine.remote()) == 1
+
+
+def test_views_stay_valid_after_their_ref_is_dropped(make_cluster: Any) -> None:
+    make_cluster(num_cpus=1, object_store_memory=64 * 2**20)
+    view = ray.get(ray.put(np.arange(5 * 2**20, dtype=np.int64)))  # 40 MiB; the ref dies here
+    expected_sum = int(np.arange(5 * 2**20, dtype=np.int64).sum())
+    for _ in range(3):
+        # The store must not reuse the memory the view points at: each put either fits
+        # elsewhere or fails cleanly.
+        try:
+            ray.put(np.full(5 * 2**20, -1, dtype=np.int64))
+        except exceptions.ObjectStoreFullError:
+            pass
+    assert int(view.sum()) == expected_sum and view[123] == 123
+    del view
+    ray.put(np.zeros(5 * 2**20, dtype=np.int64))  # fits once the view is gone

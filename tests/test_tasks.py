@@ -273,3 +273,50 @@ def test_cancel_queued_task() -> None:
         ray.get(queued, timeout=30)
     ray.get(blockers)
     assert ray.get(add.remote(1, 1)) == 2
+
+
+def test_wait_argument_errors() -> None:
+    ref = ray.put(1)
+    with pytest.raises(TypeError, match="single ObjectRef"):
+        ray.wait(ref)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.wait([ref, 2])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="unique"):
+        ray.wait([ref, ref])
+    with pytest.raises(ValueError, match="num_returns"):
+        ray.wait([ref], num_returns=2)
+    with pytest.raises(ValueError, match="num_returns"):
+        ray.wait([ref], num_returns=0)
+    with pytest.raises(ValueError, match="timeout"):
+        ray.wait([ref], timeout=-1)
+    assert ray.wait([]) == ([], [])
+
+
+def test_wait_timeout_returns_what_is_ready() -> None:
+    slow = [sleep_then.remote(2.0) for _ in range(2)]
+    fast = ray.put("ready")
+    refs = [slow[0], fast, slow[1]]
+    start = time.monotonic()
+    ready, rest = ray.wait(refs, num_returns=2, timeout=0.2)
+    assert time.monotonic() - start < 1.5
+    assert ready == [fast] and rest == [slow[0], slow[1]]
+    ready, rest = ray.wait(refs, num_returns=3, timeout=30)
+    assert set(ready) == set(refs) and rest == []
+
+
+def test_ref_inside_a_value_outlives_its_local_handle() -> None:
+    outer = ray.put([ray.put("inner")])  # the inner ref's only local handle is dropped at once
+    inner = ray.get(outer)[0]
+    assert ray.get(inner) == "inner"
+
+
+def test_await_raises_task_errors() -> None:
+    @ray.remote
+    def boom() -> None:
+        raise KeyError("missing")
+
+    async def main() -> None:
+        await boom.remote()
+
+    with pytest.raises(KeyError):
+        asyncio.run(main())
