@@ -70,8 +70,15 @@ class _Stop(Exception):
     """SIGTERM from the node: stop forking, wait for the workers, exit."""
 
 
+_stopping = False
+
+
 def _on_term(signum: int, frame: object) -> None:
-    raise _Stop
+    # Raise once: a second SIGTERM (the node may repeat it) must not interrupt the clean exit.
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise _Stop
 
 
 def main() -> None:
