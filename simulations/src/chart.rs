@@ -66,6 +66,7 @@ pub fn draw(path: &Path, reports: &[Report], width: u32, height: u32) -> Result<
             (lo.min(r.load), hi.max(r.load))
         });
         let top = rows.iter().map(|r| value(r)).fold(0.0f64, f64::max) * 1.05;
+        let bottom = rows.iter().map(|r| value(r)).fold(f64::MAX, f64::min) * 0.9;
         let mut chart = ChartBuilder::on(panel)
             .caption(
                 format!("{duration} durations: {quantile} job response"),
@@ -74,12 +75,18 @@ pub fn draw(path: &Path, reports: &[Report], width: u32, height: u32) -> Result<
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(55)
-            .build_cartesian_2d(lo * 100.0 - 2.0..hi * 100.0 + 2.0, 0.0..top.max(1.0))
+            .build_cartesian_2d(
+                lo * 100.0 - 2.0..hi * 100.0 + 2.0,
+                bottom.min(top)..top.max(1.0),
+            )
             .map_err(|e| fail(e.to_string()))?;
         chart
             .configure_mesh()
             .x_desc("offered load (%)")
             .y_desc("ms")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(WHITE)
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| fail(e.to_string()))?;

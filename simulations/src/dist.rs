@@ -115,7 +115,7 @@ impl Dist {
 /// Reads a trace: one duration in milliseconds per line, in the first comma-separated column;
 /// a first line that is not a number is a header.
 fn read_trace(path: &Path) -> Result<Dist, SimError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SimError::TraceIo {
+    let text = std::fs::read_to_string(path).map_err(|source| SimError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -129,7 +129,7 @@ fn read_trace(path: &Path) -> Result<Dist, SimError> {
             Ok(v) if v.is_finite() && v >= 0.0 => values.push(v),
             Ok(_) => {
                 let why = format!("{field:?} is not a duration >= 0 in milliseconds");
-                return Err(SimError::TraceLine {
+                return Err(SimError::BadLine {
                     path: path.to_owned(),
                     line: i + 1,
                     why,
@@ -138,7 +138,7 @@ fn read_trace(path: &Path) -> Result<Dist, SimError> {
             Err(_) if i == 0 => {}
             Err(_) => {
                 let why = format!("{field:?} is not a number");
-                return Err(SimError::TraceLine {
+                return Err(SimError::BadLine {
                     path: path.to_owned(),
                     line: i + 1,
                     why,
@@ -148,7 +148,7 @@ fn read_trace(path: &Path) -> Result<Dist, SimError> {
     }
     if values.is_empty() {
         let why = "no durations in the trace".to_owned();
-        return Err(SimError::TraceLine {
+        return Err(SimError::BadLine {
             path: path.to_owned(),
             line: 0,
             why,

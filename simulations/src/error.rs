@@ -14,15 +14,15 @@ pub enum SimError {
     /// A setting outside what the simulator can run.
     #[error("bad setting {name}: {why}")]
     BadSetting { name: &'static str, why: String },
-    /// A trace file that cannot be read.
-    #[error("cannot read trace {path}: {source}")]
-    TraceIo {
+    /// A trace or result file that cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A trace line that is not a duration.
-    #[error("trace {path} line {line}: {why}")]
-    TraceLine {
+    /// A line of a trace or result file that does not parse.
+    #[error("{path} line {line}: {why}")]
+    BadLine {
         path: PathBuf,
         line: usize,
         why: String,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::config::{Policy, SimConfig};
 use crate::dist::Dist;
 use crate::error::SimError;
-use crate::stats::Report;
+use crate::stats::{Report, Summary};
 
 /// Runs every config, `threads` at a time; reports come back in the order of `configs`.
 /// `progress` is called after each run.
@@ -108,6 +108,90 @@ pub fn write_csv(path: &Path, reports: &[Report]) -> Result<(), SimError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Reads reports back from a CSV written by [`write_csv`] (to redraw a chart without rerunning).
+pub fn read_csv(path: &Path) -> Result<Vec<Report>, SimError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SimError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let mut reports = Vec::new();
+    for (n, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
+        let bad = |why: String| SimError::BadLine {
+            path: path.to_owned(),
+            line: n + 2,
+            why,
+        };
+        let cells: Vec<&str> = line.split(',').collect();
+        let cell = |name: &str| -> Result<&str, SimError> {
+            let i = header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| bad(format!("no column {name}")))?;
+            cells
+                .get(i)
+                .copied()
+                .ok_or_else(|| bad(format!("no value for {name}")))
+        };
+        let num = |name: &str| -> Result<f64, SimError> {
+            cell(name)?
+                .parse::<f64>()
+                .map_err(|_| bad(format!("{name} is not a number")))
+        };
+        let summary = |prefix: &str| -> Result<Summary, SimError> {
+            Ok(Summary {
+                mean: num(&format!(
+                    "{prefix}_mean{}",
+                    if prefix == "util" { "" } else { "_ms" }
+                ))?,
+                p50: num(&format!(
+                    "{prefix}_p50{}",
+                    if prefix == "util" { "" } else { "_ms" }
+                ))?,
+                p95: if prefix == "util" {
+                    0.0
+                } else {
+                    num(&format!("{prefix}_p95_ms"))?
+                },
+                p99: num(&format!(
+                    "{prefix}_p99{}",
+                    if prefix == "util" { "" } else { "_ms" }
+                ))?,
+                max: if prefix == "util" {
+                    num("util_max")?
+                } else {
+                    0.0
+                },
+            })
+        };
+        let name = cell("policy")?;
+        let policy = Policy::ALL
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| bad(format!("unknown policy {name}")))?;
+        reports.push(Report {
+            policy: policy.name(),
+            duration: cell("duration")?.to_owned(),
+            load: num("load")?,
+            peers: num("peers")? as usize,
+            tasks: num("tasks")? as u64,
+            measured_jobs: num("measured_jobs")? as u64,
+            gossip_period_ms: num("gossip_period_ms")?,
+            job: summary("job")?,
+            wait: summary("wait")?,
+            messages_per_task: num("messages_per_task")?,
+            gossip_per_task: num("gossip_messages_per_task")?,
+            utilisation: summary("util")?,
+            max_queue: num("max_queue")? as u32,
+            simulated_s: num("simulated_s")?,
+            events: num("events")? as u64,
+            wall_s: num("wall_s")?,
+        });
+    }
+    Ok(reports)
 }
 
 /// Distinct values in first-seen order.
@@ -277,6 +361,17 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(text.starts_with("policy,"));
+        let back = read_csv(&path).unwrap();
+        assert_eq!(
+            (back[0].policy, back[0].tasks),
+            (reports[0].policy, reports[0].tasks)
+        );
+        assert!((back[0].job.p99 - reports[0].job.p99).abs() < 1e-3);
+        std::fs::write(&path, "policy,load\nnobody,0.5\n").unwrap();
+        assert!(
+            read_csv(&path).is_err(),
+            "a bad file is an error, not a panic"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use peer_simulations::experiment::{
-    load_grid, ratio_tables, run_all, staleness_grid, staleness_table, write_csv,
+    load_grid, ratio_tables, read_csv, run_all, staleness_grid, staleness_table, write_csv,
 };
 use peer_simulations::{Dist, Gossip, Policy, Report, SimConfig, SimError, chart};
+
+/// Pixels of the chart.
+const CHART_SIZE: (u32, u32) = (1000, 750);
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +70,13 @@ enum Command {
         /// Directory for staleness.csv and staleness.md.
         #[arg(long, default_value = "simulations/out")]
         out: PathBuf,
+    },
+    /// Redraws the chart from a sweep's CSV.
+    Chart {
+        #[arg(long, default_value = "simulations/out/sweep.csv")]
+        csv: PathBuf,
+        #[arg(long, default_value = "simulations/out/response-vs-load.png")]
+        png: PathBuf,
     },
 }
 
@@ -195,7 +205,12 @@ fn try_main(cli: Cli) -> Result<(), SimError> {
             write_csv(&out.join("sweep.csv"), &reports)?;
             let md = ratio_tables(&reports);
             write(&out.join("sweep.md"), &md)?;
-            chart::draw(&out.join("response-vs-load.png"), &reports, 1200, 900)?;
+            chart::draw(
+                &out.join("response-vs-load.png"),
+                &reports,
+                CHART_SIZE.0,
+                CHART_SIZE.1,
+            )?;
             println!("{md}");
         }
         Command::Staleness {
@@ -221,6 +236,11 @@ fn try_main(cli: Cli) -> Result<(), SimError> {
             let md = staleness_table(&reports);
             write(&out.join("staleness.md"), &md)?;
             println!("{md}");
+        }
+        Command::Chart { csv, png } => {
+            let reports = read_csv(&csv)?;
+            chart::draw(&png, &reports, CHART_SIZE.0, CHART_SIZE.1)?;
+            println!("{}", ratio_tables(&reports));
         }
     }
     Ok(())

@@ -80,6 +80,9 @@ mod tests {
     fn a_free_slot_beats_any_queue() {
         assert!(key(0, 3, 4) <= 1.0);
         assert!(key(0, 1, 1) > 1.0);
-        assert!(key(0, 4, 8) < key(0, 1, 2), "the emptier peer (per slot) first");
+        assert!(
+            key(0, 4, 8) < key(0, 1, 2),
+            "the emptier peer (per slot) first"
+        );
     }
 }

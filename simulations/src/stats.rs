@@ -101,7 +101,8 @@ pub struct Report {
     pub wait: Summary,
     /// Placement messages per task (probes, bids, task transfers, reservations, claims).
     pub messages_per_task: f64,
-    /// Gossip messages per task (every load publication flooded over the mesh).
+    /// Gossip messages per task (every load publication flooded over the mesh), over the time
+    /// tasks arrive.
     pub gossip_per_task: f64,
     /// Per-peer utilisation: busy slot time over slot time, from the end of the warm-up to the
     /// last arrival.
