@@ -57,10 +57,10 @@ impl State {
         let Some(aid) = spec.actor else {
             return;
         };
-        if let Some(a) = self.actors.get_mut(&aid) {
-            if a.state == ActorState::Creating {
-                a.state = ActorState::Alive;
-            }
+        if let Some(a) = self.actors.get_mut(&aid)
+            && a.state == ActorState::Creating
+        {
+            a.state = ActorState::Alive;
         }
         self.pump_actor(aid);
     }
@@ -130,21 +130,19 @@ impl State {
             a.state = ActorState::Pending;
         } else {
             a.state = ActorState::Dead(err.clone());
-            if let Some(name) = a.name.clone() {
-                if self.named_actors.get(&name) == Some(&aid) {
-                    self.named_actors.remove(&name);
-                }
+            if let Some(name) = a.name.clone()
+                && self.named_actors.get(&name) == Some(&aid)
+            {
+                self.named_actors.remove(&name);
             }
         }
         for tid in inflight {
             self.fail_task(tid, err.clone());
         }
         // A constructor that was running when the process died.
-        if self.tasks.contains_key(&creation.task) {
+        if let Some(t) = self.tasks.get_mut(&creation.task) {
             if restart {
-                if let Some(t) = self.tasks.get_mut(&creation.task) {
-                    t.state = TaskState::Queued;
-                }
+                t.state = TaskState::Queued;
                 self.ready.push_back(creation.task);
             } else {
                 self.fail_task(creation.task, err.clone());

@@ -32,6 +32,8 @@ const LAZY_LIMIT: usize = 4096;
 
 #[derive(Default)]
 struct Lazy {
+    /// Whole frames held back (task outcomes while more tasks are queued here).
+    frames: Vec<u8>,
     add: Vec<ObjectId>,
     release: Vec<ObjectId>,
     dec: Vec<ObjectId>,
@@ -40,11 +42,16 @@ struct Lazy {
 
 impl Lazy {
     fn len(&self) -> usize {
-        self.add.len() + self.release.len() + self.dec.len() + self.escaped.len()
+        self.frames.len() / 64
+            + self.add.len()
+            + self.release.len()
+            + self.dec.len()
+            + self.escaped.len()
     }
 
     /// Append as frames; handle additions before releases so a count never dips to zero early.
     fn drain_into(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.frames);
         if !self.add.is_empty() {
             codec::encode_into(
                 &ClientMsg::AddRefs {
@@ -455,6 +462,13 @@ impl Client {
 
     /// Worker side: the next task to run; None when the node says exit or goes away.
     pub fn next_execution(&self) -> Option<Execution> {
+        if self.inbox.lock().executions.is_empty() {
+            // About to wait: held-back outcomes must reach the node first.
+            if let Err(e) = self.flush() {
+                tracing::debug!("flushing task outcomes: {e}");
+                return None;
+            }
+        }
         let r = self.read_until(
             |inbox| {
                 if let Some(e) = inbox.executions.pop_front() {
@@ -471,15 +485,27 @@ impl Client {
         }
     }
 
-    /// Worker side: report a task's outcome.
-    pub fn task_done(&self, task: TaskId, outcome: Outcome) -> Result<(), NodeError> {
-        self.send(&ClientMsg::TaskDone { task, outcome })
+    /// Worker side: report a task's outcome. While more tasks are already
+    /// queued here it is held back and goes out with the next write, so a
+    /// burst of short tasks costs one write per burst.
+    pub fn task_done(&self, task: TaskId, outcome: Outcome, run_us: u64) -> Result<(), NodeError> {
+        let msg = ClientMsg::TaskDone {
+            task,
+            outcome,
+            run_us,
+        };
+        if self.inbox.lock().executions.is_empty() {
+            return self.send(&msg);
+        }
+        self.lazy(|l| codec::encode_into(&msg, &mut l.frames));
+        Ok(())
     }
 }
 
 fn deliver(inbox: &mut Inbox, msg: NodeMsg) {
     match msg {
         NodeMsg::Execute(e) => inbox.executions.push_back(*e),
+        NodeMsg::Revoke { tasks } => inbox.executions.retain(|e| !tasks.contains(&e.task)),
         NodeMsg::Exit => inbox.exit_requested = true,
         m @ NodeMsg::Welcome { .. } => {
             inbox.replies.insert(0, m);

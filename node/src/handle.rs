@@ -129,7 +129,15 @@ impl State {
                 self.mark_escaped(&ids);
                 After::Continue
             }
-            (Some(Role::Worker(wid)), ClientMsg::TaskDone { task, outcome }) => {
+            (
+                Some(Role::Worker(wid)),
+                ClientMsg::TaskDone {
+                    task,
+                    outcome,
+                    run_us,
+                },
+            ) => {
+                self.record_run_time(wid, task, run_us);
                 self.task_done(wid, task, outcome);
                 After::Continue
             }

@@ -409,6 +409,10 @@ impl Node {
             }
             st.workers.values().filter_map(|w| w.pid).collect()
         };
+        // Stop the fork server at once, even mid-start-up (it then waits for its workers).
+        if let Some(p) = *self.forkserver_pid.lock() {
+            crate::sys::terminate_process(p);
+        }
         // The spawner task reaps the fork server and clears its pid; the fork
         // server in turn exits only after all its workers have.
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -431,7 +435,14 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        tracing::debug!(
+            "processes gone after {:?}",
+            Duration::from_secs(3)
+                .saturating_sub(deadline.saturating_duration_since(Instant::now()))
+        );
+        let t = Instant::now();
         rt.shutdown_timeout(Duration::from_millis(500));
+        tracing::debug!("runtime stopped in {:?}", t.elapsed());
         let _ = std::fs::remove_file(&self.info.socket);
         if let Err(e) = self.shared.state.lock().store.arena().unlink() {
             tracing::debug!("removing the arena file: {e}");

@@ -53,14 +53,16 @@ impl State {
             return;
         };
         let ready = matches!(e.state, ObjState::Ready(_));
-        if e.refs == 0 && e.had_handle && !e.escaped && e.holds == 0 && ready {
-            if let Some(e) = self.objects.remove(id) {
-                if let ObjState::Ready(Value::Stored { .. }) = e.state {
-                    if let Err(err) = self.store.delete(id) {
-                        tracing::warn!("freeing object {id}: {err}");
-                    }
-                }
-            }
+        if e.refs == 0
+            && e.had_handle
+            && !e.escaped
+            && e.holds == 0
+            && ready
+            && let Some(e) = self.objects.remove(id)
+            && let ObjState::Ready(Value::Stored { .. }) = e.state
+            && let Err(err) = self.store.delete(id)
+        {
+            tracing::warn!("freeing object {id}: {err}");
         }
     }
 
@@ -73,10 +75,10 @@ impl State {
             ObjState::Pending => lost(id),
             ObjState::Ready(Value::Stored { .. }) => match self.store.pin(id) {
                 Ok(a) => {
-                    if let Holder::Conn(c) = holder {
-                        if let Some(conn) = self.conns.get_mut(&c) {
-                            *conn.pins.entry(*id).or_insert(0) += 1;
-                        }
+                    if let Holder::Conn(c) = holder
+                        && let Some(conn) = self.conns.get_mut(&c)
+                    {
+                        *conn.pins.entry(*id).or_insert(0) += 1;
                     }
                     Value::Stored {
                         offset: a.offset,
@@ -125,10 +127,10 @@ impl State {
     ) -> Result<u64, ErrorInfo> {
         match self.store.create(id, len) {
             Ok(a) => {
-                if let Holder::Conn(c) = holder {
-                    if let Some(conn) = self.conns.get_mut(&c) {
-                        conn.unsealed.insert(id);
-                    }
+                if let Holder::Conn(c) = holder
+                    && let Some(conn) = self.conns.get_mut(&c)
+                {
+                    conn.unsealed.insert(id);
                 }
                 Ok(a.offset)
             }
@@ -138,10 +140,10 @@ impl State {
 
     /// A client finished writing a created object: it becomes the object's value.
     pub fn seal_object(&mut self, holder: Holder, id: ObjectId) {
-        if let Holder::Conn(c) = holder {
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.unsealed.remove(&id);
-            }
+        if let Holder::Conn(c) = holder
+            && let Some(conn) = self.conns.get_mut(&c)
+        {
+            conn.unsealed.remove(&id);
         }
         match self.store.seal(id) {
             Ok(a) => self.object_ready(

@@ -234,9 +234,12 @@ pub enum ClientMsg {
     Escaped {
         ids: Vec<ObjectId>,
     },
+    /// `run_us`: how long the worker spent running it (the scheduler uses it
+    /// to decide which functions are short enough to queue behind another).
     TaskDone {
         task: TaskId,
         outcome: Outcome,
+        run_us: u64,
     },
     Cancel {
         id: ObjectId,
@@ -289,6 +292,11 @@ pub enum NodeMsg {
     Reply {
         req: u64,
         result: Result<String, String>,
+    },
+    /// Tasks queued at this worker behind a task that is now blocked in
+    /// `get`: drop them unstarted (the node runs them elsewhere).
+    Revoke {
+        tasks: Vec<TaskId>,
     },
     /// The node is stopping: exit.
     Exit,

@@ -147,6 +147,8 @@ pub struct WorkerEntry {
     pub pid: Option<u32>,
     /// The task it runs (task workers).
     pub busy: Option<TaskId>,
+    /// Short tasks sent to it to start right after `busy` (pipelining).
+    pub queued: VecDeque<TaskId>,
     /// Resources it holds for its task.
     pub held: Resources,
     /// Nesting depth of gets/waits it is blocked in.
@@ -213,6 +215,8 @@ pub struct State {
     /// Set when the worker fork server failed: why tasks cannot run.
     pub spawn_failure: Option<String>,
     pub warned_infeasible: FxHashSet<TaskId>,
+    /// Mean run time of each function (µs, moving average) and how many runs it is based on.
+    pub fn_run_us: FxHashMap<FnId, (f64, u32)>,
     pub stats: Stats,
 }
 
@@ -261,6 +265,7 @@ impl State {
             shutting_down: false,
             spawn_failure: None,
             warned_infeasible: FxHashSet::default(),
+            fn_run_us: FxHashMap::default(),
             stats: Stats::default(),
         }
     }

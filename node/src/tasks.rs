@@ -14,6 +14,8 @@ use crate::state::{
 
 /// How many queue entries one scheduling pass looks at past tasks that do not fit.
 const SCAN_LIMIT: usize = 256;
+/// Tasks queued behind a running one, for functions that take under 200 µs.
+const PIPELINE_DEPTH_TINY: usize = 4;
 
 impl State {
     /// Accept a task. Errors (a taken actor name) are returned to the submitter.
@@ -184,8 +186,68 @@ impl State {
             }
         }
         if !self.ready.is_empty() && self.idle.is_empty() {
+            self.pipeline_short_tasks();
+        }
+        if !self.ready.is_empty() && self.idle.is_empty() {
             self.grow_pool();
         }
+    }
+
+    /// With every worker busy, queue known-short tasks behind running ones so a
+    /// worker never waits a round trip between two of them (and reads several
+    /// per syscall). Long or unknown functions are never queued behind anything.
+    fn pipeline_short_tasks(&mut self) {
+        while let Some(&tid) = self.ready.front() {
+            let Some(t) = self.tasks.get(&tid) else {
+                self.ready.pop_front();
+                continue;
+            };
+            if t.spec.kind != TaskKind::Normal {
+                return;
+            }
+            let depth = match self.fn_run_us.get(&t.spec.fn_id) {
+                Some(&(mean, n)) if n >= 3 && mean < 200.0 => PIPELINE_DEPTH_TINY,
+                Some(&(mean, n)) if n >= 3 && mean < 1000.0 => 1,
+                _ => return,
+            };
+            let target = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.kind == crate::state::WorkerKind::Task
+                        && w.busy.is_some()
+                        && w.blocked == 0
+                        && w.conn.is_some()
+                        && w.queued.len() < depth
+                        && w.held == t.resources
+                })
+                .min_by_key(|(_, w)| w.queued.len())
+                .map(|(wid, _)| *wid);
+            let Some(wid) = target else {
+                return;
+            };
+            self.ready.pop_front();
+            if let Some(w) = self.workers.get_mut(&wid) {
+                w.queued.push_back(tid);
+            }
+            self.send_execution(tid, wid);
+        }
+    }
+
+    /// Fold a run time into its function's moving average.
+    pub fn record_run_time(&mut self, _wid: WorkerId, tid: TaskId, run_us: u64) {
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        if t.spec.kind != TaskKind::Normal {
+            return;
+        }
+        let e = self
+            .fn_run_us
+            .entry(t.spec.fn_id)
+            .or_insert((run_us as f64, 0));
+        e.0 = 0.8 * e.0 + 0.2 * run_us as f64;
+        e.1 = e.1.saturating_add(1);
     }
 
     /// Hand task `tid` to worker `wid`.
@@ -250,21 +312,23 @@ impl State {
             match w.kind {
                 crate::state::WorkerKind::Task => {
                     if w.busy == Some(tid) {
-                        w.busy = None;
-                        let held = std::mem::take(&mut w.held);
-                        self.available.give(&held);
-                        self.idle.push(wid);
+                        // A pipelined task starts at once and inherits the slot.
+                        w.busy = w.queued.pop_front();
+                        if w.busy.is_none() {
+                            let held = std::mem::take(&mut w.held);
+                            self.available.give(&held);
+                            self.idle.push(wid);
+                        }
                     }
                 }
                 crate::state::WorkerKind::Actor(aid) => actor_of_worker = Some(aid),
             }
         }
-        if let Some(aid) = actor_of_worker {
-            if let Some(a) = self.actors.get_mut(&aid) {
-                if let Some(pos) = a.inflight.iter().position(|t| *t == tid) {
-                    a.inflight.remove(pos);
-                }
-            }
+        if let Some(aid) = actor_of_worker
+            && let Some(a) = self.actors.get_mut(&aid)
+            && let Some(pos) = a.inflight.iter().position(|t| *t == tid)
+        {
+            a.inflight.remove(pos);
         }
         let Some(t) = self.tasks.get_mut(&tid) else {
             self.discard_outcome(conn, tid, &outcome);
@@ -379,10 +443,10 @@ impl State {
         if t.state == TaskState::Queued && spec.kind != TaskKind::ActorMethod {
             self.ready.retain(|x| *x != tid);
         }
-        if spec.kind == TaskKind::ActorMethod {
-            if let Some(a) = spec.actor.and_then(|aid| self.actors.get_mut(&aid)) {
-                a.queue.retain(|x| *x != tid);
-            }
+        if spec.kind == TaskKind::ActorMethod
+            && let Some(a) = spec.actor.and_then(|aid| self.actors.get_mut(&aid))
+        {
+            a.queue.retain(|x| *x != tid);
         }
         self.finish_task(tid);
         for id in spec.return_ids() {
@@ -435,10 +499,11 @@ impl State {
             }
             TaskState::Running(wid) => {
                 t.cancelled = true;
-                if force && t.spec.kind == TaskKind::Normal {
-                    if let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid) {
-                        crate::sys::kill_process(pid);
-                    }
+                if force
+                    && t.spec.kind == TaskKind::Normal
+                    && let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid)
+                {
+                    crate::sys::kill_process(pid);
                 }
             }
         }
@@ -449,14 +514,13 @@ impl State {
             return Err("actor creation without actor options".into());
         };
         if let Some(name) = &opts.name {
-            if let Some(old) = self.named_actors.get(name) {
-                if self
+            if let Some(old) = self.named_actors.get(name)
+                && self
                     .actors
                     .get(old)
                     .is_some_and(|a| !matches!(a.state, ActorState::Dead(_)))
-                {
-                    return Err(format!("an actor named {name:?} already exists"));
-                }
+            {
+                return Err(format!("an actor named {name:?} already exists"));
             }
             self.named_actors.insert(name.clone(), opts.actor);
         }

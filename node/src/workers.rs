@@ -19,6 +19,7 @@ impl State {
                 conn: None,
                 pid: None,
                 busy: None,
+                queued: Default::default(),
                 held: Default::default(),
                 blocked: 0,
                 known_fns: Default::default(),
@@ -163,6 +164,13 @@ impl State {
                     self.available.take(&w.held.cpu_only());
                 }
                 self.available.give(&w.held);
+                // Queued tasks never started: run them elsewhere, retries untouched.
+                for tid in w.queued.iter().rev() {
+                    if let Some(t) = self.tasks.get_mut(tid) {
+                        t.state = TaskState::Queued;
+                        self.ready.push_front(*tid);
+                    }
+                }
                 if let Some(tid) = w.busy {
                     self.task_lost_worker(tid, pid);
                 }
@@ -238,7 +246,21 @@ impl State {
         w.blocked += 1;
         if w.blocked == 1 {
             let cpu = w.held.cpu_only();
+            let revoked: Vec<_> = w.queued.drain(..).collect();
+            let conn = w.conn;
             self.available.give(&cpu);
+            if !revoked.is_empty() {
+                // They would wait behind a blocked task (maybe for each other): take them back.
+                for tid in revoked.iter().rev() {
+                    if let Some(t) = self.tasks.get_mut(tid) {
+                        t.state = TaskState::Queued;
+                        self.ready.push_front(*tid);
+                    }
+                }
+                if let Some(c) = conn {
+                    self.send_to(c, &NodeMsg::Revoke { tasks: revoked });
+                }
+            }
             self.schedule();
         }
     }

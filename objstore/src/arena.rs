@@ -106,7 +106,12 @@ impl Arena {
             .len(size)
             .map_raw(&file)
             .map_err(|e| StoreError::io(format!("mapping arena file {}", path.display()), e))?;
-        let warmer = Warmer::start(file, map.as_mut_ptr() as usize, size, path.clone());
+        let warmer = Warmer::start(
+            file,
+            map.as_mut_ptr() as usize,
+            size.min(WARM_LIMIT),
+            path.clone(),
+        );
         guard.disarm();
         Ok(Arena {
             map,
@@ -426,6 +431,10 @@ fn choose_dir(shm: &Path, wanted: u64, fallback: &Path) -> Result<PathBuf, Store
 
 /// Bytes reserved and pre-faulted per step of the warmer.
 const WARM_CHUNK: usize = 64 << 20;
+/// The warmer covers at most this much of the arena: allocation is best-fit from
+/// low offsets, so this is where objects live; warming a whole multi-GiB default
+/// store would cost seconds of a core after every start.
+const WARM_LIMIT: usize = 1 << 30;
 
 /// Reserves an arena's pages and pre-faults the owner's mapping in the background.
 struct Warmer {

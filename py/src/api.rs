@@ -584,10 +584,11 @@ pub fn cli_main(
             return e.exit_code();
         }
     };
-    if let peer_node::cli::Command::Up { python: p, .. } = &mut cli.command {
-        if std::env::var_os("PEER_PYTHON").is_none() && p.as_os_str() == "python3" {
-            *p = PathBuf::from(python);
-        }
+    if let peer_node::cli::Command::Up { python: p, .. } = &mut cli.command
+        && std::env::var_os("PEER_PYTHON").is_none()
+        && p.as_os_str() == "python3"
+    {
+        *p = PathBuf::from(python);
     }
     match py.detach(|| peer_node::cli::run(cli, python_path)) {
         Ok(()) => 0,

@@ -69,6 +69,7 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
         };
         let task = exec.task;
         let name = exec.name.clone();
+        let started = std::time::Instant::now();
         let outcome = match run_one(py, rt, exec, executor) {
             Ok(o) => o,
             Err(e) => {
@@ -84,7 +85,8 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
             let mut ctx = rt.context.lock();
             ctx.task = None;
         }
-        if let Err(e) = py.detach(|| client.task_done(task, outcome)) {
+        let run_us = started.elapsed().as_micros() as u64;
+        if let Err(e) = py.detach(|| client.task_done(task, outcome, run_us)) {
             tracing::debug!("reporting a task outcome failed: {e}");
             break;
         }
