@@ -148,7 +148,7 @@ impl State {
                 self.fail_task(creation.task, err.clone());
             }
         } else if restart {
-            tracing::info!("restarting actor {}", creation.name);
+            tracing::info!("restarting actor {}", creation.actor_name());
             let resources = crate::resources::Resources::from_pairs(
                 creation.resources.iter().map(|(k, v)| (k.as_str(), *v)),
             );
@@ -188,7 +188,7 @@ impl State {
             .worker
             .and_then(|w| self.workers.get(&w))
             .and_then(|w| w.pid);
-        let name = a.creation.name.clone();
+        let name = a.creation.actor_name().to_string();
         if let Some(pid) = pid {
             crate::sys::kill_process(pid);
         }

@@ -491,7 +491,9 @@ async fn run_spawner(
                 line.clear();
                 line.extend_from_slice(worker_line(worker).as_bytes());
                 if let Err(e) = stdin.write_all(&line).await {
-                    tracing::warn!("writing to the fork server: {e}");
+                    if !shared.state.lock().shutting_down {
+                        tracing::warn!("writing to the fork server: {e}");
+                    }
                     break;
                 }
             }

@@ -126,6 +126,13 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// What to call the actor (its class name) in messages; the task name otherwise.
+    pub fn actor_name(&self) -> &str {
+        self.actor_options
+            .as_ref()
+            .map_or(self.name.as_str(), |o| o.class_name.as_str())
+    }
+
     /// The ids of the objects this task returns.
     pub fn return_ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
         (1..=self.num_returns).map(|i| ObjectId::for_return(self.task, i))

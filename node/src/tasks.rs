@@ -351,7 +351,8 @@ impl State {
                 let aid = spec.actor.unwrap_or_default_actor();
                 let msg = format!(
                     "the actor {} died because its constructor raised: {}",
-                    spec.name, err.message
+                    spec.actor_name(),
+                    err.message
                 );
                 self.finish_task(tid);
                 self.actor_died(aid, ErrorInfo::new(ErrorKind::ActorDied, msg), false);

@@ -187,7 +187,7 @@ impl State {
                     let name = self
                         .actors
                         .get(&aid)
-                        .map(|a| a.creation.name.clone())
+                        .map(|a| a.creation.actor_name().to_string())
                         .unwrap_or_default();
                     let err = ErrorInfo::new(
                         ErrorKind::ActorDied,

@@ -165,8 +165,8 @@ def submit_actor_task(
 ) -> list[bytes]:
     """Queue a method call; calls on one actor run one at a time, in submission order."""
 
-def get_actor(name: str) -> bytes | None:
-    """The handle blob of the live named actor ``name``, or None."""
+def get_actor(name: str) -> tuple[bytes, bytes] | None:
+    """``(actor_id, handle_blob)`` of the live named actor ``name``, or None."""
 
 def kill_actor(actor_id: bytes, no_restart: bool) -> None: ...
 def cancel(object_id: bytes, force: bool) -> None:
@@ -201,6 +201,12 @@ def runtime_context() -> dict[str, Any]:
     """``{"node_id", "worker_id", "task_id", "actor_id"}`` (hex strings or None)."""
 
 def status() -> dict[str, Any]: ...
+
+def cli_main(argv: list[str], python: str, python_path: list[str]) -> int:
+    """Run the ``peer`` command line (``argv[0]`` is the program name); returns the exit code.
+
+    ``python`` and ``python_path`` are what a ``peer up`` daemon's workers run with.
+    """
 
 # ---- worker side -----------------------------------------------------------------
 

@@ -81,7 +81,7 @@ def init(
     """
     del include_dashboard, log_to_driver
     if runtime_env:
-        raise NotImplementedError("peer does not support runtime_env yet; install dependencies in the driver's environment")
+        raise ValueError("peer does not support runtime_env yet; install dependencies in the driver's environment")
     if logging_level is not None:
         logger.setLevel(logging_level)
     with _state.lock:
