@@ -23,6 +23,8 @@ mod query;
 pub mod resources;
 mod server;
 mod state;
+#[cfg(test)]
+mod state_tests;
 pub mod sys;
 mod tasks;
 mod workers;

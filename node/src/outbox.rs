@@ -76,6 +76,12 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// The encoded frames queued and not written yet (tests read what the node sent).
+    #[cfg(test)]
+    pub(crate) fn take_queued(&self) -> Vec<u8> {
+        std::mem::take(&mut self.queue.lock().buf)
+    }
+
     /// Stop the writer after it flushed what is queued.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
