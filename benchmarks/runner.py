@@ -278,7 +278,7 @@ def chart(summary: dict, metrics: list[str], path: str) -> str | None:
     if not comparisons:
         return "no chart: no ratios (one backend only?)"
     names = [m for m in metrics if any(m in per for _, per in comparisons)]
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(names) * len(comparisons) + 1.8))
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(names) * len(comparisons) + 1.8))
     height = 0.8 / len(comparisons)
     for i, (key, per) in enumerate(comparisons):
         ys = [j + i * height for j in range(len(names))]
@@ -295,6 +295,24 @@ def chart(summary: dict, metrics: list[str], path: str) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+def update_readme(table: str, backends: list[str]) -> None:
+    """Put the latest full run's table between the markers in benchmarks/README.md."""
+    path = os.path.join(HERE, "README.md")
+    start, end = "<!-- latest:start -->", "<!-- latest:end -->"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return
+    if start not in text or end not in text:
+        return
+    stamp = datetime.date.today().isoformat()
+    body = f"{start}\nRun of {stamp}, backends {', '.join(backends)}:\n\n{table}\n{end}"
+    head, rest = text.split(start, 1)
+    with open(path, "w") as f:
+        f.write(head + body + rest.split(end, 1)[1])
 
 
 def machine_info(backends: list[str], args) -> dict:
@@ -347,7 +365,7 @@ def main() -> int:
                 args.only_map[grp.name] = name.strip()
     else:
         groups = list(wl.GROUPS)
-    full = not args.only
+    full = not args.only and args.rounds >= 3  # narrowed or short runs never replace latest.*
 
     if "peer" in backends:
         why = check_peer(peer_python(args.peer_python))
@@ -439,6 +457,8 @@ def main() -> int:
         f.write("\n")
     with open(os.path.join(out_dir, f"{base}.md"), "w") as f:
         f.write(render_markdown(header, rows) + "\n\n" + context + "\n")
+    if full:
+        update_readme(render_markdown(header, rows) + "\n\n" + context.replace("\n", "\n\n"), backends)
     png = os.path.join(out_dir, "ratios.png")
     why = chart(summary, metrics, png)
     log(f"wrote {os.path.relpath(out_dir, ROOT)}/{base}.json, {base}.md"
