@@ -16,6 +16,6 @@ mod error;
 mod store;
 
 pub use alloc::{ALIGN, Allocator};
-pub use arena::{Arena, default_capacity};
+pub use arena::{Arena, RESERVE_SLACK, WARM_LIMIT, default_capacity};
 pub use error::StoreError;
 pub use store::{Allocation, Store, StoreStats};
