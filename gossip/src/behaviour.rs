@@ -1,0 +1,92 @@
+//! The composed libp2p behaviour: identify, ping, Kademlia, mDNS (optional) and gossipsub, with
+//! the protocol names and limits of a `peer` cluster.
+
+use std::error::Error;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
+
+use crate::Config;
+use crate::messages::MAX_MESSAGE_BYTES;
+
+/// Identify protocol version: peers of other applications are told apart by it.
+pub(crate) const PROTOCOL_VERSION: &str = "/peer/1.0.0";
+/// Our own Kademlia protocol, so we never join a public DHT.
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peer/kad/1.0.0");
+/// The one gossipsub topic, carrying load and object announcements.
+pub(crate) const TOPIC: &str = "peer/gossip/1";
+
+/// Bytes of gossipsub framing (signature, key, topic, ids) allowed on top of our payload.
+const GOSSIPSUB_OVERHEAD: usize = 16 * 1024;
+/// mDNS re-query period; the first queries after start come much faster.
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub gossipsub: gossipsub::Behaviour,
+}
+
+impl Behaviour {
+    pub fn new(keypair: &Keypair, config: &Config) -> Result<Self, Box<dyn Error + Send + Sync>> {
+        let peer_id = keypair.public().to_peer_id();
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
+                .with_agent_version(format!("peer/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        );
+
+        // Pings double as a liveness check: a failure makes the peer suspect in the view.
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(Duration::from_secs(1))
+                .with_timeout(Duration::from_secs(5)),
+        );
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        // The event loop re-bootstraps on its own timer (`Config::rebootstrap_period`); Kademlia
+        // still bootstraps by itself when its routing table gains peers.
+        kad_config.set_periodic_bootstrap_interval(None);
+        // Only routing is used: records others try to store are handed to us and dropped.
+        kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let mdns = if config.mdns {
+            let mdns_config = mdns::Config {
+                query_interval: MDNS_QUERY_INTERVAL,
+                ..mdns::Config::default()
+            };
+            Some(mdns::tokio::Behaviour::new(mdns_config, peer_id)?)
+        } else {
+            None
+        };
+
+        let gossipsub_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .max_transmit_size(MAX_MESSAGE_BYTES + GOSSIPSUB_OVERHEAD)
+            .build()?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+            gossipsub_config,
+        )?;
+        gossipsub.subscribe(&gossipsub::IdentTopic::new(TOPIC))?;
+
+        Ok(Self {
+            identify,
+            ping,
+            kad,
+            mdns: mdns.into(),
+            gossipsub,
+        })
+    }
+}

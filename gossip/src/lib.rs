@@ -1,0 +1,140 @@
+//! Everything libp2p for a `peer` node: identity, cluster key, transport, discovery, and gossip
+//! of load and large-object announcements, behind a small async API.
+//!
+//! [`new`] returns a [`Client`] (cloneable handle), a receiver of [`Event`]s, and an [`EventLoop`]
+//! that owns the libp2p swarm; the caller spawns [`EventLoop::run`] on its tokio runtime. Laptop
+//! mode simply never calls [`new`]: nothing in this crate opens a socket on its own.
+//!
+//! ```no_run
+//! # async fn example(state_dir: &std::path::Path) -> Result<(), peer_gossip::GossipError> {
+//! use peer_gossip::{ClusterKey, Config, Event, Identity, Load};
+//!
+//! let identity = Identity::load_or_create(state_dir)?;
+//! let (key, _created) = ClusterKey::load_or_create(&state_dir.join("cluster.key"))?;
+//! let mut config = Config::new(identity, key);
+//! config.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
+//! let (client, mut events, event_loop) = peer_gossip::new(config)?;
+//! tokio::spawn(event_loop.run());
+//!
+//! println!("join with --bootstrap {}", client.listen_addrs().await?[0]);
+//! client.publish_load(Load { cpus_total: 8.0, cpus_free: 8.0, ..Load::default() })?;
+//! while let Some(event) = events.recv().await {
+//!     if let Event::PeerUp(peer) = event {
+//!         println!("{peer} joined");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! - **Cluster key.** Every connection is TCP wrapped in libp2p pnet with the [`ClusterKey`], then
+//!   noise (authenticating the [`Identity`]) and yamux. A peer with another key cannot finish a
+//!   handshake; a key check right after pnet makes that show as [`ConnectError::KeyMismatch`]
+//!   on the dialer and as a log line on the listener. QUIC is not
+//!   used: pnet cannot wrap it (see `transport`).
+//! - **Discovery.** mDNS on the LAN (unless [`Config::mdns`] is off) and Kademlia (our own
+//!   protocol name, server mode) from [`Config::bootstrap`]; bootstrap addresses are re-dialed
+//!   and Kademlia re-bootstraps every [`Config::rebootstrap_period`], so a peer that knows one
+//!   member finds all of them.
+//! - **Gossip.** One gossipsub topic with signed messages. Each carries a sequence number; the
+//!   receiver validates size and content and drops stale, replayed, oversized or garbage
+//!   messages (never forwarding them).
+//! - **View.** Peers heard from recently, with their load, addresses, announced objects and the
+//!   age of the information; bounded in peers and objects. See [`Config::expire_after`] and
+//!   [`GoneReason`] for when peers leave it.
+//!
+//! Modules: `config`, `identity`, `key` (and `secret` for their files), `messages` (wire types
+//! and limits), `view`, `transport`, `behaviour`, `client`, `event_loop` and `swarm_events`
+//! (the loop's reactions to the network), `error`.
+
+mod behaviour;
+mod client;
+mod config;
+mod error;
+mod event_loop;
+mod identity;
+mod key;
+mod messages;
+mod secret;
+mod swarm_events;
+mod transport;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::Client;
+pub use config::Config;
+pub use error::{ConnectError, GossipError};
+pub use event_loop::EventLoop;
+pub use identity::{IDENTITY_FILE, Identity};
+pub use key::ClusterKey;
+pub use libp2p::{Multiaddr, PeerId};
+pub use messages::{
+    Load, MAX_MESSAGE_BYTES, MAX_OBJECTS_PER_MESSAGE, MAX_RESOURCE_NAME, MAX_RESOURCES,
+    MessageError, ObjectId,
+};
+pub use view::{GoneReason, PeerInfo};
+
+use tokio::sync::{mpsc, watch};
+
+/// Capacity of the command channel from clients to the event loop.
+const COMMAND_BUFFER: usize = 256;
+
+/// What the event loop tells the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A peer entered the view (its first valid message arrived).
+    PeerUp(PeerId),
+    /// A peer's latest load. Lossy: dropped when the event channel is full, since the next one
+    /// follows within a `load_period` and [`Client::view`] always has the latest.
+    PeerLoad(PeerId, Load),
+    /// A peer left the view.
+    PeerGone(PeerId, GoneReason),
+    /// A peer announced objects it holds, as `(id, size in bytes)`.
+    ObjectsAnnounced(PeerId, Vec<(ObjectId, u64)>),
+    /// Dialing a configured bootstrap address failed (it is retried every rebootstrap period).
+    DialFailed(ConnectError),
+}
+
+/// Builds the network stack for `config` and starts listening on `config.listen`.
+///
+/// Must be called inside a tokio runtime. Returns the client, the event receiver (which the node
+/// must keep draining: all events but [`Event::PeerLoad`] wait for room) and the event loop to
+/// spawn. Bootstrap addresses are dialed as soon as the loop runs.
+pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), GossipError> {
+    tokio::runtime::Handle::try_current().map_err(|_| GossipError::NoRuntime)?;
+    config.validate()?;
+    let mut swarm = transport::swarm(&config)?;
+    let peer_id = *swarm.local_peer_id();
+    tracing::info!(%peer_id, key = %config.key.fingerprint(), "starting gossip");
+
+    for address in &config.bootstrap {
+        if let Some(peer) = event_loop::peer_of(address) {
+            let mut dialable = address.clone();
+            dialable.pop();
+            swarm.behaviour_mut().kad.add_address(&peer, dialable);
+        }
+    }
+    let mut listeners = Vec::new();
+    for address in &config.listen {
+        let id = swarm
+            .listen_on(address.clone())
+            .map_err(|e| GossipError::Listen {
+                address: address.clone(),
+                reason: e.to_string(),
+            })?;
+        listeners.push(id);
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
+    let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
+    let (load_tx, load_rx) = watch::channel(None);
+    let event_loop = EventLoop::new(swarm, &config, command_rx, load_rx, event_tx, listeners);
+    Ok((
+        Client::new(command_tx, load_tx, peer_id),
+        event_rx,
+        event_loop,
+    ))
+}

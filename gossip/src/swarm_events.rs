@@ -1,0 +1,300 @@
+//! How the [`EventLoop`] reacts to each swarm event: gossip into the view, identify and mDNS into
+//! Kademlia, connection and ping failures into suspicion, dial results into answers.
+
+use std::io;
+use std::time::Instant;
+
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, identify, mdns, ping};
+
+use crate::behaviour::{BehaviourEvent, KAD_PROTOCOL};
+use crate::event_loop::{EventLoop, warn_rarely};
+use crate::messages::{self, Body};
+use crate::transport::{KEY_MISMATCH, KeyCheckError};
+use crate::view::{Applied, GoneReason, MAX_ADDRESSES};
+use crate::{ConnectError, Event};
+
+impl EventLoop {
+    pub(crate) async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                self.on_gossip(propagation_source, message_id, message)
+                    .await
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identify(peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                self.on_mdns(found)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) => {
+                tracing::debug!(%peer, %error, "ping failed; closing that connection");
+                self.view
+                    .suspect(&peer, GoneReason::PingFailed, Instant::now());
+                self.swarm.close_connection(connection);
+            }
+            SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, peer = %self.swarm.local_peer_id(), "listening");
+                self.listen.addresses.push(address);
+                if let Some(reported) = self.listen.listeners.get_mut(&listener_id) {
+                    *reported = true;
+                }
+                self.answer_listen_waiters();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen.addresses.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.listener_gone(listener_id),
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(%error, "listener failed");
+                self.listener_gone(listener_id);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                if let Some((_, reply)) = self.dials.client_pending.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if let Some(index) = self.dials.bootstrap_pending.remove(&connection_id)
+                    && let Some((_, peer)) = self.dials.bootstrap.get_mut(index)
+                {
+                    *peer = Some(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
+                self.identified.remove(&peer_id);
+                self.view
+                    .suspect(&peer_id, GoneReason::Disconnected, Instant::now());
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => self.on_dial_error(connection_id, peer_id, &error).await,
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::info!(
+                    from = %send_back_addr,
+                    error = %chain(&error),
+                    "incoming connection failed during the handshake (a peer with another cluster key?)"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_gossip(
+        &mut self,
+        via: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let author = message.source;
+        let decoded = messages::decode(&message.data);
+        let (author, envelope) = match (author, decoded) {
+            (Some(author), Ok(envelope)) => (author, envelope),
+            (author, result) => {
+                let error = result
+                    .err()
+                    .map_or("no author".to_owned(), |e| e.to_string());
+                warn_rarely!(self.dropped.invalid, ?author, %via, %error, "dropped invalid gossip");
+                self.report(&id, &via, MessageAcceptance::Reject);
+                return;
+            }
+        };
+        let body = envelope.body.clone();
+        let applied = self.view.apply(author, envelope, Instant::now());
+        let acceptance = match applied {
+            Applied::New | Applied::Updated => MessageAcceptance::Accept,
+            Applied::Stale | Applied::Full => MessageAcceptance::Ignore,
+        };
+        self.report(&id, &via, acceptance);
+        match applied {
+            Applied::Stale => {
+                tracing::debug!(peer = %author, "dropped stale gossip");
+                return;
+            }
+            Applied::Full => {
+                warn_rarely!(self.dropped.view_full, peer = %author, "view full; peer ignored");
+                return;
+            }
+            Applied::New => {
+                tracing::info!(peer = %author, "peer joined the view");
+                if let Some(addresses) = self.identified.get(&author) {
+                    self.view.set_addresses(&author, addresses);
+                }
+                self.emit(Event::PeerUp(author)).await;
+            }
+            Applied::Updated => {}
+        }
+        match body {
+            // Loads are superseded a fraction of a second later: drop one rather than wait.
+            Body::Load(load) => {
+                let _ = self.events.try_send(Event::PeerLoad(author, load));
+            }
+            Body::Objects(a) => self.emit(Event::ObjectsAnnounced(author, a.objects)).await,
+        }
+    }
+
+    fn report(&mut self, id: &gossipsub::MessageId, via: &PeerId, acceptance: MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, via, acceptance);
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        let addresses: Vec<Multiaddr> = info.listen_addrs.into_iter().take(MAX_ADDRESSES).collect();
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for address in &addresses {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, address.clone());
+            }
+        }
+        self.view.set_addresses(&peer, &addresses);
+        self.identified.insert(peer, addresses);
+    }
+
+    fn on_mdns(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        let mut by_peer: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        for (peer, address) in found {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, address.clone());
+            match by_peer.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, addresses)) => addresses.push(address),
+                None => by_peer.push((peer, vec![address])),
+            }
+        }
+        for (peer, addresses) in by_peer {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            tracing::debug!(%peer, "found by mDNS; dialing");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(error) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, %error, "mDNS dial not started");
+            }
+        }
+    }
+
+    async fn on_dial_error(
+        &mut self,
+        connection: libp2p::swarm::ConnectionId,
+        peer: Option<PeerId>,
+        error: &DialError,
+    ) {
+        if let Some((address, reply)) = self.dials.client_pending.remove(&connection) {
+            let error = classify(&address, error);
+            tracing::warn!(%error, "dial failed");
+            let _ = reply.send(Err(error));
+        } else if let Some(index) = self.dials.bootstrap_pending.remove(&connection) {
+            let address = self
+                .dials
+                .bootstrap
+                .get(index)
+                .map_or_else(Multiaddr::empty, |(a, _)| a.clone());
+            let error = classify(&address, error);
+            tracing::warn!(%error, "bootstrap dial failed; retrying every rebootstrap period");
+            self.emit(Event::DialFailed(error)).await;
+        } else {
+            tracing::debug!(?peer, error = %chain(error), "dial failed");
+        }
+    }
+
+    fn listener_gone(&mut self, listener: libp2p::core::transport::ListenerId) {
+        self.listen.listeners.remove(&listener);
+        self.answer_listen_waiters();
+    }
+}
+
+/// Turns a dial error into a [`ConnectError`], recognising a failed key check anywhere in it.
+pub(crate) fn classify(address: &Multiaddr, error: &DialError) -> ConnectError {
+    if let DialError::Transport(attempts) = error {
+        for (attempt, transport_error) in attempts {
+            if is_key_mismatch(transport_error) {
+                return ConnectError::KeyMismatch {
+                    address: attempt.clone(),
+                };
+            }
+        }
+        if let Some((attempt, _)) = attempts.first() {
+            return ConnectError::Failed {
+                address: attempt.clone(),
+                reason: chain(error),
+            };
+        }
+    }
+    ConnectError::Failed {
+        address: address.clone(),
+        reason: chain(error),
+    }
+}
+
+/// Whether a failed key check is somewhere in `error`. The transport stack boxes errors into
+/// `io::Error`s and `Either`s whose `source()` skips a level, so the chain's text is checked too.
+pub(crate) fn is_key_mismatch(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let inner = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref());
+        let typed = [Some(e), inner.map(|i| i as _)]
+            .into_iter()
+            .flatten()
+            .any(|e| matches!(e.downcast_ref(), Some(KeyCheckError::Mismatch)));
+        if typed || e.to_string().contains(KEY_MISMATCH) {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// An error with its sources, `outer: inner: innermost`, without repeats.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
