@@ -41,6 +41,33 @@ impl Allocator {
         a
     }
 
+    /// An allocator over `[0, capacity)` whose live blocks are exactly `live` (offset, size),
+    /// sorted by offset, non-overlapping and 64-byte aligned, as a compaction leaves them; the
+    /// gaps become free blocks.
+    pub fn from_live(capacity: u64, live: &[(u64, u64)]) -> Self {
+        let capacity = capacity - capacity % ALIGN;
+        let mut a = Allocator {
+            capacity,
+            used: 0,
+            free_by_offset: BTreeMap::new(),
+            free_by_size: BTreeSet::new(),
+            live: HashMap::with_capacity(live.len()),
+        };
+        let mut cursor = 0;
+        for &(offset, size) in live {
+            if offset > cursor {
+                a.insert_free(cursor, offset - cursor);
+            }
+            a.live.insert(offset, size);
+            a.used += size;
+            cursor = offset + size;
+        }
+        if capacity > cursor {
+            a.insert_free(cursor, capacity - cursor);
+        }
+        a
+    }
+
     /// The size a request of `len` bytes really takes: rounded up to 64, and at least 64.
     /// `None` if rounding overflows.
     pub fn block_size(len: u64) -> Option<u64> {
@@ -255,6 +282,21 @@ mod tests {
         assert_eq!(a.alloc(100), Some(blocks[4]));
         assert_eq!(a.alloc(150), Some(blocks[2]));
         a.check_invariants();
+    }
+
+    #[test]
+    fn from_live_rebuilds_the_gaps_as_free_blocks() {
+        let a = Allocator::from_live(64 * 20, &[(0, 128), (256, 64), (320, 640)]);
+        a.check_invariants();
+        assert_eq!(a.used(), 832);
+        assert_eq!(a.largest_free(), 64 * 20 - 960);
+        assert_eq!(a.block_len(256), Some(64));
+        let mut full = Allocator::from_live(128, &[(0, 64), (64, 64)]);
+        full.check_invariants();
+        assert_eq!(full.alloc(1), None);
+        let mut empty = Allocator::from_live(128, &[]);
+        empty.check_invariants();
+        assert_eq!(empty.alloc(128), Some(0));
     }
 
     #[test]

@@ -5,16 +5,22 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the object store. Messages are lowercase and say what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The object does not fit in the free space left (or in one free block of it).
+    /// The object does not fit: not in the free space left even after compaction (and, for
+    /// `create_or_spill`, after spilling every unpinned object), or the file system holding the
+    /// arena cannot back the pages it would use.
     #[error(
-        "object store full: cannot allocate {requested} bytes ({used} of {capacity} bytes in use, \
-         {pinned} bytes pinned by live readers); raise object_store_memory or free references"
+        "object store full: cannot allocate {requested} bytes ({used} of {capacity} bytes in use; \
+         {pinned} bytes in {pinned_objects} pinned objects that live readers hold); raise \
+         object_store_memory or free references"
     )]
     Full {
         requested: u64,
         capacity: u64,
         used: u64,
+        /// Bytes of objects with at least one pin.
         pinned: u64,
+        /// Objects with at least one pin.
+        pinned_objects: u64,
     },
     /// The object is bigger than the whole store and can never fit.
     #[error(
@@ -81,9 +87,11 @@ mod tests {
             capacity: 100,
             used: 96,
             pinned: 64,
+            pinned_objects: 1,
         };
         let msg = e.to_string();
         assert!(msg.starts_with("object store full"), "{msg}");
+        assert!(msg.contains("64 bytes in 1 pinned objects"), "{msg}");
         assert!(
             msg.contains("raise object_store_memory or free references"),
             "{msg}"

@@ -5,10 +5,18 @@
 //! - A pin stands for a live reader (a Python view); `delete` of a pinned object only marks it,
 //!   and the last `release` frees its memory. Marked objects are invisible to new readers.
 //! - Every bad key or state comes back as a [`StoreError`]; nothing here panics.
+//! - No byte is handed out above the arena's reserved mark: `create` reserves synchronously
+//!   first ([`Arena::ensure_reserved`]) and fails as [`StoreError::Full`] when the file system is
+//!   out of room, so a writer never meets SIGBUS.
+//! - A `create` that fits in the free total but in no single hole compacts first (`compact`);
+//!   `create_or_spill` and `restore` move least recently used objects to disk (`spill`). A
+//!   logical clock, bumped by `create`, `seal`, `pin` and `get`, orders objects by last use.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alloc::Allocator;
 use crate::arena::Arena;
@@ -34,42 +42,80 @@ pub struct StoreStats {
     pub num_pinned: u64,
     /// Bytes reserved by pinned objects.
     pub pinned_bytes: u64,
-    /// The largest object that can be created now.
+    /// The largest object that can be created now without compacting or spilling.
     pub largest_free: u64,
+    /// Bytes written to spill files since the store started.
+    pub spilled_bytes_total: u64,
+    /// Objects written to spill files since the store started.
+    pub spilled_objects_total: u64,
+    /// Bytes read back from spill files since the store started.
+    pub restored_bytes_total: u64,
+    /// Objects read back from spill files since the store started.
+    pub restored_objects_total: u64,
+    /// Compactions (sealed, unpinned objects slid to lower offsets) since the store started.
+    pub compactions: u64,
+}
+
+/// Cumulative spill, restore and compaction counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) spilled_bytes: u64,
+    pub(crate) spilled_objects: u64,
+    pub(crate) restored_bytes: u64,
+    pub(crate) restored_objects: u64,
+    pub(crate) compactions: u64,
 }
 
 #[derive(Debug)]
-struct Entry {
-    alloc: Allocation,
+pub(crate) struct Entry {
+    pub(crate) alloc: Allocation,
     /// Bytes reserved in the allocator (`alloc.len` rounded up).
-    reserved: u64,
-    sealed: bool,
-    pins: u64,
+    pub(crate) reserved: u64,
+    pub(crate) sealed: bool,
+    pub(crate) pins: u64,
     /// `delete` was called while pinned: free on the last release.
-    deleted: bool,
+    pub(crate) deleted: bool,
+    /// Logical time of the last `create`, `seal`, `pin` or `get` (atomic so `get(&self)` can
+    /// bump it).
+    pub(crate) last_use: AtomicU64,
+}
+
+impl Entry {
+    /// Sealed and held by no reader: compaction may move it and spilling may evict it.
+    pub(crate) fn movable(&self) -> bool {
+        self.sealed && self.pins == 0 && !self.deleted
+    }
 }
 
 /// The per-node object store: an arena, its allocator, and the table of objects in it.
 #[derive(Debug)]
 pub struct Store<K> {
-    arena: std::sync::Arc<Arena>,
-    alloc: Allocator,
-    objects: HashMap<K, Entry>,
+    pub(crate) arena: Arc<Arena>,
+    pub(crate) alloc: Allocator,
+    pub(crate) objects: HashMap<K, Entry>,
     num_pinned: u64,
     pinned_bytes: u64,
+    /// The LRU clock.
+    clock: AtomicU64,
+    pub(crate) counters: Counters,
+    /// Next spill file number.
+    pub(crate) spill_seq: u64,
 }
 
 impl<K: Hash + Eq + Copy + Debug> Store<K> {
     /// A store managing the whole of `arena`.
     pub fn new(arena: Arena) -> Self {
         let alloc = Allocator::new(arena.len() as u64);
-        let arena = std::sync::Arc::new(arena);
+        let arena = Arc::new(arena);
         Store {
             arena,
             alloc,
             objects: HashMap::new(),
             num_pinned: 0,
             pinned_bytes: 0,
+            clock: AtomicU64::new(0),
+            counters: Counters::default(),
+            spill_seq: 0,
         }
     }
 
@@ -80,53 +126,115 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
 
     /// A shared handle to the arena, for writers and readers that must not hold the store's
     /// lock while they copy (the mapping lives as long as any handle).
-    pub fn shared_arena(&self) -> std::sync::Arc<Arena> {
-        std::sync::Arc::clone(&self.arena)
+    pub fn shared_arena(&self) -> Arc<Arena> {
+        Arc::clone(&self.arena)
     }
 
     /// Reserves space for a new, unsealed object of `len` bytes (zero-length objects take 64).
+    ///
+    /// When no hole is big enough but the free total is, sealed unpinned objects are first slid
+    /// towards lower offsets (compaction), so their offsets change: take them from `get`/`pin`
+    /// again rather than remembering them. Fails with [`StoreError::Full`] when the object does
+    /// not fit even then, or when the file system cannot back the pages it would use.
     pub fn create(&mut self, key: K, len: u64) -> Result<Allocation, StoreError> {
-        if self.objects.contains_key(&key) {
+        let size = self.check_new(&key, len)?;
+        let offset = self.place(len, size).ok_or_else(|| self.full(len))?;
+        Ok(self.insert(key, offset, len, size))
+    }
+
+    /// The block size of a new object of `len` bytes, or why it cannot be created.
+    pub(crate) fn check_new(&self, key: &K, len: u64) -> Result<u64, StoreError> {
+        if self.objects.contains_key(key) {
             return Err(StoreError::AlreadyExists);
         }
         let capacity = self.alloc.capacity();
-        let reserved = match Allocator::block_size(len) {
-            Some(r) if r <= capacity => r,
-            _ => {
-                return Err(StoreError::TooLarge {
-                    requested: len,
-                    capacity,
-                });
+        match Allocator::block_size(len) {
+            Some(size) if size <= capacity => Ok(size),
+            _ => Err(StoreError::TooLarge {
+                requested: len,
+                capacity,
+            }),
+        }
+    }
+
+    /// Finds room for `len` bytes (block `size`), compacting if that makes it fit, with its pages
+    /// reserved; `None` when it does not fit.
+    fn place(&mut self, len: u64, size: u64) -> Option<u64> {
+        if let Some(offset) = self.alloc.alloc(len) {
+            if self.reserve(offset + size) {
+                return Some(offset);
             }
-        };
-        let offset = self.alloc.alloc(len).ok_or(StoreError::Full {
-            requested: len,
-            capacity,
-            used: self.alloc.used(),
-            pinned: self.pinned_bytes,
-        })?;
+            self.alloc.free(offset);
+        }
+        let plan = self.plan(len, &[])?;
+        if !self.reserve(plan.offset + size) {
+            return None;
+        }
+        Some(self.apply(plan))
+    }
+
+    /// Reserves the arena's pages below `end`; false (logged) when the file system is full.
+    pub(crate) fn reserve(&self, end: u64) -> bool {
+        match self.arena.ensure_reserved(end) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "object store cannot grow: {e}; treating it as full (free space on the \
+                     arena's file system, or lower object_store_memory)"
+                );
+                false
+            }
+        }
+    }
+
+    /// Records a new unsealed object at `offset`.
+    pub(crate) fn insert(&mut self, key: K, offset: u64, len: u64, size: u64) -> Allocation {
         let alloc = Allocation { offset, len };
         self.objects.insert(
             key,
             Entry {
                 alloc,
-                reserved,
+                reserved: size,
                 sealed: false,
                 pins: 0,
                 deleted: false,
+                last_use: AtomicU64::new(self.tick()),
             },
         );
         tracing::trace!(?key, offset, len, "created object");
-        Ok(alloc)
+        alloc
+    }
+
+    /// The error for a request of `len` bytes that does not fit.
+    pub(crate) fn full(&self, len: u64) -> StoreError {
+        StoreError::Full {
+            requested: len,
+            capacity: self.alloc.capacity(),
+            used: self.alloc.used(),
+            pinned: self.pinned_bytes,
+            pinned_objects: self.num_pinned,
+        }
+    }
+
+    /// The next value of the LRU clock.
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Marks `e` as used now.
+    fn touch(&self, e: &Entry) {
+        e.last_use.store(self.tick(), Ordering::Relaxed);
     }
 
     /// Marks a created object as complete and readable.
     pub fn seal(&mut self, key: K) -> Result<Allocation, StoreError> {
+        let now = self.tick();
         let e = self.objects.get_mut(&key).ok_or(StoreError::NotFound)?;
         if e.sealed {
             return Err(StoreError::AlreadySealed);
         }
         e.sealed = true;
+        e.last_use.store(now, Ordering::Relaxed);
         Ok(e.alloc)
     }
 
@@ -140,21 +248,33 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
         Ok(())
     }
 
-    /// Where a sealed, not deleted object lives.
+    /// Where a sealed, not deleted object lives. Counts as a use for LRU spilling.
+    ///
+    /// The offset stays valid only while the store is not changed: a later `create`,
+    /// `create_or_spill` or `restore` may move (compact) or spill an unpinned object. Readers
+    /// that keep the bytes beyond that must `pin`.
     pub fn get(&self, key: &K) -> Option<Allocation> {
+        let e = self.objects.get(key).filter(|e| e.sealed && !e.deleted)?;
+        self.touch(e);
+        Some(e.alloc)
+    }
+
+    /// Whether a sealed, not deleted object is in the store (not a use).
+    pub fn contains(&self, key: &K) -> bool {
         self.objects
             .get(key)
-            .filter(|e| e.sealed && !e.deleted)
-            .map(|e| e.alloc)
+            .is_some_and(|e| e.sealed && !e.deleted)
     }
 
-    /// Whether a sealed, not deleted object is in the store.
-    pub fn contains(&self, key: &K) -> bool {
-        self.get(key).is_some()
-    }
-
-    /// Pins a sealed object for a reader: it is not freed until the matching `release`.
+    /// Pins a sealed object for a reader: it is not freed, moved or spilled until the matching
+    /// `release`. Counts as a use for LRU spilling.
+    ///
+    /// Contract: nobody holds a pointer into an object that is not pinned. Compaction moves
+    /// sealed, unpinned objects with `memmove` and spilling frees them, so a reader (a Python
+    /// view, a transfer to a peer) must hold a pin for as long as it reads the bytes; a writer
+    /// only ever writes its own unsealed allocation, which never moves.
     pub fn pin(&mut self, key: &K) -> Result<Allocation, StoreError> {
+        let now = self.tick();
         let e = self
             .objects
             .get_mut(key)
@@ -168,6 +288,7 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
             self.num_pinned += 1;
             self.pinned_bytes += e.reserved;
         }
+        e.last_use.store(now, Ordering::Relaxed);
         Ok(e.alloc)
     }
 
@@ -210,11 +331,16 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
             num_pinned: self.num_pinned,
             pinned_bytes: self.pinned_bytes,
             largest_free: self.alloc.largest_free(),
+            spilled_bytes_total: self.counters.spilled_bytes,
+            spilled_objects_total: self.counters.spilled_objects,
+            restored_bytes_total: self.counters.restored_bytes,
+            restored_objects_total: self.counters.restored_objects,
+            compactions: self.counters.compactions,
         }
     }
 
     /// Removes an unpinned entry and frees its block.
-    fn remove(&mut self, key: &K) {
+    pub(crate) fn remove(&mut self, key: &K) {
         if let Some(e) = self.objects.remove(key) {
             self.alloc.free(e.alloc.offset);
             tracing::trace!(?key, offset = e.alloc.offset, "freed object");
@@ -223,202 +349,5 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::arena::tests::test_arena;
-
-    fn store(tag: &str, size: usize) -> (Store<u64>, tempfile::TempDir) {
-        let (arena, dir) = test_arena(tag, size);
-        (Store::new(arena), dir)
-    }
-
-    #[test]
-    fn store_is_send() {
-        fn check<T: Send>() {}
-        check::<Store<u64>>();
-        check::<Store<[u8; 20]>>();
-    }
-
-    #[test]
-    fn create_seal_get_roundtrip() {
-        let (mut s, _dir) = store("roundtrip", 1 << 20);
-        let a = s.create(1, 100).unwrap();
-        assert_eq!(a.len, 100);
-        assert_eq!(a.offset % 64, 0);
-        assert_eq!(s.get(&1), None, "unsealed objects are invisible");
-        assert!(!s.contains(&1));
-        assert!(matches!(s.pin(&1), Err(StoreError::NotSealed)));
-        s.arena().write(a.offset, &[42; 100]).unwrap();
-        assert_eq!(s.seal(1).unwrap(), a);
-        assert!(matches!(s.seal(1), Err(StoreError::AlreadySealed)));
-        assert_eq!(s.get(&1), Some(a));
-        assert_eq!(s.arena().slice(a.offset, a.len).unwrap(), &[42; 100][..]);
-        assert!(matches!(s.create(1, 5), Err(StoreError::AlreadyExists)));
-        assert!(matches!(s.abort(1), Err(StoreError::AlreadySealed)));
-    }
-
-    #[test]
-    fn unknown_keys_are_errors() {
-        let (mut s, _dir) = store("unknown", 1 << 16);
-        assert!(matches!(s.seal(9), Err(StoreError::NotFound)));
-        assert!(matches!(s.abort(9), Err(StoreError::NotFound)));
-        assert!(matches!(s.pin(&9), Err(StoreError::NotFound)));
-        assert!(matches!(s.release(&9), Err(StoreError::NotFound)));
-        assert!(matches!(s.delete(&9), Err(StoreError::NotFound)));
-        assert_eq!(s.get(&9), None);
-    }
-
-    #[test]
-    fn zero_length_objects_take_64_bytes() {
-        let (mut s, _dir) = store("zero", 1 << 16);
-        let a = s.create(1, 0).unwrap();
-        let b = s.create(2, 0).unwrap();
-        assert_ne!(a.offset, b.offset);
-        assert_eq!(a.len, 0);
-        assert_eq!(s.stats().used, 128);
-        s.seal(1).unwrap();
-        assert!(s.arena().slice(a.offset, a.len).unwrap().is_empty());
-    }
-
-    #[test]
-    fn abort_frees_space() {
-        let (mut s, _dir) = store("abort", 1 << 16);
-        s.create(1, 1000).unwrap();
-        s.abort(1).unwrap();
-        assert_eq!(s.stats().used, 0);
-        assert_eq!(s.stats().num_objects, 0);
-        assert!(matches!(s.abort(1), Err(StoreError::NotFound)));
-    }
-
-    #[test]
-    fn too_large_and_full() {
-        let (mut s, _dir) = store("full", 1 << 16);
-        let cap = s.stats().capacity;
-        let err = s.create(1, cap + 1).unwrap_err();
-        assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
-        assert!(matches!(
-            s.create(1, u64::MAX),
-            Err(StoreError::TooLarge { .. })
-        ));
-        s.create(1, cap / 2).unwrap();
-        s.seal(1).unwrap();
-        s.pin(&1).unwrap();
-        match s.create(2, cap / 2 + 1).unwrap_err() {
-            StoreError::Full {
-                requested,
-                capacity,
-                used,
-                pinned,
-            } => {
-                assert_eq!(
-                    (requested, capacity, used, pinned),
-                    (cap / 2 + 1, cap, cap / 2, cap / 2)
-                );
-            }
-            other => panic!("expected Full, got {other:?}"),
-        }
-        assert_eq!(s.stats().num_objects, 1);
-    }
-
-    #[test]
-    fn filling_up_never_corrupts_existing_objects() {
-        let (mut s, _dir) = store("fill", 1 << 20);
-        let mut objects = Vec::new();
-        let mut key = 0u64;
-        let full = loop {
-            let len = 1000 + (key * 7919) % 30_000;
-            match s.create(key, len) {
-                Ok(a) => {
-                    let fill: Vec<u8> = (0..len).map(|i| (i ^ key) as u8).collect();
-                    s.arena().write(a.offset, &fill).unwrap();
-                    s.seal(key).unwrap();
-                    objects.push((key, fill));
-                    key += 1;
-                }
-                Err(e) => break e,
-            }
-        };
-        assert!(matches!(full, StoreError::Full { .. }), "{full:?}");
-        assert!(full.to_string().contains("free references"));
-        // Free every other object and refill the holes with other patterns.
-        for (k, _) in objects.iter().step_by(2) {
-            assert!(s.delete(k).unwrap());
-        }
-        objects = objects.into_iter().skip(1).step_by(2).collect();
-        while let Ok(a) = s.create(key, 900) {
-            let fill = vec![0xEE; 900];
-            s.arena().write(a.offset, &fill).unwrap();
-            s.seal(key).unwrap();
-            objects.push((key, fill));
-            key += 1;
-        }
-        for (k, fill) in &objects {
-            let a = s.get(k).unwrap();
-            assert_eq!(
-                s.arena().slice(a.offset, a.len).unwrap(),
-                &fill[..],
-                "object {k}"
-            );
-        }
-        let st = s.stats();
-        assert_eq!(st.num_objects, objects.len() as u64);
-        for (k, _) in &objects {
-            assert!(s.delete(k).unwrap());
-        }
-        assert_eq!(s.stats().used, 0);
-        assert_eq!(s.stats().largest_free, s.stats().capacity);
-    }
-
-    #[test]
-    fn delete_waits_for_the_last_release() {
-        let (mut s, _dir) = store("pins", 1 << 16);
-        let a = s.create(1, 500).unwrap();
-        s.seal(1).unwrap();
-        assert_eq!(s.pin(&1).unwrap(), a);
-        s.pin(&1).unwrap();
-        let st = s.stats();
-        assert_eq!((st.num_pinned, st.pinned_bytes), (1, 512));
-
-        assert!(!s.delete(&1).unwrap(), "pinned objects are not freed now");
-        assert_eq!(
-            s.get(&1),
-            None,
-            "deleted objects are hidden from new readers"
-        );
-        assert!(matches!(s.pin(&1), Err(StoreError::NotFound)));
-        assert!(matches!(s.create(1, 10), Err(StoreError::AlreadyExists)));
-        assert!(!s.delete(&1).unwrap(), "a second delete is a no-op");
-        assert_eq!(s.stats().used, 512);
-
-        s.release(&1).unwrap();
-        assert_eq!(s.stats().used, 512, "one pin is still held");
-        s.release(&1).unwrap();
-        let st = s.stats();
-        assert_eq!(
-            (st.used, st.num_objects, st.num_pinned, st.pinned_bytes),
-            (0, 0, 0, 0)
-        );
-        assert!(matches!(s.release(&1), Err(StoreError::NotFound)));
-        // The key can be reused once freed.
-        s.create(1, 10).unwrap();
-    }
-
-    #[test]
-    fn release_without_pin_and_unpinned_delete() {
-        let (mut s, _dir) = store("release", 1 << 16);
-        s.create(1, 64).unwrap();
-        s.seal(1).unwrap();
-        assert!(matches!(s.release(&1), Err(StoreError::NotPinned)));
-        s.pin(&1).unwrap();
-        s.release(&1).unwrap();
-        assert!(matches!(s.release(&1), Err(StoreError::NotPinned)));
-        assert_eq!(s.stats().num_pinned, 0);
-        assert!(s.contains(&1), "release without delete keeps the object");
-        assert!(s.delete(&1).unwrap());
-        assert!(!s.contains(&1));
-        // Deleting an unsealed object frees it like abort.
-        s.create(2, 64).unwrap();
-        assert!(s.delete(&2).unwrap());
-        assert_eq!(s.stats().used, 0);
-    }
-}
+#[path = "store_tests.rs"]
+pub(crate) mod tests;

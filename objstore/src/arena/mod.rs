@@ -354,6 +354,14 @@ impl Arena {
             .map_err(|e| StoreError::io(format!("reading {len} bytes into the object store"), e))
     }
 
+    /// Tests: behave as if the file system could hold only the first `bytes` of the file.
+    #[cfg(test)]
+    pub(crate) fn limit_fs_for_tests(&self, bytes: u64) {
+        self.reservation
+            .fs_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn check_writable(&self) -> Result<(), StoreError> {
         if self.writable {
             return Ok(());

@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn a_full_file_system_is_an_error_and_the_mark_stays() {
         let (a, _dir) = cold_test_arena("enospc", 256 << 20);
-        a.reservation.fs_limit.store(100 << 20, Ordering::Relaxed);
+        a.limit_fs_for_tests(100 << 20);
         a.ensure_reserved(1 << 20).unwrap();
         let mark = a.reserved();
         let err = a.ensure_reserved(80 << 20).unwrap_err();
