@@ -24,3 +24,5 @@ pub use arena::{Arena, RESERVE_SLACK, WARM_LIMIT, default_capacity};
 pub use error::StoreError;
 pub use spill::Spilled;
 pub use store::{Allocation, Store, StoreStats};
+#[cfg(test)]
+mod cost_tests;
