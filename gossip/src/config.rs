@@ -29,6 +29,10 @@ pub struct Config {
     /// A peer not heard from for this long leaves the view (default 5 s). A closed connection or
     /// failed ping removes it after `4 × load_period` instead, unless it is heard from meanwhile.
     pub expire_after: Duration,
+    /// Above this many peers in the view the load period grows in proportion (and with it the
+    /// expiry and the grace for suspects), so the load gossip each peer receives stays near
+    /// `pace_peers / load_period` messages a second however large the cluster (default 16).
+    pub pace_peers: usize,
     /// How often bootstrap addresses are re-dialed if disconnected and a Kademlia bootstrap is
     /// run to find members that joined elsewhere (default 30 s).
     pub rebootstrap_period: Duration,
@@ -57,6 +61,7 @@ impl Config {
             mdns: true,
             load_period: Duration::from_millis(250),
             expire_after: Duration::from_secs(5),
+            pace_peers: 16,
             rebootstrap_period: Duration::from_secs(30),
             announce_period: Duration::from_millis(500),
             announce_batch: 256,
@@ -89,8 +94,8 @@ impl Config {
         if !(1..=MAX_OBJECTS_PER_MESSAGE).contains(&self.announce_batch) {
             return bad("announce_batch must be between 1 and 1024");
         }
-        if self.max_peers == 0 || self.event_buffer == 0 {
-            return bad("max_peers and event_buffer must be at least 1");
+        if self.max_peers == 0 || self.event_buffer == 0 || self.pace_peers == 0 {
+            return bad("max_peers, pace_peers and event_buffer must be at least 1");
         }
         Ok(())
     }

@@ -42,6 +42,8 @@ pub struct EventLoop {
     topic: IdentTopic,
     timing: Timing,
     next_seq: u64,
+    /// When the load is next published (later than every tick in a large cluster).
+    next_load_at: Instant,
     pending_objects: VecDeque<(ObjectId, u64)>,
     pub(crate) dials: Dials,
     pub(crate) listen: Listen,
@@ -58,6 +60,7 @@ struct Timing {
     rebootstrap_period: Duration,
     announce_batch: usize,
     max_pending_announcements: usize,
+    pace_peers: usize,
 }
 
 /// Dials the loop is waiting on.
@@ -135,7 +138,9 @@ impl EventLoop {
                 rebootstrap_period: config.rebootstrap_period,
                 announce_batch: config.announce_batch,
                 max_pending_announcements: config.max_pending_announcements,
+                pace_peers: config.pace_peers,
             },
+            next_load_at: Instant::now(),
             next_seq,
             pending_objects: VecDeque::new(),
             dials: Dials {
@@ -281,7 +286,9 @@ impl EventLoop {
             let opts = match peer {
                 Some(peer) => DialOpts::peer_id(*peer)
                     .addresses(vec![address.clone()])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    // Not `…AndNotDialing`: a client's dial of the same peer must not swallow
+                    // this one, whose failure is reported as an event.
+                    .condition(PeerCondition::Disconnected)
                     .build(),
                 None => DialOpts::unknown_peer_id().address(address.clone()).build(),
             };
@@ -298,7 +305,20 @@ impl EventLoop {
         }
     }
 
+    /// How many load periods apart peers publish, given the size of the view.
+    fn pace(&self) -> u32 {
+        let pace = self.view.len().div_ceil(self.timing.pace_peers).max(1);
+        u32::try_from(pace).unwrap_or(u32::MAX)
+    }
+
     fn publish_load(&mut self) {
+        let now = Instant::now();
+        if now < self.next_load_at {
+            return;
+        }
+        // Half a period early, so timer jitter never costs a whole extra tick.
+        self.next_load_at =
+            now + self.timing.load_period * self.pace() - self.timing.load_period / 2;
         let latest = self.load.borrow_and_update().clone();
         if let Some(load) = latest {
             self.publish(Body::Load(load));
@@ -353,7 +373,8 @@ impl EventLoop {
 
     /// Removes expired and long-suspect peers from the view, telling the node.
     async fn expire(&mut self) {
-        for (peer, reason) in self.view.expire(Instant::now()) {
+        let pace = self.pace();
+        for (peer, reason) in self.view.expire(Instant::now(), pace) {
             tracing::info!(%peer, ?reason, "peer left the view");
             self.emit(Event::PeerGone(peer, reason)).await;
         }

@@ -170,9 +170,14 @@ impl View {
         }
     }
 
-    /// Removes expired and long-suspect entries, returning who left and why.
-    pub fn expire(&mut self, now: Instant) -> Vec<(PeerId, GoneReason)> {
-        let limits = self.limits;
+    /// Removes expired and long-suspect entries, returning who left and why. `pace` stretches
+    /// both periods when peers publish less often in a large cluster (see `Config::pace_peers`).
+    pub fn expire(&mut self, now: Instant, pace: u32) -> Vec<(PeerId, GoneReason)> {
+        let limits = Limits {
+            expire_after: self.limits.expire_after * pace,
+            suspect_grace: self.limits.suspect_grace * pace,
+            ..self.limits
+        };
         let gone: Vec<(PeerId, GoneReason)> = self
             .entries
             .iter()
@@ -218,7 +223,6 @@ impl View {
         self.entries.contains_key(peer)
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -363,8 +367,11 @@ mod tests {
         v.suspect(&revived, GoneReason::PingFailed, t0);
         v.apply(revived, at(2, load(0)), t0 + SEC / 2);
         v.apply(closed, at(1, load(0)), t0 + SEC / 2); // stale: does not clear suspicion
-        assert_eq!(v.expire(t0 + SEC / 2), vec![]);
-        assert_eq!(v.expire(t0 + SEC), vec![(closed, GoneReason::Disconnected)]);
+        assert_eq!(v.expire(t0 + SEC / 2, 1), vec![]);
+        assert_eq!(
+            v.expire(t0 + SEC, 1),
+            vec![(closed, GoneReason::Disconnected)]
+        );
         let age = |v: &View, p| {
             v.snapshot(t0 + 2 * SEC)
                 .into_iter()
@@ -374,10 +381,15 @@ mod tests {
         };
         assert_eq!(age(&v, quiet), 2 * SEC);
         assert_eq!(age(&v, revived), 2 * SEC - SEC / 2);
-        let gone = v.expire(t0 + 5 * SEC + SEC / 4);
+        let gone = v.expire(t0 + 5 * SEC + SEC / 4, 1);
         assert_eq!(gone, vec![(quiet, GoneReason::Expired)]);
         assert!(v.contains(&revived));
-        assert_eq!(v.expire(t0 + 6 * SEC), vec![(revived, GoneReason::Expired)]);
+        // Paced at 2, the revived peer (heard at 0.5 s) may stay silent for 10 s.
+        assert_eq!(v.expire(t0 + 10 * SEC, 2), vec![]);
+        assert_eq!(
+            v.expire(t0 + 11 * SEC, 2),
+            vec![(revived, GoneReason::Expired)]
+        );
         assert_eq!(v.len(), 0);
     }
 }
