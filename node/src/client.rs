@@ -49,9 +49,12 @@ impl Lazy {
             + self.escaped.len()
     }
 
-    /// Append as frames; handle additions before releases so a count never dips to zero early.
-    fn drain_into(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.frames);
+    /// Append as frames: everything but handle releases, then `then` (the
+    /// message being sent), then the releases. Additions and held-back
+    /// outcomes (which may name refs a value keeps alive) thus reach the node
+    /// before any release, so a count never dips to zero early; a release
+    /// arriving late only keeps an object a moment longer.
+    fn drain_around(&mut self, out: &mut Vec<u8>, then: Option<&ClientMsg>) {
         if !self.add.is_empty() {
             codec::encode_into(
                 &ClientMsg::AddRefs {
@@ -67,6 +70,10 @@ impl Lazy {
         if !self.release.is_empty() {
             let ids = std::mem::take(&mut self.release);
             codec::encode_into(&ClientMsg::Release { ids }, out);
+        }
+        out.append(&mut self.frames);
+        if let Some(msg) = then {
+            codec::encode_into(msg, out);
         }
         if !self.dec.is_empty() {
             codec::encode_into(
@@ -198,8 +205,7 @@ impl Client {
         let mut w = self.writer.lock();
         let Writer { stream, lazy, buf } = &mut *w;
         buf.clear();
-        lazy.drain_into(buf);
-        codec::encode_into(msg, buf);
+        lazy.drain_around(buf, Some(msg));
         let r = stream.write_all(buf);
         if buf.capacity() > 1 << 20 {
             *buf = Vec::new();
@@ -213,7 +219,7 @@ impl Client {
         if w.lazy.len() >= LAZY_LIMIT {
             let Writer { stream, lazy, buf } = &mut *w;
             buf.clear();
-            lazy.drain_into(buf);
+            lazy.drain_around(buf, None);
             if let Err(e) = stream.write_all(buf) {
                 tracing::debug!("flushing bookkeeping to the node: {e}");
             }
@@ -228,7 +234,7 @@ impl Client {
         }
         let Writer { stream, lazy, buf } = &mut *w;
         buf.clear();
-        lazy.drain_into(buf);
+        lazy.drain_around(buf, None);
         stream
             .write_all(buf)
             .map_err(|e| NodeError::io("writing to the node", e))
@@ -396,14 +402,20 @@ impl Client {
         }
     }
 
-    pub fn seal(&self, id: ObjectId) -> Result<(), NodeError> {
-        self.send(&ClientMsg::Seal { id })
+    pub fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) -> Result<(), NodeError> {
+        self.send(&ClientMsg::Seal { id, contained })
     }
 
-    pub fn put_inline(&self, id: ObjectId, blob: Vec<u8>) -> Result<(), NodeError> {
+    pub fn put_inline(
+        &self,
+        id: ObjectId,
+        blob: Vec<u8>,
+        contained: Vec<ObjectId>,
+    ) -> Result<(), NodeError> {
         self.send(&ClientMsg::PutInline {
             id,
             blob: ByteBuf::from(blob),
+            contained,
         })
     }
 
@@ -488,11 +500,18 @@ impl Client {
     /// Worker side: report a task's outcome. While more tasks are already
     /// queued here it is held back and goes out with the next write, so a
     /// burst of short tasks costs one write per burst.
-    pub fn task_done(&self, task: TaskId, outcome: Outcome, run_us: u64) -> Result<(), NodeError> {
+    pub fn task_done(
+        &self,
+        task: TaskId,
+        outcome: Outcome,
+        run_us: u64,
+        contained: Vec<Vec<ObjectId>>,
+    ) -> Result<(), NodeError> {
         let msg = ClientMsg::TaskDone {
             task,
             outcome,
             run_us,
+            contained,
         };
         if self.inbox.lock().executions.is_empty() {
             return self.send(&msg);

@@ -105,12 +105,19 @@ impl State {
                 self.send_to(conn, &NodeMsg::Created { req, result });
                 After::Continue
             }
-            (Some(_), ClientMsg::Seal { id }) => {
-                self.seal_object(holder, id);
+            (Some(_), ClientMsg::Seal { id, contained }) => {
+                self.seal_object(holder, id, contained);
                 After::Continue
             }
-            (Some(_), ClientMsg::PutInline { id, blob }) => {
-                self.put_inline(id, blob);
+            (
+                Some(_),
+                ClientMsg::PutInline {
+                    id,
+                    blob,
+                    contained,
+                },
+            ) => {
+                self.put_inline(id, blob, contained);
                 After::Continue
             }
             (Some(_), ClientMsg::Release { ids }) => {
@@ -118,11 +125,11 @@ impl State {
                 After::Continue
             }
             (Some(_), ClientMsg::AddRefs { ids }) => {
-                self.add_refs(&ids);
+                self.add_refs(holder, &ids);
                 After::Continue
             }
             (Some(_), ClientMsg::DecRefs { ids }) => {
-                self.dec_refs(&ids);
+                self.dec_refs(holder, &ids);
                 After::Continue
             }
             (Some(_), ClientMsg::Escaped { ids }) => {
@@ -135,10 +142,11 @@ impl State {
                     task,
                     outcome,
                     run_us,
+                    contained,
                 },
             ) => {
                 self.record_run_time(wid, task, run_us);
-                self.task_done(wid, task, outcome);
+                self.task_done(wid, task, outcome, contained);
                 After::Continue
             }
             (Some(_), ClientMsg::TaskDone { .. }) => {

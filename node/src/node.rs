@@ -335,11 +335,11 @@ impl Node {
             .create_object(crate::state::Holder::Local, id, len)
     }
 
-    pub fn seal(&self, id: ObjectId) {
+    pub fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) {
         self.shared
             .state
             .lock()
-            .seal_object(crate::state::Holder::Local, id);
+            .seal_object(crate::state::Holder::Local, id, contained);
     }
 
     /// Give up a created object that was never sealed.
@@ -347,8 +347,11 @@ impl Node {
         let _ = self.shared.state.lock().store.abort(id);
     }
 
-    pub fn put_inline(&self, id: ObjectId, blob: Vec<u8>) {
-        self.shared.state.lock().put_inline(id, ByteBuf::from(blob));
+    pub fn put_inline(&self, id: ObjectId, blob: Vec<u8>, contained: Vec<ObjectId>) {
+        self.shared
+            .state
+            .lock()
+            .put_inline(id, ByteBuf::from(blob), contained);
     }
 
     pub fn release(&self, ids: &[ObjectId]) {
@@ -356,11 +359,17 @@ impl Node {
     }
 
     pub fn add_refs(&self, ids: &[ObjectId]) {
-        self.shared.state.lock().add_refs(ids);
+        self.shared
+            .state
+            .lock()
+            .add_refs(crate::state::Holder::Local, ids);
     }
 
     pub fn dec_refs(&self, ids: &[ObjectId]) {
-        self.shared.state.lock().dec_refs(ids);
+        self.shared
+            .state
+            .lock()
+            .dec_refs(crate::state::Holder::Local, ids);
     }
 
     pub fn mark_escaped(&self, ids: &[ObjectId]) {
@@ -444,6 +453,8 @@ impl Node {
         rt.shutdown_timeout(Duration::from_millis(500));
         tracing::debug!("runtime stopped in {:?}", t.elapsed());
         let _ = std::fs::remove_file(&self.info.socket);
+        let spill_dir = self.shared.state.lock().spill_dir.clone();
+        let _ = std::fs::remove_dir_all(spill_dir);
         if let Err(e) = self.shared.state.lock().store.arena().unlink() {
             tracing::debug!("removing the arena file: {e}");
         }

@@ -19,23 +19,65 @@ fn lost(id: &ObjectId) -> Value {
 }
 
 impl State {
-    /// New local handles of these objects.
-    pub fn add_refs(&mut self, ids: &[ObjectId]) {
+    /// New `ObjectRef` handles in `holder`'s process. Ids this node does not
+    /// know are ignored (a get on them reads as lost).
+    pub fn add_refs(&mut self, holder: Holder, ids: &[ObjectId]) {
         for id in ids {
-            let e = self.objects.entry(*id).or_insert_with(ObjectEntry::pending);
+            let Some(e) = self.objects.get_mut(id) else {
+                continue;
+            };
             e.refs += 1;
             e.had_handle = true;
+            if let Holder::Conn(c) = holder
+                && let Some(conn) = self.conns.get_mut(&c)
+            {
+                *conn.refs.entry(*id).or_insert(0) += 1;
+            }
         }
     }
 
     /// Handles dropped; frees objects nobody can reach any more.
-    pub fn dec_refs(&mut self, ids: &[ObjectId]) {
+    pub fn dec_refs(&mut self, holder: Holder, ids: &[ObjectId]) {
         for id in ids {
+            if let Holder::Conn(c) = holder
+                && let Some(conn) = self.conns.get_mut(&c)
+            {
+                match conn.refs.get_mut(id) {
+                    Some(n) if *n > 1 => *n -= 1,
+                    Some(_) => {
+                        conn.refs.remove(id);
+                    }
+                    // A handle this client never registered: not its to release.
+                    None => continue,
+                }
+            }
             if let Some(e) = self.objects.get_mut(id) {
                 e.refs = e.refs.saturating_sub(1);
                 self.maybe_free(id);
             }
         }
+    }
+
+    /// Record the refs serialized inside object `id`'s value: it keeps them alive.
+    pub fn attach_contained(&mut self, id: ObjectId, contained: Vec<ObjectId>) {
+        if contained.is_empty() {
+            return;
+        }
+        let mut kept = Vec::with_capacity(contained.len());
+        for c in contained {
+            if c == id {
+                continue;
+            }
+            if let Some(ce) = self.objects.get_mut(&c) {
+                ce.holds += 1;
+                kept.push(c);
+            }
+        }
+        self.objects
+            .entry(id)
+            .or_insert_with(ObjectEntry::pending)
+            .contains
+            .extend(kept);
     }
 
     /// Refs that were serialized: keep their objects (no distributed counting yet).
@@ -59,10 +101,20 @@ impl State {
             && e.holds == 0
             && ready
             && let Some(e) = self.objects.remove(id)
-            && let ObjState::Ready(Value::Stored { .. }) = e.state
-            && let Err(err) = self.store.delete(id)
         {
-            tracing::warn!("freeing object {id}: {err}");
+            if let ObjState::Ready(Value::Stored { .. }) = e.state {
+                if let Some((path, _)) = self.spilled.remove(id) {
+                    let _ = std::fs::remove_file(path);
+                } else if let Err(err) = self.store.delete(id) {
+                    tracing::warn!("freeing object {id}: {err}");
+                }
+            }
+            for c in e.contains {
+                if let Some(ce) = self.objects.get_mut(&c) {
+                    ce.holds = ce.holds.saturating_sub(1);
+                }
+                self.maybe_free(&c);
+            }
         }
     }
 
@@ -73,23 +125,27 @@ impl State {
         };
         match &e.state {
             ObjState::Pending => lost(id),
-            ObjState::Ready(Value::Stored { .. }) => match self.store.pin(id) {
-                Ok(a) => {
-                    if let Holder::Conn(c) = holder
-                        && let Some(conn) = self.conns.get_mut(&c)
-                    {
-                        *conn.pins.entry(*id).or_insert(0) += 1;
+            ObjState::Ready(Value::Stored { .. }) => {
+                match self
+                    .restore_if_spilled(id)
+                    .and_then(|()| match self.store.pin(id) {
+                        Ok(a) => Ok(a),
+                        Err(e) => Err(self.store_error(e)),
+                    }) {
+                    Ok(a) => {
+                        if let Holder::Conn(c) = holder
+                            && let Some(conn) = self.conns.get_mut(&c)
+                        {
+                            *conn.pins.entry(*id).or_insert(0) += 1;
+                        }
+                        Value::Stored {
+                            offset: a.offset,
+                            len: a.len,
+                        }
                     }
-                    Value::Stored {
-                        offset: a.offset,
-                        len: a.len,
-                    }
+                    Err(err) => Value::Error(err),
                 }
-                Err(err) => Value::Error(ErrorInfo::new(
-                    ErrorKind::ObjectLost,
-                    format!("object {id} is missing from the store: {err}"),
-                )),
-            },
+            }
             ObjState::Ready(v) => v.clone(),
         }
     }
@@ -118,6 +174,82 @@ impl State {
         }
     }
 
+    /// Bring a spilled object back into the store (spilling others if needed).
+    fn restore_if_spilled(&mut self, id: &ObjectId) -> Result<(), ErrorInfo> {
+        let Some((path, len)) = self.spilled.get(id).cloned() else {
+            return Ok(());
+        };
+        match self.store.restore(*id, &path, len, &self.spill_dir) {
+            Ok((_, others)) => {
+                self.spilled.remove(id);
+                self.note_spilled(others);
+                Ok(())
+            }
+            Err(e) => {
+                let mut err = self.store_error(e);
+                err.message = format!("cannot restore spilled object {id}: {}", err.message);
+                Err(err)
+            }
+        }
+    }
+
+    fn note_spilled(&mut self, spilled: Vec<peer_objstore::Spilled<ObjectId>>) {
+        for s in spilled {
+            tracing::debug!(
+                "spilled object {} ({} bytes) to {}",
+                s.key,
+                s.len,
+                s.path.display()
+            );
+            self.spilled.insert(s.key, (s.path, s.len));
+        }
+    }
+
+    /// A store error as an error value, saying who pins the memory when it is full.
+    pub fn store_error(&self, e: peer_objstore::StoreError) -> ErrorInfo {
+        match e {
+            peer_objstore::StoreError::Full { .. } => {
+                let mut by_pid: Vec<(u32, u64, usize)> = Vec::new();
+                let mut client_bytes = 0;
+                for c in self.conns.values() {
+                    let bytes: u64 = c
+                        .pins
+                        .keys()
+                        .filter_map(|id| self.store.get(id).map(|a| a.len))
+                        .sum();
+                    if bytes > 0 {
+                        by_pid.push((c.pid, bytes, c.pins.len()));
+                        client_bytes += bytes;
+                    }
+                }
+                let total = self.store.stats().pinned_bytes;
+                let mut who: Vec<String> = by_pid
+                    .iter()
+                    .map(|(pid, b, n)| format!("{b} bytes in {n} objects by pid {pid}"))
+                    .collect();
+                if total > client_bytes {
+                    who.push(format!(
+                        "{} bytes by the driver (pid {})",
+                        total - client_bytes,
+                        std::process::id()
+                    ));
+                }
+                let who = if who.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Pinned: {}.", who.join("; "))
+                };
+                ErrorInfo::new(
+                    ErrorKind::StoreFull,
+                    format!(
+                        "{e}.{who} Values stay pinned while a numpy array or other view of them is                          alive in some process: drop those views, or raise object_store_memory"
+                    ),
+                )
+            }
+            e => ErrorInfo::new(ErrorKind::StoreFull, e.to_string()),
+        }
+    }
+
     /// Reserve store space for an object a client is about to write.
     pub fn create_object(
         &mut self,
@@ -125,8 +257,9 @@ impl State {
         id: ObjectId,
         len: u64,
     ) -> Result<u64, ErrorInfo> {
-        match self.store.create(id, len) {
-            Ok(a) => {
+        match self.store.create_or_spill(id, len, &self.spill_dir) {
+            Ok((a, spilled)) => {
+                self.note_spilled(spilled);
                 if let Holder::Conn(c) = holder
                     && let Some(conn) = self.conns.get_mut(&c)
                 {
@@ -134,12 +267,13 @@ impl State {
                 }
                 Ok(a.offset)
             }
-            Err(e) => Err(ErrorInfo::new(ErrorKind::StoreFull, e.to_string())),
+            Err(e) => Err(self.store_error(e)),
         }
     }
 
     /// A client finished writing a created object: it becomes the object's value.
-    pub fn seal_object(&mut self, holder: Holder, id: ObjectId) {
+    pub fn seal_object(&mut self, holder: Holder, id: ObjectId, contained: Vec<ObjectId>) {
+        self.attach_contained(id, contained);
         if let Holder::Conn(c) = holder
             && let Some(conn) = self.conns.get_mut(&c)
         {
@@ -158,7 +292,8 @@ impl State {
     }
 
     /// A small `put`.
-    pub fn put_inline(&mut self, id: ObjectId, blob: ByteBuf) {
+    pub fn put_inline(&mut self, id: ObjectId, blob: ByteBuf, contained: Vec<ObjectId>) {
+        self.attach_contained(id, contained);
         self.object_ready(id, Value::Inline(blob));
     }
 

@@ -115,6 +115,8 @@ pub struct TaskSpec {
     pub args: Value,
     /// Top-level ObjectRef arguments, in placeholder order.
     pub deps: Vec<ObjectId>,
+    /// Refs nested deeper inside the arguments: the task holds them until it ends.
+    pub contained: Vec<ObjectId>,
     pub num_returns: u32,
     /// Resources held while it runs (`CPU` included).
     pub resources: Vec<(String, f64)>,
@@ -218,14 +220,17 @@ pub enum ClientMsg {
         id: ObjectId,
         len: u64,
     },
-    /// The client wrote a created object: seal it (a `put`).
+    /// The client wrote a created object: seal it (a `put`). `contained`:
+    /// refs serialized inside the value, which it keeps alive.
     Seal {
         id: ObjectId,
+        contained: Vec<ObjectId>,
     },
     /// A small `put`.
     PutInline {
         id: ObjectId,
         blob: ByteBuf,
+        contained: Vec<ObjectId>,
     },
     /// Drop pins taken by values the node sent.
     Release {
@@ -243,10 +248,12 @@ pub enum ClientMsg {
     },
     /// `run_us`: how long the worker spent running it (the scheduler uses it
     /// to decide which functions are short enough to queue behind another).
+    /// `contained`: for each return, the refs serialized inside it.
     TaskDone {
         task: TaskId,
         outcome: Outcome,
         run_us: u64,
+        contained: Vec<Vec<ObjectId>>,
     },
     Cancel {
         id: ObjectId,

@@ -69,7 +69,12 @@ impl State {
             "store": {"path": self.store.arena().path().to_string_lossy(),
                       "capacity": s.capacity, "used": s.used, "objects": s.num_objects,
                       "pinned_objects": s.num_pinned, "pinned_bytes": s.pinned_bytes,
-                      "largest_free": s.largest_free},
+                      "largest_free": s.largest_free,
+                      "spilled_now": self.spilled.len(),
+                      "spilled_bytes": s.spilled_bytes_total, "spilled_objects": s.spilled_objects_total,
+                      "restored_bytes": s.restored_bytes_total,
+                      "restored_objects": s.restored_objects_total,
+                      "compactions": s.compactions},
         })
     }
 }

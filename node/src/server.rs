@@ -69,6 +69,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
                 pid: 0,
                 pins: Default::default(),
                 unsealed: Default::default(),
+                refs: Default::default(),
             },
         );
         id

@@ -37,6 +37,8 @@ pub struct Conn {
     pub pins: FxHashMap<ObjectId, u32>,
     /// Objects it created in the store and has not sealed yet.
     pub unsealed: FxHashSet<ObjectId>,
+    /// `ObjectRef` handles alive in that process, released if it dies.
+    pub refs: FxHashMap<ObjectId, u32>,
 }
 
 /// Who holds a pin.
@@ -71,6 +73,8 @@ pub struct ObjectEntry {
     pub dependents: Vec<TaskId>,
     /// Pending gets/waits for it: (wait, index in that wait's ids).
     pub waiters: Vec<(WaitId, u32)>,
+    /// Refs serialized inside its value: it holds them while it lives.
+    pub contains: Vec<ObjectId>,
 }
 
 impl ObjectEntry {
@@ -83,6 +87,7 @@ impl ObjectEntry {
             holds: 0,
             dependents: Vec::new(),
             waiters: Vec::new(),
+            contains: Vec::new(),
         }
     }
 }
@@ -215,6 +220,10 @@ pub struct State {
     /// Set when the worker fork server failed: why tasks cannot run.
     pub spawn_failure: Option<String>,
     pub warned_infeasible: FxHashSet<TaskId>,
+    /// Stored objects whose bytes were spilled to disk: file and length.
+    pub spilled: FxHashMap<ObjectId, (std::path::PathBuf, u64)>,
+    /// Where spilled objects go.
+    pub spill_dir: std::path::PathBuf,
     /// Mean run time of each function (µs, moving average) and how many runs it is based on.
     pub fn_run_us: FxHashMap<FnId, (f64, u32)>,
     pub stats: Stats,
@@ -239,6 +248,7 @@ impl State {
         spawn_tx: mpsc::UnboundedSender<SpawnRequest>,
         timer_tx: mpsc::UnboundedSender<(Instant, WaitId)>,
     ) -> Self {
+        let spill_dir = config.state_dir.join("spill").join(format!("{node_id}"));
         let mut pairs: Vec<(&str, f64)> = vec![("CPU", config.num_cpus)];
         pairs.extend(config.resources.iter().map(|(k, v)| (k.as_str(), *v)));
         let total = Resources::from_pairs(pairs);
@@ -266,6 +276,8 @@ impl State {
             spawn_failure: None,
             warned_infeasible: FxHashSet::default(),
             fn_run_us: FxHashMap::default(),
+            spilled: FxHashMap::default(),
+            spill_dir,
             stats: Stats::default(),
         }
     }

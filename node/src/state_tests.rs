@@ -48,6 +48,20 @@ fn unique_arena_name() -> String {
 }
 
 impl Harness {
+    /// Register handles of `ids` from `conn`. The real node knows every id
+    /// before a handle of it exists (Submit registers return ids, put seals
+    /// first); ids the tests make up stand for such objects, so register them
+    /// as pending first, as Submit would.
+    fn add_refs(&mut self, conn: ConnId, ids: Vec<ObjectId>) {
+        for id in &ids {
+            self.st
+                .objects
+                .entry(*id)
+                .or_insert_with(crate::state::ObjectEntry::pending);
+        }
+        self.send(conn, ClientMsg::AddRefs { ids });
+    }
+
     fn new(cpus: f64) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = NodeConfig::new(dir.path().to_path_buf());
@@ -82,6 +96,7 @@ impl Harness {
                 pid: 0,
                 pins: Default::default(),
                 unsealed: Default::default(),
+                refs: Default::default(),
             },
         );
         id
@@ -166,6 +181,7 @@ impl Harness {
         self.send(
             worker,
             ClientMsg::TaskDone {
+                contained: vec![],
                 task,
                 outcome,
                 run_us,
@@ -237,6 +253,7 @@ fn inline(b: &[u8]) -> Value {
 
 fn task(fn_id: FnId, deps: Vec<ObjectId>) -> TaskSpec {
     TaskSpec {
+        contained: vec![],
         task: TaskId::random(),
         kind: TaskKind::Normal,
         fn_id,
@@ -780,7 +797,7 @@ fn nested_gets_lend_the_cpu_once_and_a_timeout_takes_it_back() {
     h.submit(d, &a);
     h.recv(wc);
     let pending = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![pending] });
+    h.add_refs(d, vec![pending]);
     for req in 1..=2 {
         h.send(
             wc,
@@ -801,6 +818,7 @@ fn nested_gets_lend_the_cpu_once_and_a_timeout_takes_it_back() {
     h.send(
         d,
         ClientMsg::PutInline {
+            contained: vec![],
             id: pending,
             blob: ByteBuf::from(b"v".to_vec()),
         },
@@ -830,6 +848,7 @@ fn inline_objects_are_freed_with_their_last_handle_and_not_before() {
         h.send(
             d,
             ClientMsg::PutInline {
+                contained: vec![],
                 id,
                 blob: ByteBuf::from(b"v".to_vec()),
             },
@@ -838,7 +857,7 @@ fn inline_objects_are_freed_with_their_last_handle_and_not_before() {
 
     // Two handles: freed with the second DecRefs.
     let p = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![p, p] });
+    h.add_refs(d, vec![p, p]);
     put(&mut h, p);
     h.send(d, ClientMsg::DecRefs { ids: vec![p] });
     assert!(is_ready(&h.st, &p));
@@ -857,7 +876,7 @@ fn inline_objects_are_freed_with_their_last_handle_and_not_before() {
 
     // A pending object is not freed when its handles go; it is when its value comes.
     let r = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![r] });
+    h.add_refs(d, vec![r]);
     h.send(d, ClientMsg::DecRefs { ids: vec![r] });
     assert!(h.st.objects.contains_key(&r));
     put(&mut h, r);
@@ -865,7 +884,7 @@ fn inline_objects_are_freed_with_their_last_handle_and_not_before() {
 
     // A serialized ref keeps its object.
     let e = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![e] });
+    h.add_refs(d, vec![e]);
     put(&mut h, e);
     h.send(d, ClientMsg::Escaped { ids: vec![e] });
     h.send(d, ClientMsg::DecRefs { ids: vec![e] });
@@ -885,20 +904,16 @@ fn task_arguments_are_held_until_the_task_is_over() {
     h.recv(wc);
 
     let arg = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![arg] });
+    h.add_refs(d, vec![arg]);
     h.send(
         d,
         ClientMsg::PutInline {
+            contained: vec![],
             id: arg,
             blob: ByteBuf::from(b"arg".to_vec()),
         },
     );
-    h.send(
-        d,
-        ClientMsg::AddRefs {
-            ids: vec![ret(&blocker)],
-        },
-    );
+    h.add_refs(d, vec![ret(&blocker)]);
     let user = task(f, vec![arg, arg]);
     h.submit(d, &user);
     assert_eq!(h.st.objects[&arg].holds, 2);
@@ -910,12 +925,7 @@ fn task_arguments_are_held_until_the_task_is_over() {
     assert_eq!(e.deps, vec![inline(b"arg"), inline(b"arg")]);
     assert!(is_ready(&h.st, &arg), "held by a running task");
     // The task's own return gets a handle, then the task ends.
-    h.send(
-        d,
-        ClientMsg::AddRefs {
-            ids: vec![ret(&user)],
-        },
-    );
+    h.add_refs(d, vec![ret(&user)]);
     h.returns(wc, user.task, inline(b"u"));
     assert!(!h.st.objects.contains_key(&arg));
     assert!(is_ready(&h.st, &ret(&user)));
@@ -956,8 +966,14 @@ fn stored_objects_are_pinned_per_value_sent_and_freed_after_the_last_release() {
     assert!(h.st.conns[&d].unsealed.contains(&s));
     assert_eq!(h.st.store.stats().num_objects, 1);
     assert_eq!(h.st.store.stats().pinned_bytes, 0);
-    h.send(d, ClientMsg::AddRefs { ids: vec![s] });
-    h.send(d, ClientMsg::Seal { id: s });
+    h.add_refs(d, vec![s]);
+    h.send(
+        d,
+        ClientMsg::Seal {
+            id: s,
+            contained: vec![],
+        },
+    );
     assert!(h.st.conns[&d].unsealed.is_empty());
     let stored = Value::Stored { offset, len: 1000 };
     assert_eq!(h.get_now(d, &[s]), vec![stored.clone()]);
@@ -993,8 +1009,14 @@ fn stored_objects_are_pinned_per_value_sent_and_freed_after_the_last_release() {
         },
     );
     h.recv(d);
-    h.send(d, ClientMsg::AddRefs { ids: vec![t] });
-    h.send(d, ClientMsg::Seal { id: t });
+    h.add_refs(d, vec![t]);
+    h.send(
+        d,
+        ClientMsg::Seal {
+            id: t,
+            contained: vec![],
+        },
+    );
     let d2 = h.driver();
     h.get_now(d2, &[t]);
     h.get_now(d2, &[t]);
@@ -1047,7 +1069,7 @@ fn stored_returns_are_sealed_and_pinned_for_the_tasks_that_read_them() {
     let b = task(f, vec![ret(&a)]);
     h.submit(d, &a);
     h.submit(d, &b);
-    h.send(d, ClientMsg::AddRefs { ids: vec![ret(&a)] });
+    h.add_refs(d, vec![ret(&a)]);
     h.recv(wc);
     // The worker writes a's large return into the store itself.
     h.send(
@@ -1173,7 +1195,7 @@ fn actor_methods_run_in_submission_order_pipelined_and_a_waiting_one_holds_back_
 
     // A method waiting for an argument holds back the calls behind it.
     let p = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![p] });
+    h.add_refs(d, vec![p]);
     let waiting = method(&create, "needs_p", vec![p]);
     let behind = method(&create, "behind", vec![]);
     h.submit(d, &waiting);
@@ -1183,6 +1205,7 @@ fn actor_methods_run_in_submission_order_pipelined_and_a_waiting_one_holds_back_
     h.send(
         d,
         ClientMsg::PutInline {
+            contained: vec![],
             id: p,
             blob: ByteBuf::from(b"p".to_vec()),
         },
@@ -1221,7 +1244,7 @@ fn actor_death_fails_inflight_calls_and_restarts_while_allowed() {
     let m1 = method(&create, "m1", vec![]);
     let m2 = method(&create, "m2", vec![]);
     let p = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![p] });
+    h.add_refs(d, vec![p]);
     let m3 = method(&create, "m3", vec![p]);
     for s in [&m1, &m2, &m3] {
         h.submit(d, s);
@@ -1390,7 +1413,7 @@ fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
     let running = task(f, vec![]);
     let queued = task(f, vec![]);
     let p = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![p] });
+    h.add_refs(d, vec![p]);
     let waiting = task(f, vec![p]);
     for t in [&running, &queued, &waiting] {
         h.submit(d, t);
@@ -1488,7 +1511,7 @@ fn short_tasks_are_pipelined_to_busy_workers_and_revoked_when_they_block() {
 
     // The running one blocks in get: the queued ones come back.
     let p = ObjectId::for_put();
-    h.send(d, ClientMsg::AddRefs { ids: vec![p] });
+    h.add_refs(d, vec![p]);
     h.send(
         w1c,
         ClientMsg::Get {
@@ -1522,6 +1545,7 @@ fn short_tasks_are_pipelined_to_busy_workers_and_revoked_when_they_block() {
     h.send(
         d,
         ClientMsg::PutInline {
+            contained: vec![],
             id: p,
             blob: ByteBuf::from(b"p".to_vec()),
         },
@@ -1586,6 +1610,7 @@ fn protocol_violations_close_the_connection() {
     assert!(closes(h.st.handle(
         d,
         ClientMsg::TaskDone {
+            contained: vec![],
             task: TaskId::random(),
             outcome: Outcome::Returns(vec![]),
             run_us: 1,
@@ -1687,8 +1712,12 @@ fn sample_messages() -> Vec<ClientMsg> {
             id,
             len: 64,
         },
-        ClientMsg::Seal { id },
+        ClientMsg::Seal {
+            id,
+            contained: vec![],
+        },
         ClientMsg::PutInline {
+            contained: vec![],
             id,
             blob: ByteBuf::from(vec![9; 10]),
         },
@@ -1697,6 +1726,7 @@ fn sample_messages() -> Vec<ClientMsg> {
         ClientMsg::DecRefs { ids: vec![id] },
         ClientMsg::Escaped { ids: vec![id] },
         ClientMsg::TaskDone {
+            contained: vec![],
             task: spec.task,
             outcome: Outcome::Failed(ErrorInfo::new(ErrorKind::Task, "x")),
             run_us: 3,
@@ -1804,6 +1834,7 @@ fn mangled_but_decodable_messages_never_panic_the_state() {
     h.send(
         d2,
         ClientMsg::PutInline {
+            contained: vec![],
             id,
             blob: ByteBuf::from(b"still here".to_vec()),
         },

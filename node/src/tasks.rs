@@ -14,6 +14,8 @@ use crate::state::{
 
 /// How many queue entries one scheduling pass looks at past tasks that do not fit.
 const SCAN_LIMIT: usize = 256;
+/// The largest amount of one resource a task may ask for.
+const MAX_RESOURCE: f64 = 1e9;
 /// Tasks queued behind a running one, for functions that take under 200 µs.
 const PIPELINE_DEPTH_TINY: usize = 4;
 
@@ -24,6 +26,16 @@ impl State {
         if self.tasks.contains_key(&tid) {
             return Err(format!("task {tid} was submitted twice"));
         }
+        if let Some((name, amount)) = spec
+            .resources
+            .iter()
+            .find(|(_, v)| !v.is_finite() || *v < 0.0 || *v > MAX_RESOURCE)
+        {
+            return Err(format!(
+                "task {} asks for {amount} of resource {name:?}; amounts must be between 0 and {MAX_RESOURCE}",
+                spec.name
+            ));
+        }
         if spec.kind == TaskKind::ActorCreate {
             self.register_actor(&spec)?;
         }
@@ -31,9 +43,14 @@ impl State {
         for id in spec.return_ids() {
             self.objects.entry(id).or_insert_with(ObjectEntry::pending);
         }
+        for c in &spec.contained {
+            if let Some(e) = self.objects.get_mut(c) {
+                e.holds += 1;
+            }
+        }
         if let Value::Stored { .. } = spec.args {
             let args_id = args_object_id(tid);
-            self.seal_object(from, args_id);
+            self.seal_object(from, args_id, Vec::new());
             if let Some(e) = self.objects.get_mut(&args_id) {
                 e.had_handle = true;
                 e.holds += 1;
@@ -272,7 +289,7 @@ impl State {
                             ErrorKind::Task,
                             format!("function of task {} was never registered", spec.name),
                         );
-                        self.task_done(wid, tid, Outcome::Failed(err));
+                        self.task_done(wid, tid, Outcome::Failed(err), Vec::new());
                         return;
                     }
                 }
@@ -305,14 +322,30 @@ impl State {
     }
 
     /// A worker reports a task's outcome.
-    pub fn task_done(&mut self, wid: WorkerId, tid: TaskId, outcome: Outcome) {
+    pub fn task_done(
+        &mut self,
+        wid: WorkerId,
+        tid: TaskId,
+        outcome: Outcome,
+        contained: Vec<Vec<ObjectId>>,
+    ) {
         let conn = self.workers.get(&wid).and_then(|w| w.conn);
         let mut actor_of_worker = None;
         if let Some(w) = self.workers.get_mut(&wid) {
             match w.kind {
                 crate::state::WorkerKind::Task => {
                     if w.busy == Some(tid) {
+                        if w.blocked > 0 {
+                            // It returned while still blocked in a get (from another
+                            // thread): take back the CPU it had lent first.
+                            w.blocked = 0;
+                            let cpu = w.held.cpu_only();
+                            self.available.take(&cpu);
+                        }
                         // A pipelined task starts at once and inherits the slot.
+                        let Some(w) = self.workers.get_mut(&wid) else {
+                            return;
+                        };
                         w.busy = w.queued.pop_front();
                         if w.busy.is_none() {
                             let held = std::mem::take(&mut w.held);
@@ -358,9 +391,11 @@ impl State {
                 self.actor_died(aid, ErrorInfo::new(ErrorKind::ActorDied, msg), false);
             }
             (_, Outcome::Returns(values)) if values.len() == spec.num_returns as usize => {
+                let mut contained = contained.into_iter();
                 for (id, v) in spec.return_ids().zip(values) {
+                    self.attach_contained(id, contained.next().unwrap_or_default());
                     match v {
-                        Value::Stored { .. } => self.seal_object(conn_holder(conn), id),
+                        Value::Stored { .. } => self.seal_object(conn_holder(conn), id, Vec::new()),
                         v => self.object_ready(id, v),
                     }
                 }
@@ -473,6 +508,7 @@ impl State {
     /// Release the holds a task has on its arguments.
     pub fn release_task_inputs(&mut self, spec: &TaskSpec) {
         let mut inputs = spec.deps.clone();
+        inputs.extend_from_slice(&spec.contained);
         if let Value::Stored { .. } = spec.args {
             inputs.push(args_object_id(spec.task));
         }
@@ -514,6 +550,9 @@ impl State {
         let Some(opts) = &spec.actor_options else {
             return Err("actor creation without actor options".into());
         };
+        if spec.actor != Some(opts.actor) {
+            return Err("actor creation names two different actors".into());
+        }
         if let Some(name) = &opts.name {
             if let Some(old) = self.named_actors.get(name)
                 && self

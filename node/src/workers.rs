@@ -141,6 +141,13 @@ impl State {
         for id in c.unsealed {
             let _ = self.store.abort(id);
         }
+        // The process's handles are gone with it.
+        for (id, n) in c.refs {
+            if let Some(e) = self.objects.get_mut(&id) {
+                e.refs = e.refs.saturating_sub(n);
+            }
+            self.maybe_free(&id);
+        }
         self.waits.retain(
             |_, w| !matches!(w.target, crate::state::Target::Remote { conn: c2, .. } if c2 == conn),
         );

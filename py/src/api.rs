@@ -55,6 +55,11 @@ fn ids_from(list: &Bound<'_, PyAny>) -> PyResult<Vec<ObjectId>> {
         .collect()
 }
 
+/// Ids of the refs nested in a serialized value (None: none).
+pub fn contained_ids(list: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ObjectId>> {
+    list.map_or_else(|| Ok(Vec::new()), ids_from)
+}
+
 fn id16<T>(b: &[u8], what: &str, make: impl Fn([u8; 16]) -> T) -> PyResult<T> {
     let a: [u8; 16] = b
         .try_into()
@@ -258,6 +263,7 @@ fn build_spec(
     resources: Vec<(String, f64)>,
     max_retries: i32,
     retry_exceptions: bool,
+    contained: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<TaskSpec> {
     let task = TaskId::random();
     let bufs = raw_buffers(args_buffers)?;
@@ -271,6 +277,7 @@ fn build_spec(
         name,
         args,
         deps: ids_from(deps)?,
+        contained: contained_ids(contained)?,
         num_returns,
         resources,
         max_retries,
@@ -293,14 +300,14 @@ fn submit_spec(rt: &Runtime, spec: TaskSpec) -> PyResult<()> {
     rt.submit(spec).map_err(|e| {
         if stored {
             // Best effort: the node never saw the arguments it would have sealed.
-            let _ = rt.seal(args_object_id(task));
+            let _ = rt.seal(args_object_id(task), Vec::new());
         }
         node_err(e)
     })
 }
 
 #[pyfunction]
-#[pyo3(signature = (fn_id, args_pickle, args_buffers, deps, *, num_returns, num_cpus, resources, max_retries, retry_exceptions, name))]
+#[pyo3(signature = (fn_id, args_pickle, args_buffers, deps, *, num_returns, num_cpus, resources, max_retries, retry_exceptions, name, contained=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn submit_task<'py>(
     py: Python<'py>,
@@ -314,6 +321,7 @@ pub fn submit_task<'py>(
     max_retries: i32,
     retry_exceptions: bool,
     name: String,
+    contained: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let rt = runtime::current()?;
     let spec = build_spec(
@@ -331,6 +339,7 @@ pub fn submit_task<'py>(
         resource_pairs(num_cpus, resources)?,
         max_retries,
         retry_exceptions,
+        contained,
     )?;
     let ids = return_ids(py, &spec);
     submit_spec(&rt, spec)?;
@@ -338,7 +347,7 @@ pub fn submit_task<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (class_id, args_pickle, args_buffers, deps, *, num_cpus, resources, max_restarts, name, class_name, handle_blob))]
+#[pyo3(signature = (class_id, args_pickle, args_buffers, deps, *, num_cpus, resources, max_restarts, name, class_name, handle_blob, contained=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn create_actor<'py>(
     py: Python<'py>,
@@ -352,6 +361,7 @@ pub fn create_actor<'py>(
     name: Option<String>,
     class_name: String,
     handle_blob: Vec<u8>,
+    contained: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rt = runtime::current()?;
     let actor = ActorId::random();
@@ -370,6 +380,7 @@ pub fn create_actor<'py>(
         resource_pairs(num_cpus, resources)?,
         0,
         false,
+        contained,
     )?;
     // The stored handle is the actor id followed by the Python handle blob.
     let mut stored = actor.0.to_vec();
@@ -386,7 +397,7 @@ pub fn create_actor<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (actor_id, method, args_pickle, args_buffers, deps, *, num_returns, name))]
+#[pyo3(signature = (actor_id, method, args_pickle, args_buffers, deps, *, num_returns, name, contained=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn submit_actor_task<'py>(
     py: Python<'py>,
@@ -397,6 +408,7 @@ pub fn submit_actor_task<'py>(
     deps: &Bound<'py, PyAny>,
     num_returns: u32,
     name: String,
+    contained: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let rt = runtime::current()?;
     let spec = build_spec(
@@ -414,6 +426,7 @@ pub fn submit_actor_task<'py>(
         Vec::new(),
         0,
         false,
+        contained,
     )?;
     let ids = return_ids(py, &spec);
     submit_spec(&rt, spec)?;
@@ -448,17 +461,22 @@ pub fn cancel(object_id: &[u8], force: bool) -> PyResult<()> {
 }
 
 #[pyfunction]
+#[pyo3(signature = (pickle, buffers, contained=None))]
 pub fn put<'py>(
     py: Python<'py>,
     pickle: &[u8],
     buffers: &Bound<'py, PyAny>,
+    contained: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rt = runtime::current()?;
     let id = ObjectId::for_put();
+    let contained = contained_ids(contained)?;
     let bufs = raw_buffers(buffers)?;
     match encode_value(py, &rt, id, pickle, &bufs)? {
-        Value::Inline(b) => rt.put_inline(id, b.into_vec()).map_err(node_err)?,
-        Value::Stored { .. } => rt.seal(id).map_err(node_err)?,
+        Value::Inline(b) => rt
+            .put_inline(id, b.into_vec(), contained)
+            .map_err(node_err)?,
+        Value::Stored { .. } => rt.seal(id, contained).map_err(node_err)?,
         Value::Error(_) => unreachable!("encode_value never makes errors"),
     }
     Ok(PyBytes::new(py, &id.0))

@@ -170,23 +170,28 @@ impl Runtime {
         }
     }
 
-    pub fn seal(&self, id: ObjectId) -> Result<(), NodeError> {
+    pub fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) -> Result<(), NodeError> {
         match &self.backend {
             Backend::Embedded(n) => {
-                n.seal(id);
+                n.seal(id, contained);
                 Ok(())
             }
-            Backend::Remote(c) => c.seal(id),
+            Backend::Remote(c) => c.seal(id, contained),
         }
     }
 
-    pub fn put_inline(&self, id: ObjectId, blob: Vec<u8>) -> Result<(), NodeError> {
+    pub fn put_inline(
+        &self,
+        id: ObjectId,
+        blob: Vec<u8>,
+        contained: Vec<ObjectId>,
+    ) -> Result<(), NodeError> {
         match &self.backend {
             Backend::Embedded(n) => {
-                n.put_inline(id, blob);
+                n.put_inline(id, blob, contained);
                 Ok(())
             }
-            Backend::Remote(c) => c.put_inline(id, blob),
+            Backend::Remote(c) => c.put_inline(id, blob, contained),
         }
     }
 

@@ -15,7 +15,7 @@ use pyo3::exceptions::{PyConnectionError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::api::connect_runtime;
+use crate::api::{connect_runtime, contained_ids};
 use crate::errors::NativeStoreFullError;
 use crate::runtime::{self, Backend, Context, Runtime};
 use crate::values::{encode_value, raw_buffers, value_to_py};
@@ -70,7 +70,7 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
         let task = exec.task;
         let name = exec.name.clone();
         let started = std::time::Instant::now();
-        let outcome = match run_one(py, rt, exec, executor) {
+        let (outcome, contained) = match run_one(py, rt, exec, executor) {
             Ok(o) => o,
             Err(e) => {
                 let kind = if e.is_instance_of::<NativeStoreFullError>(py) {
@@ -78,7 +78,10 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
                 } else {
                     ErrorKind::Task
                 };
-                Outcome::Failed(ErrorInfo::new(kind, format!("task {name}: {e}")))
+                (
+                    Outcome::Failed(ErrorInfo::new(kind, format!("task {name}: {e}"))),
+                    Vec::new(),
+                )
             }
         };
         {
@@ -86,7 +89,7 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
             ctx.task = None;
         }
         let run_us = started.elapsed().as_micros() as u64;
-        if let Err(e) = py.detach(|| client.task_done(task, outcome, run_us)) {
+        if let Err(e) = py.detach(|| client.task_done(task, outcome, run_us, contained)) {
             tracing::debug!("reporting a task outcome failed: {e}");
             break;
         }
@@ -99,7 +102,7 @@ fn run_one(
     rt: &Arc<Runtime>,
     exec: Execution,
     executor: &Bound<'_, PyAny>,
-) -> PyResult<Outcome> {
+) -> PyResult<(Outcome, Vec<Vec<ObjectId>>)> {
     let task = exec.task;
     let args = value_to_py(py, rt, args_object_id(task), exec.args)?;
     let deps = PyList::empty(py);
@@ -129,13 +132,17 @@ fn run_one(
     let payload = r.get_item(1)?;
     if status != 0 {
         let (message, blob): (String, Option<Vec<u8>>) = payload.extract()?;
-        return Ok(Outcome::Failed(ErrorInfo {
-            kind: ErrorKind::Task,
-            message,
-            blob: blob.map(serde_bytes::ByteBuf::from),
-        }));
+        return Ok((
+            Outcome::Failed(ErrorInfo {
+                kind: ErrorKind::Task,
+                message,
+                blob: blob.map(serde_bytes::ByteBuf::from),
+            }),
+            Vec::new(),
+        ));
     }
     let mut values = Vec::new();
+    let mut contained = Vec::new();
     for (i, item) in payload.try_iter()?.enumerate() {
         let item = item?;
         let item = item.cast::<PyTuple>()?;
@@ -144,6 +151,11 @@ fn run_one(
         let bufs = raw_buffers(&item.get_item(1)?)?;
         let id = ObjectId::for_return(task, i as u32 + 1);
         values.push(encode_value(py, rt, id, pickle.as_slice(), &bufs)?);
+        let nested = match item.get_item(2) {
+            Ok(list) => contained_ids(Some(&list))?,
+            Err(_) => Vec::new(),
+        };
+        contained.push(nested);
     }
-    Ok(Outcome::Returns(values))
+    Ok((Outcome::Returns(values), contained))
 }

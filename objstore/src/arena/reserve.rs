@@ -57,11 +57,13 @@ pub(super) fn choose_dir(shm: &Path, wanted: u64, fallback: &Path) -> Result<Pat
 
 /// Bytes reserved and pre-faulted per step of the warmer.
 const WARM_CHUNK: u64 = 64 << 20;
-/// The warmer covers at most this much of the arena: allocation is best-fit from
-/// low offsets, so this is where objects live; warming a whole multi-GiB default
-/// store would cost seconds of a core after every start. Past it, creates reserve
-/// synchronously ([`Reservation::ensure`]).
-pub const WARM_LIMIT: u64 = 1 << 30;
+/// How much of a new arena [`Arena::create`] reserves and pre-faults in the
+/// background: nothing. Pre-faulted pages count as the node's resident memory,
+/// and an idle node should cost almost no memory (Ray's store, too, is backed
+/// lazily); creates reserve what they hand out ([`Reservation::ensure`]), so the
+/// first write into fresh memory pays the page faults once. Use
+/// [`Arena::create_warming`] for a pre-faulted prefix.
+pub const WARM_LIMIT: u64 = 0;
 
 /// Which prefix of an arena file is reserved, and the means to extend it.
 pub(super) struct Reservation {

@@ -18,9 +18,10 @@ pub(crate) fn unique_name(tag: &str) -> String {
 }
 
 /// An arena in /dev/shm (or a temp dir fallback) that removes itself when dropped.
+/// A test arena whose first GiB is reserved and pre-faulted in the background.
 pub(crate) fn test_arena(tag: &str, size: usize) -> (Arena, tempfile::TempDir) {
     let fallback = tempfile::tempdir().unwrap();
-    let arena = Arena::create(&unique_name(tag), size, fallback.path()).unwrap();
+    let arena = Arena::create_warming(&unique_name(tag), size, fallback.path(), 1 << 30).unwrap();
     (arena, fallback)
 }
 

@@ -71,9 +71,16 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         handle = self._handle
         name = self._task_name or f"{handle._class_name}.{self._name}"
-        data, buffers, deps = _serialization.serialize_args(args, kwargs, name)
+        data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, name)
         ids = _native.submit_actor_task(
-            handle._actor_id, self._name, data, buffers, deps, num_returns=self._num_returns, name=name
+            handle._actor_id,
+            self._name,
+            data,
+            buffers,
+            deps,
+            num_returns=self._num_returns,
+            name=name,
+            contained=contained,
         )
         return wrap_returns(ids, self._num_returns)
 
@@ -143,7 +150,7 @@ class ActorClass:
             existing = lookup(opts.name)
             if existing is not None:
                 return existing
-        data, buffers, deps = _serialization.serialize_args(args, kwargs, self.__name__)
+        data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, self.__name__)
         # The id is only known once create_actor returns, so the blob kept for get_actor()
         # holds the class name and method table; the node returns the id beside it.
         handle_blob = pickle.dumps((self.__name__, self._methods), protocol=5)
@@ -158,6 +165,7 @@ class ActorClass:
             name=opts.name,
             class_name=self.__name__,
             handle_blob=handle_blob,
+            contained=contained,
         )
         return ActorHandle(actor_id, self.__name__, self._methods)
 

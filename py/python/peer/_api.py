@@ -66,9 +66,9 @@ def put(value: Any) -> ObjectRef:
     if isinstance(value, ObjectRef):
         raise TypeError("calling peer.put() on an ObjectRef is not allowed; pass the ref itself instead")
     _runtime.ensure_initialized()
-    data, buffers = _serialization.serialize(value, "the value passed to put()")
+    data, buffers, contained = _serialization.serialize(value, "the value passed to put()")
     try:
-        id = _native.put(data, buffers)
+        id = _native.put(data, buffers, contained)
     except _native.NativeStoreFullError as e:
         raise ObjectStoreFullError(str(e)) from None
     return ObjectRef(id)

@@ -15,6 +15,24 @@ from typing import Any
 
 from . import _native
 
+_collecting = threading.local()
+
+
+class collect_refs:
+    """Context manager: refs pickled inside it are recorded (they will live inside the value
+    being serialized, which holds them) instead of being marked as escaped."""
+
+    __slots__ = ("ids", "_outer")
+
+    def __enter__(self) -> list[bytes]:
+        self._outer = getattr(_collecting, "ids", None)
+        self.ids: list[bytes] = []
+        _collecting.ids = self.ids
+        return self.ids
+
+    def __exit__(self, *exc: object) -> None:
+        _collecting.ids = self._outer
+
 
 class ObjectRef(_native.ObjectRefBase):
     """A reference to a (possibly not yet computed) value; pass it to ``peer.get`` or to tasks."""
@@ -26,7 +44,12 @@ class ObjectRef(_native.ObjectRefBase):
 
     def __reduce__(self) -> tuple[Any, ...]:
         id = self.binary()
-        _native.ref_escaped(id)
+        ids = getattr(_collecting, "ids", None)
+        if ids is not None:
+            ids.append(id)
+        else:
+            # Pickled outside peer's serializer: it may outlive every handle we can count.
+            _native.ref_escaped(id)
         return (ObjectRef, (id,))
 
     def __await__(self) -> Generator[Any, None, Any]:

@@ -83,7 +83,7 @@ class RemoteFunction:
         _runtime.ensure_initialized()
         opts = self._options
         name = opts.name or self.__name__
-        data, buffers, deps = _serialization.serialize_args(args, kwargs, name)
+        data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, name)
         num_returns = 1 if opts.num_returns is None else opts.num_returns
         ids = _native.submit_task(
             self._code.registered_id(),
@@ -96,5 +96,6 @@ class RemoteFunction:
             max_retries=opts.retries(),
             retry_exceptions=bool(opts.retry_exceptions),
             name=name,
+            contained=contained,
         )
         return wrap_returns(ids, num_returns)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _errors, _native, _pickler
-from ._object_ref import ObjectRef
+from ._object_ref import ObjectRef, collect_refs
 from .exceptions import SerializationError
 
 
@@ -35,9 +35,29 @@ class DepPlaceholder:
         return f"DepPlaceholder({self.index})"
 
 
-def _dumps(value: Any) -> tuple[bytes, list[memoryview]]:
+def _fast_dumps(value: Any, buffers: list[pickle.PickleBuffer]) -> bytes | None:
+    """Plain ``pickle`` (C, several times faster than cloudpickle for plain data), or None when
+    the value needs cloudpickle: something pickle refuses (lambdas, local classes) or anything
+    pickled by reference to ``__main__``, which workers cannot import."""
+    try:
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception:  # noqa: BLE001 - any refusal means: use cloudpickle
+        buffers.clear()
+        return None
+    if b"__main__" in data:
+        buffers.clear()
+        return None
+    return data
+
+
+def _dumps(value: Any) -> tuple[bytes, list[memoryview], list[bytes]]:
+    """``(pickle, out-of-band buffers, ids of the refs nested in the value)``."""
     buffers: list[pickle.PickleBuffer] = []
-    data = _pickler.dumps(value, buffer_callback=buffers.append)
+    with collect_refs() as contained:
+        data = _fast_dumps(value, buffers)
+    if data is None:
+        with collect_refs() as contained:
+            data = _pickler.dumps(value, buffer_callback=buffers.append)
     views: list[memoryview] = []
     for buf in buffers:
         try:
@@ -45,11 +65,11 @@ def _dumps(value: Any) -> tuple[bytes, list[memoryview]]:
         except BufferError:
             # Not contiguous: pickle the bytes in order instead (rare; numpy never does this).
             views.append(memoryview(bytes(memoryview(buf))))
-    return data, views
+    return data, views, contained
 
 
-def serialize(value: Any, what: str = "the value") -> tuple[bytes, list[memoryview]]:
-    """``(pickle bytes, out-of-band buffers)`` of ``value``; ``what`` names it in errors."""
+def serialize(value: Any, what: str = "the value") -> tuple[bytes, list[memoryview], list[bytes]]:
+    """``(pickle bytes, out-of-band buffers, nested ref ids)`` of ``value``; ``what`` names it in errors."""
     try:
         return _dumps(value)
     except Exception as e:  # noqa: BLE001 - any pickling failure is reported the same way
@@ -62,8 +82,9 @@ def serialize(value: Any, what: str = "the value") -> tuple[bytes, list[memoryvi
 
 def serialize_args(
     args: Sequence[Any], kwargs: dict[str, Any], fn_name: str
-) -> tuple[bytes, list[memoryview], list[bytes]]:
-    """``(pickle, buffers, deps)`` for a task's arguments; top-level refs become deps."""
+) -> tuple[bytes, list[memoryview], list[bytes], list[bytes]]:
+    """``(pickle, buffers, deps, contained)`` for a task's arguments: top-level refs become deps
+    (the task gets their values), refs nested deeper stay refs and are held by the task."""
     deps: list[bytes] = []
     index: dict[bytes, int] = {}
 
@@ -79,10 +100,10 @@ def serialize_args(
     swapped_args = tuple(swap(a) for a in args)
     swapped_kwargs = {k: swap(v) for k, v in kwargs.items()}
     try:
-        data, buffers = _dumps((swapped_args, swapped_kwargs))
+        data, buffers, contained = _dumps((swapped_args, swapped_kwargs))
     except Exception as e:  # noqa: BLE001
         raise _argument_error(swapped_args, swapped_kwargs, fn_name, e) from e
-    return data, buffers, deps
+    return data, buffers, deps, contained
 
 
 def _argument_error(

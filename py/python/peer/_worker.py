@@ -66,7 +66,9 @@ def main(socket_path: str, worker_id: str) -> None:
         _worker.flush()
 
 
-def _serialize_returns(result: Any, num_returns: int, name: str) -> list[tuple[bytes, list[memoryview]]]:
+def _serialize_returns(
+    result: Any, num_returns: int, name: str
+) -> list[tuple[bytes, list[memoryview], list[bytes]]]:
     if num_returns == 1:
         values = [result]
     elif num_returns == 0:
