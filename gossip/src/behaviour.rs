@@ -1,5 +1,5 @@
-//! The composed libp2p behaviour: identify, ping, Kademlia, mDNS (optional) and gossipsub, with
-//! the protocol names and limits of a `peer` cluster.
+//! The composed libp2p behaviour: connection limits, identify, ping, Kademlia, mDNS (optional)
+//! and gossipsub, with the protocol names and limits of a `peer` cluster.
 
 use std::error::Error;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
+use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, ping};
 
 use crate::Config;
 use crate::messages::MAX_MESSAGE_BYTES;
@@ -21,11 +21,15 @@ pub(crate) const TOPIC: &str = "peer/gossip/1";
 
 /// Bytes of gossipsub framing (signature, key, topic, ids) allowed on top of our payload.
 const GOSSIPSUB_OVERHEAD: usize = 16 * 1024;
+/// Handshakes in progress that a listener accepts at once (strangers without the key included).
+const MAX_PENDING_INCOMING: u32 = 64;
+
 /// mDNS re-query period; the first queries after start come much faster.
 const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -37,17 +41,26 @@ impl Behaviour {
     pub fn new(keypair: &Keypair, config: &Config) -> Result<Self, Box<dyn Error + Send + Sync>> {
         let peer_id = keypair.public().to_peer_id();
 
+        let max_peers = u32::try_from(config.max_peers).unwrap_or(u32::MAX);
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                .with_max_established(Some(max_peers.saturating_mul(2)))
+                .with_max_established_per_peer(Some(2)),
+        );
+
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
                 .with_agent_version(format!("peer/{}", env!("CARGO_PKG_VERSION")))
                 .with_push_listen_addr_updates(true),
         );
 
-        // Pings double as a liveness check: a failure makes the peer suspect in the view.
+        // Pings double as a liveness check: a failure makes the peer suspect in the view. Every
+        // connection is pinged, so the interval is a cost per connection.
         let ping = ping::Behaviour::new(
             ping::Config::new()
-                .with_interval(Duration::from_secs(1))
-                .with_timeout(Duration::from_secs(5)),
+                .with_interval(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(4)),
         );
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -81,6 +94,11 @@ impl Behaviour {
             .history_length(2)
             .history_gossip(1)
             .flood_publish(false)
+            .mesh_n(4)
+            .mesh_n_low(3)
+            .mesh_n_high(8)
+            .mesh_outbound_min(2)
+            .gossip_lazy(4)
             .build()?;
         let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),
@@ -89,6 +107,7 @@ impl Behaviour {
         gossipsub.subscribe(&gossipsub::IdentTopic::new(TOPIC))?;
 
         Ok(Self {
+            limits,
             identify,
             ping,
             kad,

@@ -102,11 +102,12 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                tracing::info!(
-                    from = %send_back_addr,
-                    error = %chain(&error),
-                    "incoming connection failed during the handshake (a peer with another cluster key?)"
-                );
+                if is_key_mismatch(&error) {
+                    tracing::warn!(from = %send_back_addr, "refused a peer with another cluster key");
+                } else {
+                    let error = chain(&error);
+                    tracing::debug!(from = %send_back_addr, %error, "incoming connection failed");
+                }
             }
             _ => {}
         }

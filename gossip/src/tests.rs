@@ -1,6 +1,7 @@
 //! Several event loops in one process on loopback (mDNS off): joining through bootstrap and
 //! Kademlia, load and object gossip, leaving, foreign keys, and hostile messages.
 
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -11,6 +12,33 @@ use crate::*;
 
 /// Generous upper bound for anything that should take well under a second.
 const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Warnings logged by every loop in this test process (a global subscriber: loops run on other
+/// threads than the test).
+fn warnings() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static Mutex<Vec<u8>> = Box::leak(Box::default());
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(log))
+            .try_init();
+        log
+    })
+}
+
+struct LogWriter(&'static Mutex<Vec<u8>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 struct TestPeer {
     client: Client,
@@ -225,6 +253,7 @@ async fn kademlia_finds_all_members_and_leavers_disappear() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_another_key_cannot_join() {
+    let log = warnings();
     let key = ClusterKey::generate().unwrap();
     let mut a = start(config(&key, &[]), 1).await;
     let b = start(config(&key, &[&a]), 2).await;
@@ -245,6 +274,12 @@ async fn a_peer_with_another_key_cannot_join() {
         "{err:?}"
     );
     assert!(err.to_string().contains("different cluster key"), "{err}");
+    // The listener names the cause in its log.
+    eventually("a logs the refusal", async || {
+        String::from_utf8_lossy(&log.lock().unwrap())
+            .contains("refused a peer with another cluster key")
+    })
+    .await;
 
     // The cluster works as before; x never shows up anywhere.
     eventually("a sees b", async || a.queue_len_of(b.id()).await == Some(2)).await;
