@@ -39,14 +39,17 @@
 //!   member finds all of them.
 //! - **Gossip.** One gossipsub topic with signed messages. Each carries a sequence number; the
 //!   receiver validates size and content and drops stale, replayed, oversized or garbage
-//!   messages (never forwarding them).
+//!   messages (never forwarding them). Loads go out every [`Config::load_period`], stretched in
+//!   clusters larger than [`Config::pace_peers`] so the traffic each peer receives stays bounded
+//!   (`examples/gossip_cost.rs` measures it).
 //! - **View.** Peers heard from recently, with their load, addresses, announced objects and the
 //!   age of the information; bounded in peers and objects. See [`Config::expire_after`] and
 //!   [`GoneReason`] for when peers leave it.
 //!
 //! Modules: `config`, `identity`, `key` (and `secret` for their files), `messages` (wire types
 //! and limits), `view`, `transport`, `behaviour`, `client`, `event_loop` and `swarm_events`
-//! (the loop's reactions to the network), `error`.
+//! (the loop's reactions to the network), `error`. `tests/mdns.rs` checks LAN discovery between
+//! two processes in network namespaces.
 
 mod behaviour;
 mod client;
