@@ -548,6 +548,42 @@ def get_1mib(c: Ctx):
     return _get_latency(c, MIB)
 
 
+@metric("get_1kib", "objects_large", "ms", "lower", "get of a 1 KiB array ref (travels inline in peer)")
+def get_1kib(c: Ctx):
+    return _get_latency(c, 1024)
+
+
+group("objects_gib", "1 GiB numpy arrays: put bandwidth against a plain copy; get latency")
+
+
+@metric("put_1gib", "objects_gib", "GB/s", "higher", "put of a 1 GiB int64 array, ref dropped, repeat")
+def put_1gib(c: Ctx):
+    arr = _array(1024 * MIB)
+
+    def put():
+        ref = c.ray.put(arr)
+        del ref
+
+    ops, detail = rate(put, min_reps=3, budget=2.0)
+    return ops * arr.nbytes / 1e9, detail
+
+
+@metric("numpy_copy_1gib", "objects_gib", "GB/s", "higher",
+        "np.copyto of the same 1 GiB array into a preallocated one: the memory-bandwidth limit")
+def numpy_copy_1gib(c: Ctx):
+    import numpy as np
+
+    arr = _array(1024 * MIB)
+    dst = np.empty_like(arr)
+    ops, detail = rate(lambda: np.copyto(dst, arr), min_reps=3, budget=2.0)
+    return ops * arr.nbytes / 1e9, detail
+
+
+@metric("get_1gib", "objects_gib", "ms", "lower", "get of a 1 GiB array ref: the same cost as 1 KiB in a zero-copy store")
+def get_1gib(c: Ctx):
+    return _get_latency(c, 1024 * MIB)
+
+
 # --------------------------------------------------------------------------- refs
 
 group("refs", "objects that hold many refs, and wait")

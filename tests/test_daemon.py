@@ -143,6 +143,8 @@ def test_driver_attaches_to_daemon_and_down_cleans_up(daemon: tuple[Path, subpro
 
     human = peer_cli(state_dir, "status")
     assert human.returncode == 0 and "workers" in human.stdout and "store" in human.stdout
+    assert "spilled" in human.stdout and "restored" in human.stdout
+    assert st["store"]["spilled_bytes"] == 0 and st["store"]["restored_bytes"] == 0
 
     socket = str(state_dir / "daemon.sock")
     assert oct(os.stat(socket).st_mode & 0o777) == oct(0o600)

@@ -191,4 +191,10 @@ fn print_status(s: &serde_json::Value) {
         g(&["store", "objects"]),
         mib(g(&["store", "pinned_bytes"]))
     );
+    println!(
+        "  spilling   {} objects on disk now; {:.1} MiB spilled, {:.1} MiB restored in all",
+        g(&["store", "spilled_now"]),
+        mib(g(&["store", "spilled_bytes"])),
+        mib(g(&["store", "restored_bytes"]))
+    );
 }

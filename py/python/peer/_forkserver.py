@@ -1,9 +1,8 @@
 """Fork server: ``python -m peer._forkserver`` forks a ready-to-run worker for each id read on stdin.
 
 The node starts it once with ``PEER_SOCKET`` in the environment, a pipe as stdin, the driver's
-``sys.path`` as ``PYTHONPATH`` and the driver's working directory. It imports the heavy modules
-(cloudpickle, numpy if installed, the worker code) once, so a new worker costs a ``fork`` instead
-of an interpreter start. Children are reaped automatically (SIGCHLD ignored); EOF on stdin — the
+``sys.path`` as ``PYTHONPATH`` and the driver's working directory. It imports the worker code
+(and cloudpickle) once, so a new worker costs a ``fork`` instead of an interpreter start. Children are reaped automatically (SIGCHLD ignored); EOF on stdin — the
 node went away — ends the server. Neither the server nor its workers react to Ctrl-C: the node
 shuts them down.
 """
@@ -19,12 +18,11 @@ SOCKET_ENV = "PEER_SOCKET"
 
 
 def _preload() -> None:
+    """Import what every worker needs. Not numpy or other user libraries: a worker imports
+    those on first use, so an idle cluster stays small (every pre-imported page is resident in
+    each worker) and the first worker is up sooner."""
     import cloudpickle  # noqa: F401 - imported for its side effect of being loaded
 
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        pass
     import peer._worker  # noqa: F401
 
 

@@ -7,11 +7,12 @@ unpickling rebuilds an ``ObjectRef`` that registers a handle in the receiving pr
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 from . import _native
 
@@ -55,12 +56,16 @@ class ObjectRef(_native.ObjectRefBase):
     def __await__(self) -> Generator[Any, None, Any]:
         from ._api import get
 
+        import asyncio  # imported on first await: workers and most drivers never need it
+
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(None, get, self).__await__()
 
     def future(self) -> concurrent.futures.Future[Any]:
         """A ``concurrent.futures.Future`` that completes with the value (or its error)."""
         from ._api import get
+
+        import concurrent.futures
 
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 

@@ -8,9 +8,8 @@ method), and returns the pickled results or the pickled error wrapper. It never 
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
+import types
 import pickle
 import signal
 import sys
@@ -27,7 +26,7 @@ class _WorkerState:
         self.code: dict[bytes, Any] = {}
         self.actor: Any = None
         self.actor_name: str | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: Any = None  # an asyncio event loop, made for the first coroutine
         self.streams: list[PrefixedStream] = []
 
     def prefix(self) -> str:
@@ -36,6 +35,8 @@ class _WorkerState:
 
     def run_coroutine(self, coro: Any) -> Any:
         if self.loop is None:
+            import asyncio  # only actors/tasks with async methods need it
+
             self.loop = asyncio.new_event_loop()
         return self.loop.run_until_complete(coro)
 
@@ -112,7 +113,7 @@ def execute(
             result = getattr(_worker.actor, method)(*call_args, **call_kwargs)
         else:
             result = _code(fn_id)(*call_args, **call_kwargs)
-        if inspect.iscoroutine(result):
+        if isinstance(result, types.CoroutineType):
             result = _worker.run_coroutine(result)
         return (0, _serialize_returns(result, num_returns, name))
     except BaseException as e:  # noqa: BLE001 - every failure of user code goes back to the caller
