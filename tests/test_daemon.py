@@ -45,6 +45,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
             "--state-dir",
             str(state_dir),
             "up",
+            "--local",
             "--num-cpus",
             "2",
             "--resource",
@@ -168,6 +169,6 @@ def test_status_and_down_without_daemon_fail_clearly(tmp_path: Path) -> None:
 
 def test_second_daemon_on_same_state_dir_is_refused(daemon: tuple[Path, subprocess.Popen[str]]) -> None:
     state_dir, _ = daemon
-    r = peer_cli(state_dir, "up", "--num-cpus", "1", "--object-store-memory", str(STORE_BYTES))
+    r = peer_cli(state_dir, "up", "--local", "--num-cpus", "1", "--object-store-memory", str(STORE_BYTES))
     assert r.returncode == 1
     assert "already runs" in r.stderr

@@ -40,6 +40,22 @@ pub enum Command {
         /// The Python interpreter that runs workers (it must have `peer` installed).
         #[arg(long, env = "PEER_PYTHON", default_value = "python3")]
         python: PathBuf,
+        /// Address to listen on for other peers (repeatable).
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7700")]
+        listen: Vec<String>,
+        /// A member to join through, e.g. /ip4/10.0.0.5/tcp/7700/p2p/12D3Koo… (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// The cluster key: 64 hex characters or a key file. Default: the state
+        /// directory's key, created on first use.
+        #[arg(long, env = "PEER_KEY")]
+        key: Option<String>,
+        /// Do not look for peers on the LAN with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// A one-peer cluster: open no network port at all.
+        #[arg(long, conflicts_with_all = ["bootstrap", "key"])]
+        local: bool,
     },
     /// Print the node's resources, workers, tasks and store usage.
     Status {
@@ -81,6 +97,11 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             resources,
             object_store_memory,
             python,
+            listen,
+            bootstrap,
+            key,
+            no_mdns,
+            local,
         } => {
             init_logging("info");
             let mut config = NodeConfig::new(state_dir.clone());
@@ -93,9 +114,33 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             config.python_path = python_path;
             config.cwd = std::env::current_dir().ok();
             config.daemon = true;
+            if !local {
+                config.network = Some(crate::cluster::NetworkConfig {
+                    listen,
+                    bootstrap,
+                    key,
+                    mdns: !no_mdns,
+                });
+            }
             let node = Node::start(config)?;
             let info = node.info().clone();
-            println!("peer node {} is up", info.node_id);
+            match node.cluster() {
+                Some(c) => {
+                    println!("peer node {} is up", c.peer_id);
+                    for a in &c.listen {
+                        println!("  listening: {a}");
+                    }
+                    println!("  cluster key fingerprint: {}", c.key_fingerprint);
+                    if let Some(addr) = c.join_address() {
+                        println!("Join from another machine with:");
+                        println!("  peer up --bootstrap {addr} --key {}", c.key_hex);
+                    }
+                }
+                None => println!(
+                    "peer node {} is up (local only: no network port)",
+                    info.node_id
+                ),
+            }
             println!("  state dir: {}", state_dir.display());
             println!("  socket:    {}", info.socket.display());
             println!(
@@ -191,6 +236,25 @@ fn print_status(s: &serde_json::Value) {
         g(&["store", "objects"]),
         mib(g(&["store", "pinned_bytes"]))
     );
+    if let Some(addr) = s["cluster"]["join"].as_str() {
+        println!("  address    {addr}");
+    }
+    if let Some(peers) = s["peers"].as_array() {
+        println!("  peers      {} known", peers.len());
+        for p in peers {
+            println!(
+                "    {}  {}  cpus {}/{}  queue {}  store {:.0}/{:.0} MiB  heard {:.1}s ago",
+                p["peer_id"].as_str().unwrap_or("?"),
+                p["address"].as_str().unwrap_or("-"),
+                p["cpus_free"],
+                p["cpus_total"],
+                p["queue"],
+                mib(p["store_used"].clone()),
+                mib(p["store_total"].clone()),
+                p["age_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     println!(
         "  spilling   {} objects on disk now; {:.1} MiB spilled, {:.1} MiB restored in all",
         g(&["store", "spilled_now"]),

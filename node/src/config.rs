@@ -21,6 +21,8 @@ pub struct NodeConfig {
     pub cwd: Option<PathBuf>,
     /// Run as the `peer up` daemon (socket at a well-known path in the state dir).
     pub daemon: bool,
+    /// Join a multi-peer cluster; None: a one-peer cluster with no network port.
+    pub network: Option<crate::cluster::NetworkConfig>,
 }
 
 impl NodeConfig {
@@ -37,6 +39,7 @@ impl NodeConfig {
             python_path: Vec::new(),
             cwd: None,
             daemon: false,
+            network: None,
         }
     }
 }

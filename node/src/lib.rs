@@ -10,6 +10,7 @@ mod actors;
 pub mod blob;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;

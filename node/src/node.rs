@@ -186,6 +186,26 @@ impl Node {
             }
             rt.spawn(run_timers(timer_rx, Arc::clone(&shared)));
         }
+        if let Some(net) = &spawn_cfg.network {
+            let cluster = rt.block_on(crate::cluster::start(
+                net,
+                &spawn_cfg.state_dir,
+                Arc::clone(&shared),
+            ));
+            match cluster {
+                Ok(c) => shared.state.lock().cluster = Some(c),
+                Err(e) => {
+                    let node = Node {
+                        shared,
+                        rt: Mutex::new(Some(rt)),
+                        info,
+                        forkserver_pid,
+                    };
+                    node.stop();
+                    return Err(e);
+                }
+            }
+        }
         tracing::info!(node = %node_id, socket = %socket.display(), "node started");
         Ok(Node {
             shared,
@@ -197,6 +217,11 @@ impl Node {
 
     pub fn info(&self) -> &NodeInfo {
         &self.info
+    }
+
+    /// Cluster membership, when the node joined one.
+    pub fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        self.shared.state.lock().cluster.clone()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -408,6 +433,12 @@ impl Node {
         let Some(rt) = self.rt.lock().take() else {
             return;
         };
+        let cluster = self.shared.state.lock().cluster.take();
+        if let Some(c) = cluster {
+            let _ = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), c.client.shutdown()).await
+            });
+        }
         let worker_pids: Vec<u32> = {
             let mut st = self.shared.state.lock();
             st.shutting_down = true;

@@ -2,30 +2,101 @@
 
 use serde_json::{Value as Json, json};
 
+use std::collections::BTreeMap;
+
+use peer_gossip::Load;
+
+use crate::cluster::PeerSnapshot;
 use crate::protocol::Query;
 use crate::state::{ActorState, State, WorkerKind};
 
+/// Resources of a peer's load as (name → total, name → free).
+fn peer_resources(load: &Load) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let mut total = BTreeMap::from([("CPU".to_string(), load.cpus_total)]);
+    let mut free = BTreeMap::from([("CPU".to_string(), load.cpus_free)]);
+    for (name, t, f) in &load.resources {
+        total.insert(name.clone(), *t);
+        free.insert(name.clone(), *f);
+    }
+    (total, free)
+}
+
+fn add_into(sum: &mut BTreeMap<String, f64>, more: BTreeMap<String, f64>) {
+    for (k, v) in more {
+        *sum.entry(k).or_insert(0.0) += v.max(0.0);
+    }
+}
+
 impl State {
+    fn peers(&self) -> Vec<PeerSnapshot> {
+        self.cluster.as_ref().map(|c| c.peers()).unwrap_or_default()
+    }
+
+    /// This node's id as others see it: the PeerId in a cluster.
+    fn node_name(&self) -> String {
+        match &self.cluster {
+            Some(c) => c.peer_id.to_string(),
+            None => self.node_id.to_string(),
+        }
+    }
+
     /// Answer a query as JSON.
     pub fn query(&self, q: Query) -> Json {
         match q {
-            Query::ClusterResources => json!(self.total.to_map()),
+            Query::ClusterResources => {
+                let mut sum = self.total.to_map();
+                for p in self.peers() {
+                    if let Some(load) = &p.load {
+                        add_into(&mut sum, peer_resources(load).0);
+                    }
+                }
+                json!(sum)
+            }
             Query::AvailableResources => {
-                let avail: serde_json::Map<String, Json> = self
+                let mut sum: BTreeMap<String, f64> = self
                     .available
                     .to_map()
                     .into_iter()
-                    .map(|(k, v)| (k, json!(v.max(0.0))))
+                    .map(|(k, v)| (k, v.max(0.0)))
                     .collect();
-                Json::Object(avail)
+                for p in self.peers() {
+                    if let Some(load) = &p.load {
+                        add_into(&mut sum, peer_resources(load).1);
+                    }
+                }
+                json!(sum)
             }
-            Query::Nodes => json!([{
-                "NodeID": self.node_id.to_string(),
-                "Alive": true,
-                "Resources": self.total.to_map(),
-                "NodeManagerAddress": "127.0.0.1",
-                "ObjectStoreSocketName": self.store.arena().path().to_string_lossy(),
-            }]),
+            Query::Nodes => {
+                let local_addr = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.join_address())
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                let mut nodes = vec![json!({
+                    "NodeID": self.node_name(),
+                    "Alive": true,
+                    "Local": true,
+                    "Resources": self.total.to_map(),
+                    "NodeManagerAddress": local_addr,
+                    "ObjectStoreSocketName": self.store.arena().path().to_string_lossy(),
+                })];
+                for p in self.peers() {
+                    let resources = p
+                        .load
+                        .as_ref()
+                        .map(|l| peer_resources(l).0)
+                        .unwrap_or_default();
+                    nodes.push(json!({
+                        "NodeID": p.peer_id,
+                        "Alive": true,
+                        "Local": false,
+                        "Resources": resources,
+                        "NodeManagerAddress": p.addresses.first().cloned().unwrap_or_default(),
+                        "AgeSeconds": p.age.as_secs_f64(),
+                    }));
+                }
+                Json::Array(nodes)
+            }
             Query::Status => self.status_json(),
         }
     }
@@ -56,8 +127,36 @@ impl State {
             .filter(|a| !matches!(a.state, ActorState::Dead(_)))
             .count();
         let s = self.store.stats();
+        let cluster = self.cluster.as_ref().map(|c| {
+            json!({
+                "peer_id": c.peer_id.to_string(),
+                "listen": c.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "join": c.join_address(),
+                "key_fingerprint": c.key_fingerprint,
+            })
+        });
+        let peers: Vec<Json> = self
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let l = p.load.clone().unwrap_or_default();
+                json!({
+                    "peer_id": p.peer_id,
+                    "address": p.addresses.first(),
+                    "cpus_total": l.cpus_total, "cpus_free": l.cpus_free,
+                    "resources": l.resources.iter().map(|(n, t, f)| json!({"name": n, "total": t, "free": f})).collect::<Vec<_>>(),
+                    "queue": l.queue_len,
+                    "store_used": l.store_used, "store_total": l.store_total,
+                    "objects": p.objects,
+                    "age_s": p.age.as_secs_f64(),
+                    "has_load": p.load.is_some(),
+                })
+            })
+            .collect();
         json!({
-            "node_id": self.node_id.to_string(),
+            "node_id": self.node_name(),
+            "cluster": cluster,
+            "peers": peers,
             "daemon": self.config.daemon,
             "resources": {"total": self.total.to_map(), "available": self.available.to_map()},
             "workers": {"task": task_workers, "idle": idle, "starting": starting,

@@ -224,6 +224,8 @@ pub struct State {
     pub spilled: FxHashMap<ObjectId, (std::path::PathBuf, u64)>,
     /// Where spilled objects go.
     pub spill_dir: std::path::PathBuf,
+    /// Membership of a multi-peer cluster (None in laptop mode).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Mean run time of each function (µs, moving average) and how many runs it is based on.
     pub fn_run_us: FxHashMap<FnId, (f64, u32)>,
     pub stats: Stats,
@@ -277,6 +279,7 @@ impl State {
             warned_infeasible: FxHashSet::default(),
             fn_run_us: FxHashMap::default(),
             spilled: FxHashMap::default(),
+            cluster: None,
             spill_dir,
             stats: Stats::default(),
         }

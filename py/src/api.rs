@@ -110,7 +110,7 @@ fn signal_checker(err: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
 }
 
 #[pyfunction]
-#[pyo3(signature = (*, num_cpus, resources, object_store_memory, state_dir, python, python_path, cwd))]
+#[pyo3(signature = (*, num_cpus, resources, object_store_memory, state_dir, python, python_path, cwd, network=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn init_embedded<'py>(
     py: Python<'py>,
@@ -121,6 +121,7 @@ pub fn init_embedded<'py>(
     python: PathBuf,
     python_path: Vec<String>,
     cwd: PathBuf,
+    network: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if runtime::current_opt().is_some() {
         return Err(PyRuntimeError::new_err(
@@ -140,7 +141,26 @@ pub fn init_embedded<'py>(
     config.python = python;
     config.python_path = python_path;
     config.cwd = Some(cwd);
+    if let Some(net) = network {
+        let get = |k: &str| net.get_item(k).ok().flatten();
+        config.network = Some(peer_node::cluster::NetworkConfig {
+            listen: get("listen")
+                .map(|v| v.extract())
+                .transpose()?
+                .unwrap_or_default(),
+            bootstrap: get("bootstrap")
+                .map(|v| v.extract())
+                .transpose()?
+                .unwrap_or_default(),
+            key: get("key").map(|v| v.extract()).transpose()?.flatten(),
+            mdns: get("mdns")
+                .map(|v| v.extract())
+                .transpose()?
+                .unwrap_or(true),
+        });
+    }
     let node = py.detach(|| Node::start(config)).map_err(node_err)?;
+    let cluster = node.cluster();
     let ni = node.info().clone();
     let info = RuntimeInfo {
         node_id: ni.node_id.to_string(),
@@ -153,6 +173,12 @@ pub fn init_embedded<'py>(
     let arena = node.arena();
     let rt = Arc::new(Runtime::new(Backend::Embedded(node), arena, info, None));
     let d = info_dict(py, &rt.info)?;
+    if let Some(c) = cluster {
+        d.set_item("peer_id", c.peer_id.to_string())?;
+        let listen: Vec<String> = c.listen.iter().map(|a| a.to_string()).collect();
+        d.set_item("listen", listen)?;
+        d.set_item("key_fingerprint", &c.key_fingerprint)?;
+    }
     runtime::install(rt);
     Ok(d)
 }

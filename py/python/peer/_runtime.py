@@ -69,6 +69,10 @@ def init(
     namespace: str | None = None,
     runtime_env: dict[str, Any] | None = None,
     logging_level: int | str | None = None,
+    bootstrap: list[str] | None = None,
+    key: str | None = None,
+    listen: list[str] | None = None,
+    mdns: bool = True,
     _state_dir: str | None = None,
 ) -> dict[str, Any]:
     """Connect this process to a node and return the node's description.
@@ -78,6 +82,12 @@ def init(
     always starts an in-process node; anything else is the path of a node's Unix socket.
     ``include_dashboard`` and ``log_to_driver`` are accepted for Ray compatibility (there is no
     dashboard; worker output always reaches the node's terminal).
+
+    ``bootstrap``: multiaddrs of cluster members (``/ip4/…/tcp/…/p2p/…``); the in-process node
+    then joins that cluster as a full peer, with the cluster ``key`` (64 hex characters or a key
+    file; default: the state directory's key), listening on ``listen`` (default
+    ``/ip4/0.0.0.0/tcp/0``) and, unless ``mdns=False``, finding LAN peers by mDNS. Without
+    ``bootstrap`` (and without ``listen``) no network port is opened at all.
     """
     del include_dashboard, log_to_driver
     if runtime_env:
@@ -109,6 +119,12 @@ def init(
             socket_path = None
         else:
             socket_path = address.removeprefix("unix://")
+        if bootstrap or listen:
+            if address not in (None, "local"):
+                raise ValueError(
+                    "pass either address= (attach to a node) or bootstrap= (join a cluster), not both"
+                )
+            socket_path = None  # a full peer in this process, whatever daemon runs here
 
         if socket_path is not None:
             if num_cpus is not None or node_resources or object_store_memory is not None:
@@ -127,6 +143,16 @@ def init(
                 python=sys.executable,
                 python_path=list(sys.path),
                 cwd=os.getcwd(),
+                network=(
+                    {
+                        "bootstrap": [str(a) for a in bootstrap or []],
+                        "key": key,
+                        "listen": [str(a) for a in listen or ["/ip4/0.0.0.0/tcp/0"]],
+                        "mdns": bool(mdns),
+                    }
+                    if bootstrap or listen
+                    else None
+                ),
             )
         _state.info = dict(info)
         _state.namespace = namespace

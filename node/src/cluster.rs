@@ -1,0 +1,196 @@
+//! The node as a member of a multi-peer cluster: starts the gossip layer
+//! (`peer-gossip`), publishes this node's load, and keeps a snapshot of the
+//! other peers for `peer status`, `nodes()` and the cluster's resources.
+//!
+//! - `start` loads (or creates) the identity and the cluster key in the state
+//!   directory, starts listening, and spawns the gossip event loop;
+//! - a tick task publishes the local load and refreshes the snapshot a few
+//!   times a second; an event task logs joins, departures and failed dials.
+//!
+//! Laptop mode never calls `start`: no network port is opened.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use peer_gossip::{ClusterKey, Config, Event, Identity, Load, Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+use crate::error::NodeError;
+use crate::node::Shared;
+use crate::state::State;
+
+/// How often the local load is published and the snapshot refreshed.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What a node needs to join a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkConfig {
+    /// Multiaddrs to listen on (e.g. `/ip4/0.0.0.0/tcp/7700`).
+    pub listen: Vec<String>,
+    /// Members to join through.
+    pub bootstrap: Vec<String>,
+    /// The cluster key: 64 hex characters or a key file; None: the state
+    /// directory's key, created on first use.
+    pub key: Option<String>,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+}
+
+/// One other peer as this node last heard of it.
+#[derive(Debug, Clone)]
+pub struct PeerSnapshot {
+    pub peer_id: String,
+    pub addresses: Vec<String>,
+    pub load: Option<Load>,
+    pub objects: usize,
+    /// Age of the information when the snapshot was taken.
+    pub age: Duration,
+}
+
+/// The cluster membership of a running node.
+pub struct Cluster {
+    pub client: peer_gossip::Client,
+    pub peer_id: PeerId,
+    pub listen: Vec<Multiaddr>,
+    pub key_hex: String,
+    pub key_fingerprint: String,
+    /// The key was created just now (print how others join).
+    pub key_created: bool,
+    /// Other peers at the last refresh, and when that was.
+    pub peers: Mutex<(Vec<PeerSnapshot>, Instant)>,
+}
+
+impl Cluster {
+    /// The known peers, with ages as of now.
+    pub fn peers(&self) -> Vec<PeerSnapshot> {
+        let (peers, at) = &*self.peers.lock();
+        let since = at.elapsed();
+        peers
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.age += since;
+                p
+            })
+            .collect()
+    }
+
+    /// An address other machines can use to join (prefers a non-loopback one).
+    pub fn join_address(&self) -> Option<String> {
+        let text: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        text.iter()
+            .find(|a| !a.contains("/127.0.0.1/") && !a.contains("/::1/"))
+            .or_else(|| text.first())
+            .cloned()
+    }
+}
+
+fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {
+    list.iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| NodeError::Rejected(format!("bad {what} address {a:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Join (or found) a cluster. Must run inside the node's runtime.
+pub async fn start(
+    net: &NetworkConfig,
+    state_dir: &std::path::Path,
+    shared: Arc<Shared>,
+) -> Result<Arc<Cluster>, NodeError> {
+    let gossip_err = |e: peer_gossip::GossipError| NodeError::Rejected(e.to_string());
+    let identity = Identity::load_or_create(state_dir).map_err(gossip_err)?;
+    let (key, key_created) = match &net.key {
+        Some(arg) => (ClusterKey::from_arg(arg).map_err(gossip_err)?, false),
+        None => ClusterKey::load_or_create(&state_dir.join("cluster.key")).map_err(gossip_err)?,
+    };
+    let key_hex = key.to_hex();
+    let key_fingerprint = key.fingerprint();
+    let mut config = Config::new(identity, key);
+    config.listen = parse_addrs(&net.listen, "listen")?;
+    config.bootstrap = parse_addrs(&net.bootstrap, "bootstrap")?;
+    config.mdns = net.mdns;
+    let (client, events, event_loop) = peer_gossip::new(config).map_err(gossip_err)?;
+    tokio::spawn(event_loop.run());
+    let listen = if net.listen.is_empty() {
+        Vec::new()
+    } else {
+        client.listen_addrs().await.map_err(gossip_err)?
+    };
+    let cluster = Arc::new(Cluster {
+        peer_id: client.local_peer_id(),
+        client,
+        listen,
+        key_hex,
+        key_fingerprint,
+        key_created,
+        peers: Mutex::new((Vec::new(), Instant::now())),
+    });
+    tokio::spawn(log_events(events));
+    tokio::spawn(tick(Arc::clone(&cluster), shared));
+    Ok(cluster)
+}
+
+/// The load this node publishes.
+pub fn local_load(st: &State) -> Load {
+    let total = st.total.to_map();
+    let avail = st.available.to_map();
+    let stats = st.store.stats();
+    Load {
+        cpus_total: total.get("CPU").copied().unwrap_or(0.0),
+        cpus_free: avail.get("CPU").copied().unwrap_or(0.0).max(0.0),
+        resources: total
+            .iter()
+            .filter(|(k, _)| k.as_str() != "CPU")
+            .map(|(k, v)| (k.clone(), *v, avail.get(k).copied().unwrap_or(0.0).max(0.0)))
+            .collect(),
+        queue_len: st.ready.len() as u64,
+        store_used: stats.used,
+        store_total: stats.capacity,
+    }
+}
+
+async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let load = local_load(&shared.state.lock());
+        if let Err(e) = cluster.client.publish_load(load) {
+            tracing::debug!("publishing load: {e}");
+        }
+        match cluster.client.view().await {
+            Ok(view) => {
+                let peers = view
+                    .into_iter()
+                    .map(|p| PeerSnapshot {
+                        peer_id: p.peer_id.to_string(),
+                        addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+                        load: p.load,
+                        objects: p.objects,
+                        age: p.age,
+                    })
+                    .collect();
+                *cluster.peers.lock() = (peers, Instant::now());
+            }
+            Err(e) => {
+                tracing::debug!("gossip stopped: {e}");
+                return;
+            }
+        }
+    }
+}
+
+async fn log_events(mut events: mpsc::Receiver<Event>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::PeerUp(p) => tracing::info!(peer = %p, "peer joined"),
+            Event::PeerGone(p, why) => tracing::info!(peer = %p, ?why, "peer left"),
+            Event::DialFailed(e) => tracing::warn!("{e}"),
+            Event::PeerLoad(..) | Event::ObjectsAnnounced(..) => {}
+        }
+    }
+}
