@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating $VENV"
     "$PY" -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import maturin, cloudpickle, numpy, pytest, pytest_timeout, pyarrow" >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c "import maturin, cloudpickle, numpy, pytest, pytest_timeout, pyarrow, mypy" >/dev/null 2>&1; then
     echo "==> installing build and test tools into the venv"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -r "$ROOT/scripts/requirements-dev.txt"

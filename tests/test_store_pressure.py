@@ -164,3 +164,29 @@ def _arena_range(path: str) -> tuple[int, int]:
                 start, end = line.split()[0].split("-")
                 return int(start, 16), int(end, 16)
     raise AssertionError(f"{path} is not mapped in this process")
+
+
+def test_a_ref_inside_an_object_keeps_its_object_alive(make_cluster: Any) -> None:
+    make_cluster(num_cpus=1, object_store_memory=STORE)
+    inner = ray.put(chunk(7))
+    want = digest(chunk(7))
+    outer = ray.put({"inner": inner})  # the value holds the ref
+    del inner
+    # The only handle is gone, but the outer object still holds it.
+    got_inner = ray.get(outer)["inner"]
+    assert digest(ray.get(got_inner)) == want
+    del got_inner
+    used = store_stats()["used"]
+    assert used >= CHUNK
+    del outer  # the last holder: the inner object goes too
+    deadline = time.monotonic() + 5
+    while store_stats()["used"] >= CHUNK and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store_stats()["used"] < CHUNK, "the inner object outlived the object holding its ref"
+
+    @ray.remote
+    def make_nested() -> dict[str, Any]:
+        return {"ref": ray.put(chunk(8))}
+
+    nested = ray.get(make_nested.remote())  # a worker's put, held only by the returned value
+    assert digest(ray.get(nested["ref"])) == digest(chunk(8))

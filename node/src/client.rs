@@ -20,7 +20,7 @@ use serde_bytes::ByteBuf;
 
 use crate::codec::{self, FrameError};
 use crate::error::NodeError;
-use crate::ids::{ActorId, FnId, NodeId, ObjectId, TaskId};
+use crate::ids::{ActorId, FnId, ObjectId, TaskId};
 use crate::protocol::{
     ClientMsg, ErrorInfo, Execution, NodeMsg, Outcome, Query, Role, TaskSpec, Value,
 };
@@ -112,7 +112,7 @@ struct ReadSide {
 /// The welcome a node sent.
 #[derive(Debug, Clone)]
 pub struct Welcome {
-    pub node_id: NodeId,
+    pub node_id: String,
     pub arena_path: String,
     pub arena_size: u64,
 }
@@ -152,7 +152,7 @@ impl Client {
             cv: Condvar::new(),
             next_req: AtomicU64::new(1),
             welcome: Welcome {
-                node_id: NodeId([0; 16]),
+                node_id: String::new(),
                 arena_path: String::new(),
                 arena_size: 0,
             },

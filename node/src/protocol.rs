@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::ids::{ActorId, FnId, NodeId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, FnId, ObjectId, TaskId, WorkerId};
 
 /// Values up to this many encoded bytes travel inside messages; larger ones
 /// go through the shared-memory store.
@@ -278,8 +278,9 @@ pub enum ClientMsg {
 /// Node → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeMsg {
+    /// `node_id`: the node's public id (its PeerId in a cluster).
     Welcome {
-        node_id: NodeId,
+        node_id: String,
         arena_path: String,
         arena_size: u64,
     },

@@ -33,7 +33,7 @@ impl State {
     }
 
     /// This node's id as others see it: the PeerId in a cluster.
-    fn node_name(&self) -> String {
+    pub fn node_name(&self) -> String {
         match &self.cluster {
             Some(c) => c.peer_id.to_string(),
             None => self.node_id.to_string(),

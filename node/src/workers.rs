@@ -121,7 +121,7 @@ impl State {
         self.send_to(
             conn,
             &NodeMsg::Welcome {
-                node_id: self.node_id,
+                node_id: self.node_name(),
                 arena_path: arena.path().to_string_lossy().into_owned(),
                 arena_size: arena.len() as u64,
             },

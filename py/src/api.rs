@@ -163,7 +163,9 @@ pub fn init_embedded<'py>(
     let cluster = node.cluster();
     let ni = node.info().clone();
     let info = RuntimeInfo {
-        node_id: ni.node_id.to_string(),
+        node_id: cluster
+            .as_ref()
+            .map_or_else(|| ni.node_id.to_string(), |c| c.peer_id.to_string()),
         socket: ni.socket.to_string_lossy().into_owned(),
         arena_path: ni.arena_path.to_string_lossy().into_owned(),
         arena_size: ni.arena_size,
@@ -208,7 +210,7 @@ pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, 
         }
     };
     let info = RuntimeInfo {
-        node_id: w.node_id.to_string(),
+        node_id: w.node_id.clone(),
         socket: socket.to_string_lossy().into_owned(),
         arena_path: w.arena_path.clone(),
         arena_size: w.arena_size,

@@ -21,7 +21,7 @@ def _preload() -> None:
     """Import what every worker needs. Not numpy or other user libraries: a worker imports
     those on first use, so an idle cluster stays small (every pre-imported page is resident in
     each worker) and the first worker is up sooner."""
-    import cloudpickle  # noqa: F401 - imported for its side effect of being loaded
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: F401 - loaded once for all workers
 
     import peer._worker  # noqa: F401
 

@@ -85,8 +85,13 @@ def init_embedded(
     python: str,
     python_path: list[str],
     cwd: str,
+    network: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Start a node inside this process (laptop mode).
+
+    ``network`` (``{"listen": [...], "bootstrap": [...], "key": str | None, "mdns": bool}``)
+    makes it a full peer of a multi-peer cluster; the dict returned then also has
+    ``peer_id``, ``listen`` and ``key_fingerprint``. Without it no network port is opened.
 
     Spawns the fork server (``python -m peer._forkserver``) in the background
     and returns at once with ``{"node_id", "socket", "arena_path",
@@ -124,6 +129,7 @@ def submit_task(
     max_retries: int,
     retry_exceptions: bool,
     name: str,
+    contained: list[bytes] | None = None,
 ) -> list[bytes]:
     """Submit a task; returns its ``num_returns`` object ids at once.
 
@@ -131,7 +137,8 @@ def submit_task(
     arguments (top-level ObjectRefs replaced by placeholders) and its
     out-of-band buffers; large arguments go through the store. ``deps`` are the
     ids of the top-level ObjectRef arguments, in placeholder order: the task
-    runs when all exist, with their values.
+    runs when all exist, with their values. ``contained`` are the ids of refs
+    nested deeper in the arguments: the task keeps them alive until it ends.
     """
 
 def create_actor(
@@ -146,6 +153,7 @@ def create_actor(
     name: str | None,
     class_name: str,
     handle_blob: bytes,
+    contained: list[bytes] | None = None,
 ) -> bytes:
     """Create an actor on a dedicated worker; returns its actor id at once.
 
@@ -162,6 +170,7 @@ def submit_actor_task(
     *,
     num_returns: int,
     name: str,
+    contained: list[bytes] | None = None,
 ) -> list[bytes]:
     """Queue a method call; calls on one actor run one at a time, in submission order."""
 
@@ -174,8 +183,10 @@ def cancel(object_id: bytes, force: bool) -> None:
 
 # ---- objects -------------------------------------------------------------------
 
-def put(pickle: bytes, buffers: Sequence[Any]) -> bytes:
+def put(pickle: bytes, buffers: Sequence[Any], contained: list[bytes] | None = None) -> bytes:
     """Store a serialized value; returns its new object id.
+
+    ``contained``: ids of the refs serialized inside the value, which it keeps alive.
 
     Raises :class:`NativeStoreFullError` when it does not fit.
     """
@@ -222,7 +233,8 @@ def worker_main(socket_path: str, worker_id: str, executor: Executor) -> None:
     method, name, args, dep_values, num_returns)`` where ``fn_blob`` is the
     cloudpickled function/class the first time this worker sees ``fn_id`` (else
     None), ``args`` and each of ``dep_values`` is a value tuple. The executor
-    returns either ``(0, [(pickle, buffers), ...])`` with one entry per return,
+    returns either ``(0, [(pickle, buffers, contained), ...])`` with one entry
+    per return (``contained``: ids of refs nested in that return value),
     or ``(1, (message, blob))`` when the task raised (``blob``: the pickled
     exception wrapper). For TASK_ACTOR_CREATE, success returns ``(0, [])``.
     """

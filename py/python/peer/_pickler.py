@@ -14,7 +14,7 @@ from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 from cloudpickle import cloudpickle as _cp
 
 _code_reduce: Callable[[types.CodeType], tuple[Any, tuple[Any, ...]]] | None = getattr(_cp, "_code_reduce", None)
