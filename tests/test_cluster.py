@@ -1,0 +1,379 @@
+"""Several ``peer up`` daemons forming one cluster: discovery, the cluster key, load gossip, failures.
+
+Each daemon is a real process with its own state directory and log file under ``tmp_path``.
+Peers on the host listen on 127.0.0.1 only and never use mDNS (it must not send on the host's
+real interfaces); the mDNS test runs its peers inside network namespaces it creates and deletes.
+``peer status --json`` (a Unix socket, which works across network namespaces) shows each peer's
+view. After every test no daemon, fork server or worker of these daemons and no /dev/shm arena
+file of theirs is left: a daemon killed with SIGKILL cannot remove its arena, so the test does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from conftest import child_pids, leftover_processes
+
+STORE_BYTES = 64_000_000
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+LAN_LISTEN = "/ip4/0.0.0.0/tcp/7700"  # only inside the test's own network namespaces
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def orphans(socket: str) -> list[str]:
+    """Live processes (fork server, workers) of the daemon at ``socket``, the daemon itself aside."""
+    return leftover_processes(socket, ignore=child_pids())
+
+
+def _cli(state_dir: Path, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class Daemon:
+    """One ``peer up`` process and what its first ``status`` said about it."""
+
+    name: str
+    state_dir: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+    peer_id: str = ""
+    join: str = ""
+    arena: str = ""
+    killed: bool = False
+
+    @property
+    def socket(self) -> str:
+        return str(self.state_dir / "daemon.sock")
+
+    def status(self) -> dict[str, Any]:
+        r = _cli(self.state_dir, "status", "--json")
+        assert r.returncode == 0, f"status of {self.name} failed: {r.stderr}\nlog:\n{self.log_text()}"
+        st: dict[str, Any] = json.loads(r.stdout)
+        return st
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        """The peers this daemon knows, by PeerId."""
+        return {p["peer_id"]: p for p in self.status()["peers"]}
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return ANSI.sub("", self.log_path.read_text(errors="replace"))
+
+    def logged(self, text: str) -> bool:
+        return text in self.log_text()
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.killed = True
+
+
+@dataclass
+class Launcher:
+    """Starts daemons for one test; ``close`` stops them and checks (and repairs) cleanup."""
+
+    root: Path
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def up(self, name: str, *args: str, netns: str | None = None, listen: str = LOOPBACK) -> Daemon:
+        state_dir = self.root / name
+        log_path = self.root / f"{name}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        cmd = [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), "up"]
+        cmd += ["--object-store-memory", str(STORE_BYTES), "--listen", listen, *args]
+        if netns is not None:
+            cmd = ["ip", "netns", "exec", netns, *cmd]  # `ip` execs the daemon: same pid
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        daemon = Daemon(name, state_dir, proc, log_path, log)
+        self.daemons.append(daemon)
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"peer up {name} did not start (rc {proc.poll()}):\n{daemon.log_text()}")
+            if os.path.exists(daemon.socket):
+                r = _cli(state_dir, "status", "--json")
+                if r.returncode == 0:
+                    st = json.loads(r.stdout)
+                    if join := (st.get("cluster") or {}).get("join"):  # null while gossip starts
+                        daemon.peer_id = st["node_id"]
+                        daemon.join = join
+                        daemon.arena = st["store"]["path"]
+                        return daemon
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        problems = []
+        for d in self.daemons:
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+        for d in self.daemons:
+            try:
+                rc = d.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{d.name} ignored SIGTERM for 15 s")
+                d.kill9()
+                rc = d.proc.returncode
+            if rc != 0 and not d.killed:
+                problems.append(f"{d.name} exited with {rc}")
+            d.log.close()
+        # The fork server and workers of a killed daemon exit by themselves on EOF of its socket.
+        deadline = time.monotonic() + 10
+        for d in self.daemons:
+            while (left := orphans(d.socket)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if left:
+                problems.append(f"{d.name} left processes: {left}")
+                for entry in left:
+                    pid = int(entry.split()[1])
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for d in self.daemons:
+            if d.arena.startswith("/dev/shm/") and os.path.exists(d.arena):
+                if not d.killed:
+                    problems.append(f"{d.name} left its arena {d.arena}")
+                os.unlink(d.arena)
+        self.daemons.clear()
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems))
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    launch = Launcher(tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.close()
+
+
+def chain(
+    launcher: Launcher, n: int, key: str | None = None, cpus: Callable[[int], int] = lambda i: 1
+) -> list[Daemon]:
+    """``n`` daemons, each bootstrapping only to the previous one, all with the first one's key."""
+    first = launcher.up("p0", "--no-mdns", "--num-cpus", str(cpus(0)), *(["--key", key] if key else []))
+    key = key or (first.state_dir / "cluster.key").read_text().strip()
+    peers = [first]
+    for i in range(1, n):
+        peers.append(
+            launcher.up(
+                f"p{i}", "--no-mdns", "--num-cpus", str(cpus(i)), "--key", key, "--bootstrap", peers[-1].join
+            )
+        )
+    return peers
+
+
+def views_complete(peers: list[Daemon]) -> bool:
+    """Whether every peer knows every other one, with a load figure."""
+    for d in peers:
+        view = d.view()
+        for other in peers:
+            if other is not d and not (other.peer_id in view and view[other.peer_id]["has_load"]):
+                return False
+    return True
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
+    """Poll ``cond`` until it holds; returns the seconds it took, fails after ``timeout``."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def describe(peers: list[Daemon]) -> str:
+    return "\n".join(f"{d.name} {d.peer_id}: {sorted(d.view())}" for d in peers)
+
+
+SLEEPER = textwrap.dedent(
+    """
+    import time
+    import peer as ray
+
+    ray.init()
+
+    @ray.remote(num_cpus=1)
+    def nap(seconds):
+        time.sleep(seconds)
+        return "rested"
+
+    ref = nap.remote(3.0)
+    print("submitted", flush=True)
+    print(ray.get(ref), flush=True)
+    ray.shutdown()
+    """
+)
+
+
+def test_five_chained_peers_see_each_other_and_load_changes(launcher: Launcher, tmp_path: Path) -> None:
+    peers = chain(launcher, 5, cpus=lambda i: 2 if i == 3 else 1)
+    took = wait_for(lambda: views_complete(peers), 5, "five chained peers know each other")
+    print(f"\n5 chained peers: every view complete {took:.2f} s after the last one started")
+
+    busy = peers[3]
+    others = [d for d in peers if d is not busy]
+    for d in others:
+        seen = d.view()[busy.peer_id]
+        assert (seen["cpus_total"], seen["cpus_free"]) == (2.0, 2.0), seen
+        assert seen["store_total"] == STORE_BYTES, seen
+
+    out_path = tmp_path / "driver.out"
+    with open(out_path, "wb") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", SLEEPER],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PEER_STATE_DIR=str(busy.state_dir)),
+        )
+        try:
+            started = time.monotonic()
+            took = wait_for(
+                lambda: all(d.view()[busy.peer_id]["cpus_free"] == 1.0 for d in others),
+                3,
+                "the other peers see peer 3's free CPUs drop",
+            )
+            print(f"others saw p3's cpus_free drop {took:.2f} s after the driver started")
+            assert driver.wait(timeout=20) == 0, out_path.read_text()
+            assert out_path.read_text().split()[-1] == "rested"
+            assert time.monotonic() - started >= 3.0
+            took = wait_for(
+                lambda: all(d.view()[busy.peer_id]["cpus_free"] == 2.0 for d in others),
+                3,
+                "the other peers see peer 3's free CPUs recover",
+            )
+            print(f"others saw p3's cpus_free recover {took:.2f} s after the task ended")
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+    assert views_complete(peers), describe(peers)
+
+
+def test_peers_without_the_cluster_key_stay_out(launcher: Launcher) -> None:
+    cluster = chain(launcher, 3)
+    wait_for(lambda: views_complete(cluster), 5, "the cluster forms")
+    wrong = launcher.up(
+        "wrongkey", "--no-mdns", "--num-cpus", "1", "--key", secrets.token_hex(32),
+        "--bootstrap", cluster[0].join,
+    )  # fmt: skip
+    keyless = launcher.up("nokey", "--no-mdns", "--num-cpus", "1", "--bootstrap", cluster[1].join)
+    assert (keyless.state_dir / "cluster.key").exists(), "a fresh state dir without --key creates its own key"
+    outsiders = [wrong, keyless]
+    for o in outsiders:
+        wait_for(partial(o.logged, "uses a different cluster key"), 5, f"{o.name} logs the key mismatch")
+
+    start = time.monotonic()
+    while time.monotonic() - start < 3:
+        for d in cluster:
+            view = d.view()
+            for o in outsiders:
+                assert o.peer_id not in view, f"{o.name} got into {d.name}'s view"
+            assert len(view) == len(cluster) - 1, describe(cluster)
+        for o in outsiders:
+            assert o.view() == {}, f"{o.name} sees peers: {sorted(o.view())}"
+        time.sleep(0.1)
+    assert views_complete(cluster), describe(cluster)
+    assert cluster[0].logged("refused a peer with another cluster key")
+    assert cluster[1].logged("refused a peer with another cluster key")
+
+
+def test_killed_peer_leaves_every_view(launcher: Launcher) -> None:
+    peers = chain(launcher, 3)
+    wait_for(lambda: views_complete(peers), 5, "three peers know each other")
+    victim = peers[1]
+    survivors = [peers[0], peers[2]]
+    assert os.path.exists(victim.arena)
+    assert orphans(victim.socket), "the daemon has a fork server and workers before the kill"
+
+    victim.kill9()
+    took = wait_for(
+        lambda: all(victim.peer_id not in d.view() for d in survivors),
+        10,
+        "the killed peer leaves every view",
+    )
+    print(f"\nkill -9: gone from both other views after {took:.2f} s")
+    assert views_complete(survivors), describe(survivors)
+
+    # Its fork server and workers notice the closed socket and exit; its arena is ours to remove.
+    waited = wait_for(lambda: not orphans(victim.socket), 10, "orphans exit")
+    print(f"the killed daemon's fork server and workers exited {waited:.2f} s later")
+    assert os.path.exists(victim.arena), "a SIGKILLed daemon cannot have removed its arena"
+    os.unlink(victim.arena)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def lan() -> Iterator[list[str]]:
+    """Three network namespaces on one bridge (in a fourth namespace), 10.79.0.1-3/24; deleted after."""
+    tag = f"pc{os.getpid()}"
+    bridge = f"{tag}br"
+    names = [f"{tag}n{i}" for i in (1, 2, 3)]
+    made: list[str] = []
+    try:
+        probe = subprocess.run(["ip", "netns", "add", bridge], capture_output=True, text=True, timeout=10)
+        if probe.returncode != 0:
+            why = probe.stderr.strip()
+            pytest.skip(f"cannot create network namespaces here (`ip netns add` failed: {why})")
+        made.append(bridge)
+        _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
+        _ip("-n", bridge, "link", "set", "br0", "up")
+        for i, ns in enumerate(names, start=1):
+            _ip("netns", "add", ns)
+            made.append(ns)
+            # Both ends are created inside namespaces: nothing appears on the host, even briefly.
+            _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{i}", "netns", bridge)
+            _ip("-n", bridge, "link", "set", f"v{i}", "master", "br0")
+            _ip("-n", bridge, "link", "set", f"v{i}", "up")
+            _ip("-n", ns, "addr", "add", f"10.79.0.{i}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+        yield names
+    finally:
+        for ns in reversed(made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's `ip` for network namespaces")
+def test_mdns_finds_peers_across_namespaces(lan: list[str], tmp_path: Path) -> None:
+    key = secrets.token_hex(32)
+    launch = Launcher(tmp_path)
+    try:
+        peers = [
+            launch.up(f"m{i}", "--num-cpus", "1", "--key", key, netns=ns, listen=LAN_LISTEN)
+            for i, ns in enumerate(lan)
+        ]
+        took = wait_for(lambda: views_complete(peers), 10, "mDNS: three peers find each other")
+        print(f"\nmDNS in namespaces: every view complete after {took:.2f} s")
+        for d in peers:  # no --bootstrap anywhere: mDNS introduced them, over the bridge
+            assert d.logged("discovered peer on address"), d.log_text()
+    finally:
+        launch.close()  # the daemons go before the namespaces they run in
