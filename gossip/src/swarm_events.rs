@@ -174,7 +174,7 @@ impl EventLoop {
     }
 
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        let addresses: Vec<Multiaddr> = info.listen_addrs.into_iter().take(MAX_ADDRESSES).collect();
+        let addresses = routable_first(info.listen_addrs.into_iter().take(MAX_ADDRESSES).collect());
         if info.protocols.contains(&KAD_PROTOCOL) {
             for address in &addresses {
                 self.swarm
@@ -298,4 +298,39 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// Whether an address is on the loopback interface.
+fn is_loopback(address: &Multiaddr) -> bool {
+    address.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// A peer's advertised addresses without its loopback ones when it has any
+/// other: dialing another machine's 127.0.0.1 reaches our own machine. A peer
+/// that only listens on loopback (one machine, tests) keeps them.
+fn routable_first(addresses: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    let (local, routable): (Vec<_>, Vec<_>) = addresses.into_iter().partition(is_loopback);
+    if routable.is_empty() { local } else { routable }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_go_when_a_routable_one_exists() {
+        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/7700".parse().unwrap();
+        let lan: Multiaddr = "/ip4/10.79.0.2/tcp/7700".parse().unwrap();
+        let lo6: Multiaddr = "/ip6/::1/tcp/7700".parse().unwrap();
+        assert_eq!(
+            routable_first(vec![lo.clone(), lan.clone(), lo6.clone()]),
+            vec![lan]
+        );
+        assert_eq!(routable_first(vec![lo.clone(), lo6.clone()]), vec![lo, lo6]);
+        assert!(routable_first(Vec::new()).is_empty());
+    }
 }

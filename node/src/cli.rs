@@ -127,7 +127,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             match node.cluster() {
                 Some(c) => {
                     println!("peer node {} is up", c.peer_id);
-                    for a in &c.listen {
+                    for a in &c.listen_addrs() {
                         println!("  listening: {a}");
                     }
                     println!("  cluster key fingerprint: {}", c.key_fingerprint);

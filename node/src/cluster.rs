@@ -52,7 +52,9 @@ pub struct PeerSnapshot {
 pub struct Cluster {
     pub client: peer_gossip::Client,
     pub peer_id: PeerId,
-    pub listen: Vec<Multiaddr>,
+    /// Where this node listens, as of the last refresh (a wildcard listen
+    /// address reports one address per interface, one after another).
+    pub listen: Mutex<Vec<Multiaddr>>,
     pub key_hex: String,
     pub key_fingerprint: String,
     /// The key was created just now (print how others join).
@@ -62,6 +64,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Where this node listens.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen.lock().clone()
+    }
+
     /// The known peers, with ages as of now.
     pub fn peers(&self) -> Vec<PeerSnapshot> {
         let (peers, at) = &*self.peers.lock();
@@ -78,7 +85,7 @@ impl Cluster {
 
     /// An address other machines can use to join (prefers a non-loopback one).
     pub fn join_address(&self) -> Option<String> {
-        let text: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        let text: Vec<String> = self.listen_addrs().iter().map(|a| a.to_string()).collect();
         text.iter()
             .find(|a| !a.contains("/127.0.0.1/") && !a.contains("/::1/"))
             .or_else(|| text.first())
@@ -118,12 +125,15 @@ pub async fn start(
     let listen = if net.listen.is_empty() {
         Vec::new()
     } else {
+        client.listen_addrs().await.map_err(gossip_err)?;
+        // A wildcard listener reports its interfaces one by one: give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         client.listen_addrs().await.map_err(gossip_err)?
     };
     let cluster = Arc::new(Cluster {
         peer_id: client.local_peer_id(),
         client,
-        listen,
+        listen: Mutex::new(listen),
         key_hex,
         key_fingerprint,
         key_created,
@@ -161,6 +171,11 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
         let load = local_load(&shared.state.lock());
         if let Err(e) = cluster.client.publish_load(load) {
             tracing::debug!("publishing load: {e}");
+        }
+        if !cluster.listen.lock().is_empty()
+            && let Ok(addrs) = cluster.client.listen_addrs().await
+        {
+            *cluster.listen.lock() = addrs;
         }
         match cluster.client.view().await {
             Ok(view) => {

@@ -21,6 +21,15 @@ fn peer_resources(load: &Load) -> (BTreeMap<String, f64>, BTreeMap<String, f64>)
     (total, free)
 }
 
+/// A peer's address for display: a non-loopback one when it has one.
+fn best_address(addresses: &[String]) -> Option<String> {
+    addresses
+        .iter()
+        .find(|a| !a.contains("/127.0.0.1/") && !a.contains("/::1/"))
+        .or_else(|| addresses.first())
+        .cloned()
+}
+
 fn add_into(sum: &mut BTreeMap<String, f64>, more: BTreeMap<String, f64>) {
     for (k, v) in more {
         *sum.entry(k).or_insert(0.0) += v.max(0.0);
@@ -91,7 +100,7 @@ impl State {
                         "Alive": true,
                         "Local": false,
                         "Resources": resources,
-                        "NodeManagerAddress": p.addresses.first().cloned().unwrap_or_default(),
+                        "NodeManagerAddress": best_address(&p.addresses).unwrap_or_default(),
                         "AgeSeconds": p.age.as_secs_f64(),
                     }));
                 }
@@ -130,7 +139,7 @@ impl State {
         let cluster = self.cluster.as_ref().map(|c| {
             json!({
                 "peer_id": c.peer_id.to_string(),
-                "listen": c.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "listen": c.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "join": c.join_address(),
                 "key_fingerprint": c.key_fingerprint,
             })
@@ -142,7 +151,7 @@ impl State {
                 let l = p.load.clone().unwrap_or_default();
                 json!({
                     "peer_id": p.peer_id,
-                    "address": p.addresses.first(),
+                    "address": best_address(&p.addresses),
                     "cpus_total": l.cpus_total, "cpus_free": l.cpus_free,
                     "resources": l.resources.iter().map(|(n, t, f)| json!({"name": n, "total": t, "free": f})).collect::<Vec<_>>(),
                     "queue": l.queue_len,

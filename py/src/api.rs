@@ -177,7 +177,7 @@ pub fn init_embedded<'py>(
     let d = info_dict(py, &rt.info)?;
     if let Some(c) = cluster {
         d.set_item("peer_id", c.peer_id.to_string())?;
-        let listen: Vec<String> = c.listen.iter().map(|a| a.to_string()).collect();
+        let listen: Vec<String> = c.listen_addrs().iter().map(|a| a.to_string()).collect();
         d.set_item("listen", listen)?;
         d.set_item("key_fingerprint", &c.key_fingerprint)?;
     }
