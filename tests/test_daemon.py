@@ -100,6 +100,12 @@ DRIVER = textwrap.dedent(
             self.n += 1
             return self.n
 
+    @ray.remote
+    def shout(i):
+        print(f"hello from task {i}")
+        return i
+
+    assert ray.get(shout.remote(7)) == 7
     c = Counter.remote()
     counts = ray.get([c.incr.remote() for _ in range(5)])
     big = ray.put(np.arange(1_000_000, dtype=np.int64))
@@ -132,6 +138,9 @@ def test_driver_attaches_to_daemon_and_down_cleans_up(daemon: tuple[Path, subpro
     assert out["readonly"]
     assert out["resources"]["CPU"] == 2.0 and out["resources"]["widget"] == 3.0
     assert out["socket"] == str(state_dir / "daemon.sock"), "the driver started its own node"
+    # The task ran in a daemon worker, yet its print reached this driver, prefixed like Ray's.
+    printed = [line for line in run.stdout.splitlines() if "hello from task 7" in line]
+    assert printed and printed[0].startswith("(shout pid="), run.stdout
 
     status = peer_cli(state_dir, "status", "--json")
     assert status.returncode == 0, status.stderr

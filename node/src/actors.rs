@@ -85,6 +85,7 @@ impl State {
             return;
         };
         let mut to_send = Vec::new();
+        let was_idle = a.inflight.is_empty();
         while let Some(&tid) = a.queue.front() {
             match self.tasks.get(&tid) {
                 Some(t) if t.missing == 0 => {
@@ -98,8 +99,10 @@ impl State {
                 }
             }
         }
-        for tid in to_send {
-            self.send_execution(tid, wid);
+        for (i, tid) in to_send.into_iter().enumerate() {
+            // Only a call the actor is waiting for goes out at once; calls
+            // queued behind it leave with the batching writer.
+            self.send_execution_via(tid, wid, i == 0 && was_idle);
         }
     }
 
@@ -161,6 +164,7 @@ impl State {
                     retries_left: 0,
                     state: TaskState::Queued,
                     cancelled: false,
+                    output_to: None,
                 },
             );
             self.ready.push_back(creation.task);

@@ -497,6 +497,15 @@ impl Client {
         }
     }
 
+    /// Worker side: pass lines a task printed to the node, for its driver.
+    pub fn output(&self, task: TaskId, stream: u8, data: Vec<u8>) -> Result<(), NodeError> {
+        self.send(&ClientMsg::Output {
+            task,
+            stream,
+            data: ByteBuf::from(data),
+        })
+    }
+
     /// Worker side: report a task's outcome. While more tasks are already
     /// queued here it is held back and goes out with the next write, so a
     /// burst of short tasks costs one write per burst.
@@ -526,6 +535,15 @@ fn deliver(inbox: &mut Inbox, msg: NodeMsg) {
         NodeMsg::Execute(e) => inbox.executions.push_back(*e),
         NodeMsg::Revoke { tasks } => inbox.executions.retain(|e| !tasks.contains(&e.task)),
         NodeMsg::Exit => inbox.exit_requested = true,
+        NodeMsg::Output { stream, data } => {
+            // Output of tasks this (attached) driver submitted: print it here.
+            use std::io::Write as _;
+            let _ = if stream == 2 {
+                std::io::stderr().write_all(&data)
+            } else {
+                std::io::stdout().write_all(&data)
+            };
+        }
         m @ NodeMsg::Welcome { .. } => {
             inbox.replies.insert(0, m);
         }

@@ -22,6 +22,11 @@ use crate::state::State;
 
 /// How often the local load is published and the snapshot refreshed.
 const TICK: Duration = Duration::from_millis(250);
+/// Objects at least this large are announced to the cluster (placement will
+/// prefer their holders; smaller ones are cheaper to move than to track).
+pub const ANNOUNCE_MIN_BYTES: u64 = 1 << 20;
+/// Most announcements waiting for the next tick (the gossip layer bounds what it sends too).
+pub const ANNOUNCE_QUEUE_MAX: usize = 8192;
 
 /// What a node needs to join a cluster.
 #[derive(Debug, Clone, Default)]
@@ -168,9 +173,18 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let load = local_load(&shared.state.lock());
+        let (load, announce) = {
+            let mut st = shared.state.lock();
+            (local_load(&st), std::mem::take(&mut st.to_announce))
+        };
         if let Err(e) = cluster.client.publish_load(load) {
             tracing::debug!("publishing load: {e}");
+        }
+        if !announce.is_empty() {
+            let objects = announce.into_iter().map(|(id, len)| (id.0, len)).collect();
+            if let Err(e) = cluster.client.announce_objects(objects).await {
+                tracing::debug!("announcing objects: {e}");
+            }
         }
         if !cluster.listen.lock().is_empty()
             && let Ok(addrs) = cluster.client.listen_addrs().await

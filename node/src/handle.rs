@@ -152,6 +152,13 @@ impl State {
             (Some(_), ClientMsg::TaskDone { .. }) => {
                 After::Close("only workers report task outcomes".into())
             }
+            (Some(Role::Worker(_)), ClientMsg::Output { task, stream, data }) => {
+                self.forward_output(task, stream, data);
+                After::Continue
+            }
+            (Some(_), ClientMsg::Output { .. }) => {
+                After::Close("only workers send task output".into())
+            }
             (Some(_), ClientMsg::Cancel { id, force }) => {
                 self.cancel(id, force);
                 After::Continue
@@ -195,6 +202,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Escaped { .. } => "Escaped",
         ClientMsg::TaskDone { .. } => "TaskDone",
         ClientMsg::Cancel { .. } => "Cancel",
+        ClientMsg::Output { .. } => "Output",
         ClientMsg::KillActor { .. } => "KillActor",
         ClientMsg::GetActor { .. } => "GetActor",
         ClientMsg::Query { .. } => "Query",

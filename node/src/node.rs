@@ -154,7 +154,19 @@ impl Node {
             resources: config.resources.clone(),
         };
         let spawn_cfg = config.clone();
+        // Workers learn the node's public id when they connect, which may be
+        // before the cluster layer is up: read the identity first.
+        let public_id = match &config.network {
+            Some(_) => Some(
+                peer_gossip::Identity::load_or_create(&config.state_dir)
+                    .map_err(|e| NodeError::Rejected(e.to_string()))?
+                    .peer_id()
+                    .to_string(),
+            ),
+            None => None,
+        };
         let mut state = State::new(node_id, config, store, spawn_tx, timer_tx);
+        state.public_id = public_id;
         state.start_pool();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),

@@ -280,13 +280,21 @@ impl State {
             conn.unsealed.remove(&id);
         }
         match self.store.seal(id) {
-            Ok(a) => self.object_ready(
-                id,
-                Value::Stored {
-                    offset: a.offset,
-                    len: a.len,
-                },
-            ),
+            Ok(a) => {
+                if self.cluster.is_some()
+                    && a.len >= crate::cluster::ANNOUNCE_MIN_BYTES
+                    && self.to_announce.len() < crate::cluster::ANNOUNCE_QUEUE_MAX
+                {
+                    self.to_announce.push((id, a.len));
+                }
+                self.object_ready(
+                    id,
+                    Value::Stored {
+                        offset: a.offset,
+                        len: a.len,
+                    },
+                );
+            }
             Err(e) => tracing::warn!("sealing object {id}: {e}"),
         }
     }

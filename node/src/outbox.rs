@@ -51,13 +51,24 @@ impl Outbox {
 
     /// Queue (or write at once) one message.
     pub fn send<T: Serialize>(&self, msg: &T) {
+        self.send_inner(msg, true);
+    }
+
+    /// Queue one message for the writer task, never writing it here: for
+    /// messages the receiver will not read at once anyway (tasks queued behind
+    /// a running one), so a burst goes out in a few large writes.
+    pub fn send_queued<T: Serialize>(&self, msg: &T) {
+        self.send_inner(msg, false);
+    }
+
+    fn send_inner<T: Serialize>(&self, msg: &T, direct_ok: bool) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
         let mut q = self.queue.lock();
         let start = q.buf.len();
         codec::encode_into(msg, &mut q.buf);
-        if start == 0 && !q.writer_busy {
+        if direct_ok && start == 0 && !q.writer_busy {
             let Queue { buf, direct, .. } = &mut *q;
             if let Some(stream) = direct {
                 match stream.write(buf) {

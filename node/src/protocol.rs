@@ -157,6 +157,9 @@ pub struct Execution {
     pub dep_ids: Vec<ObjectId>,
     pub deps: Vec<Value>,
     pub num_returns: u32,
+    /// Send what the task prints to the node ([`ClientMsg::Output`]): its
+    /// driver is attached from another process.
+    pub forward_output: bool,
 }
 
 /// How a task ended, as its worker reports it.
@@ -259,6 +262,12 @@ pub enum ClientMsg {
         id: ObjectId,
         force: bool,
     },
+    /// Lines a task printed (`stream` 1: stdout, 2: stderr), for its driver.
+    Output {
+        task: TaskId,
+        stream: u8,
+        data: ByteBuf,
+    },
     KillActor {
         actor: ActorId,
         no_restart: bool,
@@ -312,6 +321,11 @@ pub enum NodeMsg {
     /// `get`: drop them unstarted (the node runs them elsewhere).
     Revoke {
         tasks: Vec<TaskId>,
+    },
+    /// Lines printed by a task this driver submitted (`stream` 1 or 2).
+    Output {
+        stream: u8,
+        data: ByteBuf,
     },
     /// The node is stopping: exit.
     Exit,

@@ -43,10 +43,9 @@ impl State {
 
     /// This node's id as others see it: the PeerId in a cluster.
     pub fn node_name(&self) -> String {
-        match &self.cluster {
-            Some(c) => c.peer_id.to_string(),
-            None => self.node_id.to_string(),
-        }
+        self.public_id
+            .clone()
+            .unwrap_or_else(|| self.node_id.to_string())
     }
 
     /// Answer a query as JSON.

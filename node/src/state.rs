@@ -136,6 +136,9 @@ pub struct TaskEntry {
     pub retries_left: i32,
     pub state: TaskState,
     pub cancelled: bool,
+    /// The attached driver that should see the task's printed output (None:
+    /// the workers' own terminal, which is the embedded driver's).
+    pub output_to: Option<ConnId>,
 }
 
 /// What a worker process is for.
@@ -224,8 +227,12 @@ pub struct State {
     pub spilled: FxHashMap<ObjectId, (std::path::PathBuf, u64)>,
     /// Where spilled objects go.
     pub spill_dir: std::path::PathBuf,
+    /// The id other peers know this node by (its PeerId), when it joins a cluster.
+    pub public_id: Option<String>,
     /// Membership of a multi-peer cluster (None in laptop mode).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Large objects sealed here and not yet announced to the cluster.
+    pub to_announce: Vec<(ObjectId, u64)>,
     /// Mean run time of each function (µs, moving average) and how many runs it is based on.
     pub fn_run_us: FxHashMap<FnId, (f64, u32)>,
     pub stats: Stats,
@@ -280,6 +287,8 @@ impl State {
             fn_run_us: FxHashMap::default(),
             spilled: FxHashMap::default(),
             cluster: None,
+            public_id: None,
+            to_announce: Vec::new(),
             spill_dir,
             stats: Stats::default(),
         }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::ids::{ObjectId, TaskId, WorkerId};
+use crate::protocol::Role;
 use crate::protocol::{
     ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, TaskKind, TaskSpec, Value, args_object_id,
 };
@@ -88,6 +89,7 @@ impl State {
         }
         let resources = Resources::from_pairs(spec.resources.iter().map(|(k, v)| (k.as_str(), *v)));
         let retries_left = spec.max_retries;
+        let output_to = self.output_target(from);
         let kind = spec.kind;
         let actor = spec.actor;
         self.tasks.insert(
@@ -99,6 +101,7 @@ impl State {
                 retries_left,
                 state: TaskState::Waiting,
                 cancelled: false,
+                output_to,
             },
         );
         if kind == TaskKind::ActorMethod {
@@ -247,7 +250,34 @@ impl State {
             if let Some(w) = self.workers.get_mut(&wid) {
                 w.queued.push_back(tid);
             }
-            self.send_execution(tid, wid);
+            self.send_execution_via(tid, wid, false);
+        }
+    }
+
+    /// Where the output of a task submitted by `from` goes: an attached
+    /// driver, or whatever its submitting task's output goes to (nested tasks).
+    fn output_target(&self, from: Holder) -> Option<crate::state::ConnId> {
+        let Holder::Conn(c) = from else {
+            return None;
+        };
+        match self.conns.get(&c)?.role? {
+            Role::Driver => Some(c),
+            Role::Worker(w) => {
+                let worker = self.workers.get(&w)?;
+                let task = match worker.kind {
+                    crate::state::WorkerKind::Task => worker.busy?,
+                    crate::state::WorkerKind::Actor(a) => self.actors.get(&a)?.creation.task,
+                };
+                self.tasks.get(&task)?.output_to
+            }
+            Role::Control => None,
+        }
+    }
+
+    /// A worker printed something for task `tid`: pass it to the driver that wants it.
+    pub fn forward_output(&self, tid: TaskId, stream: u8, data: serde_bytes::ByteBuf) {
+        if let Some(conn) = self.tasks.get(&tid).and_then(|t| t.output_to) {
+            self.send_to(conn, &NodeMsg::Output { stream, data });
         }
     }
 
@@ -269,6 +299,12 @@ impl State {
 
     /// Hand task `tid` to worker `wid`.
     pub fn send_execution(&mut self, tid: TaskId, wid: WorkerId) {
+        self.send_execution_via(tid, wid, true);
+    }
+
+    /// Hand task `tid` to worker `wid`; `now`: write it at once if possible
+    /// (the worker is waiting for it), else leave it to the batching writer.
+    pub(crate) fn send_execution_via(&mut self, tid: TaskId, wid: WorkerId, now: bool) {
         let Some(conn) = self.workers.get(&wid).and_then(|w| w.conn) else {
             return;
         };
@@ -277,6 +313,7 @@ impl State {
         };
         t.state = TaskState::Running(wid);
         let spec = Arc::clone(&t.spec);
+        let forward_output = t.output_to.is_some();
         let fn_blob = match self.workers.get_mut(&wid) {
             Some(w) if !w.known_fns.contains(&spec.fn_id) && spec.kind != TaskKind::ActorMethod => {
                 match self.functions.get(&spec.fn_id) {
@@ -317,8 +354,16 @@ impl State {
             dep_ids: spec.deps.clone(),
             deps,
             num_returns: spec.num_returns,
+            forward_output,
         };
-        self.send_to(conn, &NodeMsg::Execute(Box::new(exec)));
+        let msg = NodeMsg::Execute(Box::new(exec));
+        if let Some(c) = self.conns.get(&conn) {
+            if now {
+                c.outbox.send(&msg);
+            } else {
+                c.outbox.send_queued(&msg);
+            }
+        }
     }
 
     /// A worker reports a task's outcome.

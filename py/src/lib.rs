@@ -67,5 +67,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::runtime_context, m)?)?;
     m.add_function(wrap_pyfunction!(api::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(worker::worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::emit_output, m)?)?;
     Ok(())
 }

@@ -36,6 +36,8 @@ pub struct RuntimeInfo {
 pub struct Context {
     pub task: Option<TaskId>,
     pub actor: Option<ActorId>,
+    /// The task's driver is another process: send its output to the node.
+    pub forward_output: bool,
 }
 
 /// The process's connection to its node plus the store mapping.

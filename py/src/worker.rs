@@ -36,6 +36,22 @@ fn parse_worker_id(hex: &str) -> PyResult<WorkerId> {
     Ok(WorkerId(b))
 }
 
+/// A task's printed lines: sent to the node when its driver is another
+/// process (returns True), else left to the caller to write to its terminal.
+#[pyfunction]
+pub fn emit_output(py: Python<'_>, stream: u8, data: &[u8]) -> bool {
+    let Some(rt) = runtime::current_opt() else {
+        return false;
+    };
+    let ctx = *rt.context.lock();
+    let (Some(task), true, Backend::Remote(client)) = (ctx.task, ctx.forward_output, &rt.backend)
+    else {
+        return false;
+    };
+    let data = data.to_vec();
+    py.detach(|| client.output(task, stream, data)).is_ok()
+}
+
 #[pyfunction]
 pub fn worker_main(
     py: Python<'_>,
@@ -66,6 +82,7 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
         *rt.context.lock() = Context {
             task: Some(exec.task),
             actor: exec.actor,
+            forward_output: exec.forward_output,
         };
         let task = exec.task;
         let name = exec.name.clone();

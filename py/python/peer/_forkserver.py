@@ -84,9 +84,13 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_term)
     socket_path = os.environ[SOCKET_ENV]
+    global _stopping
     try:
         _preload()
         _serve(socket_path)
+        # Stdin closed: the node is stopping. Its SIGTERM may still arrive; from
+        # here on the handler must not raise (that would skip waiting).
+        _stopping = True
     except _Stop:
         pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

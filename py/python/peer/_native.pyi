@@ -226,6 +226,12 @@ Executor = Callable[
     tuple[int, Any],
 ]
 
+def emit_output(stream: int, data: bytes) -> bool:
+    """Worker side: send printed lines of the current task to the node for its driver.
+
+    Returns False (nothing sent) when the driver shares this worker's terminal.
+    """
+
 def worker_main(socket_path: str, worker_id: str, executor: Executor) -> None:
     """Run this process as a worker until the node says stop (or the socket closes).
 

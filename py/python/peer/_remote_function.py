@@ -41,12 +41,11 @@ class PickledCode:
 
 def wrap_returns(ids: list[bytes], num_returns: int) -> ObjectRef | list[ObjectRef] | None:
     """Ray's return shape: one ref, a list of refs, or None for ``num_returns=0``."""
-    refs = [ObjectRef(i) for i in ids]
     if num_returns == 1:
-        return refs[0]
+        return ObjectRef(ids[0])
     if num_returns == 0:
         return None
-    return refs
+    return [ObjectRef(i) for i in ids]
 
 
 class RemoteFunction:
@@ -61,6 +60,17 @@ class RemoteFunction:
         self.__doc__ = function.__doc__
         self.__module__ = getattr(function, "__module__", __name__)
         self.__wrapped__ = function
+        # Options are immutable: work out the submit arguments once, not per call.
+        self._num_returns = 1 if options.num_returns is None else options.num_returns
+        self._task_name = options.name or self.__name__
+        self._submit_options: dict[str, Any] = {
+            "num_returns": self._num_returns,
+            "num_cpus": 1.0 if options.num_cpus is None else float(options.num_cpus),
+            "resources": options.resource_demand(),
+            "max_retries": options.retries(),
+            "retry_exceptions": bool(options.retry_exceptions),
+            "name": self._task_name,
+        }
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -81,21 +91,8 @@ class RemoteFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a task; returns an ObjectRef (a list of them if ``num_returns > 1``)."""
         _runtime.ensure_initialized()
-        opts = self._options
-        name = opts.name or self.__name__
-        data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, name)
-        num_returns = 1 if opts.num_returns is None else opts.num_returns
+        data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, self._task_name)
         ids = _native.submit_task(
-            self._code.registered_id(),
-            data,
-            buffers,
-            deps,
-            num_returns=num_returns,
-            num_cpus=1.0 if opts.num_cpus is None else float(opts.num_cpus),
-            resources=opts.resource_demand(),
-            max_retries=opts.retries(),
-            retry_exceptions=bool(opts.retry_exceptions),
-            name=name,
-            contained=contained,
+            self._code.registered_id(), data, buffers, deps, contained=contained, **self._submit_options
         )
-        return wrap_returns(ids, num_returns)
+        return wrap_returns(ids, self._num_returns)

@@ -58,6 +58,8 @@ def _dumps(value: Any) -> tuple[bytes, list[memoryview], list[bytes]]:
     if data is None:
         with collect_refs() as contained:
             data = _pickler.dumps(value, buffer_callback=buffers.append)
+    if not buffers:
+        return data, [], contained
     views: list[memoryview] = []
     for buf in buffers:
         try:
@@ -80,11 +82,16 @@ def serialize(value: Any, what: str = "the value") -> tuple[bytes, list[memoryvi
         ) from e
 
 
+_NO_ARGS = pickle.dumps(((), {}), protocol=5)
+
+
 def serialize_args(
     args: Sequence[Any], kwargs: dict[str, Any], fn_name: str
 ) -> tuple[bytes, list[memoryview], list[bytes], list[bytes]]:
     """``(pickle, buffers, deps, contained)`` for a task's arguments: top-level refs become deps
     (the task gets their values), refs nested deeper stay refs and are held by the task."""
+    if not args and not kwargs:
+        return _NO_ARGS, [], [], []
     deps: list[bytes] = []
     index: dict[bytes, int] = {}
 
@@ -97,8 +104,14 @@ def serialize_args(
             return DepPlaceholder(index[id])
         return value
 
-    swapped_args = tuple(swap(a) for a in args)
-    swapped_kwargs = {k: swap(v) for k, v in kwargs.items()}
+    has_refs = any(isinstance(a, ObjectRef) for a in args) or any(
+        isinstance(v, ObjectRef) for v in kwargs.values()
+    )
+    if has_refs:
+        swapped_args = tuple(swap(a) for a in args)
+        swapped_kwargs = {k: swap(v) for k, v in kwargs.items()}
+    else:  # the common case: nothing to swap
+        swapped_args, swapped_kwargs = tuple(args), kwargs
     try:
         data, buffers, contained = _dumps((swapped_args, swapped_kwargs))
     except Exception as e:  # noqa: BLE001

@@ -1,6 +1,8 @@
 """Worker stdout/stderr: each line goes to the inherited fd prefixed ``(<task or actor> pid=<pid>) ``.
 
-This is how a task's ``print`` shows up in the driver's terminal, labelled like Ray labels it.
+This is how a task's ``print`` shows up in the driver's terminal, labelled like Ray labels it: the
+worker's terminal is the embedded driver's; for a driver attached to a ``peer up`` daemon the lines
+go to the node, which forwards them to that driver.
 Whole lines are written with one ``os.write`` each batch, so lines of concurrent workers do not mix.
 """
 
@@ -10,6 +12,8 @@ import io
 import os
 import threading
 from collections.abc import Callable
+
+from . import _native
 
 
 class PrefixedStream(io.TextIOBase):
@@ -59,6 +63,8 @@ class PrefixedStream(io.TextIOBase):
     def _emit(self, lines: list[str]) -> None:
         prefix = self._prefix()
         data = "".join(f"{prefix}{line}\n" for line in lines).encode("utf-8", "replace")
+        if _native.emit_output(self._fd, data):
+            return  # the task's driver is attached from another process: the node forwards it
         view = memoryview(data)
         while view:
             try:
