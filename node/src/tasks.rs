@@ -163,6 +163,9 @@ impl State {
         if self.shutting_down {
             return;
         }
+        if self.spawn_failure.is_some() {
+            self.fail_unservable();
+        }
         let mut i = 0;
         let mut skipped = 0;
         while i < self.ready.len() && skipped < SCAN_LIMIT {

@@ -181,7 +181,7 @@ impl State {
                 if let Some(tid) = w.busy {
                     self.task_lost_worker(tid, pid);
                 }
-                if !self.shutting_down {
+                if !self.shutting_down && self.spawn_failure.is_none() {
                     let (all, _, _) = self.task_worker_counts();
                     if all < self.config.num_cpus.ceil().max(1.0) as usize {
                         self.spawn_worker(WorkerKind::Task);
@@ -304,14 +304,50 @@ impl State {
             return;
         }
         tracing::error!("cannot start worker processes: {why}");
-        self.spawn_failure = Some(why.clone());
-        let queued: Vec<_> = self.ready.drain(..).collect();
+        self.spawn_failure = Some(why);
+        // Workers that were asked for will never come.
+        let never: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.conn.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for wid in never {
+            self.worker_lost(wid, 0);
+        }
+        self.fail_unservable();
+    }
+
+    /// With no way to start workers, fail what nothing can run: actor
+    /// creations, and every task once no task worker is left.
+    pub fn fail_unservable(&mut self) {
+        let Some(why) = self.spawn_failure.clone() else {
+            return;
+        };
         let err = ErrorInfo::new(
             ErrorKind::WorkerCrashed,
             format!("no worker process could be started: {why}"),
         );
-        for tid in queued {
+        let no_task_workers = !self
+            .workers
+            .values()
+            .any(|w| w.kind == WorkerKind::Task && w.conn.is_some());
+        let doomed: Vec<_> = self
+            .ready
+            .iter()
+            .copied()
+            .filter(|tid| {
+                self.tasks.get(tid).is_some_and(|t| {
+                    t.spec.kind == crate::protocol::TaskKind::ActorCreate || no_task_workers
+                })
+            })
+            .collect();
+        for tid in doomed {
+            let actor = self.tasks.get(&tid).and_then(|t| t.spec.actor);
             self.fail_task(tid, err.clone());
+            if let Some(aid) = actor {
+                self.actor_died(aid, err.clone(), false);
+            }
         }
     }
 

@@ -402,3 +402,40 @@ fn worker_death_retries_the_task_then_fails_it_as_crashed() {
     }
     assert_eq!(h.st.stats.tasks_retried, 6);
 }
+
+#[test]
+fn without_a_fork_server_tasks_and_actors_fail_instead_of_waiting() {
+    let mut h = Harness::new(2.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let class = h.register(d, CLASS_BLOB);
+    // The fork server dies before any worker connected.
+    h.st.spawner_failed("python not found".into());
+    assert!(
+        h.st.workers.is_empty(),
+        "workers that can never come are forgotten"
+    );
+
+    let t = task(f, vec![]);
+    h.submit(d, &t);
+    let v = h.get_now(d, &[ret(&t)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::WorkerCrashed));
+    let Value::Error(err) = &v[0] else {
+        unreachable!()
+    };
+    assert!(err.message.contains("python not found"), "{}", err.message);
+
+    let create = actor_spec(class, None, 3);
+    h.submit(d, &create);
+    let m = method(&create, "m", vec![]);
+    h.submit(d, &m);
+    let v = h.get_now(d, &[ret(&m)]);
+    assert!(
+        matches!(
+            error_kind(&v[0]),
+            Some(ErrorKind::WorkerCrashed | ErrorKind::ActorDied)
+        ),
+        "{v:?}"
+    );
+    assert!(h.st.ready.is_empty());
+}
