@@ -64,6 +64,48 @@ fn private_dir(dir: &Path) -> Result<(), NodeError> {
         .map_err(|e| NodeError::io(format!("restricting {}", dir.display()), e))
 }
 
+/// Where this node's socket goes: the well-known path for the daemon, else a
+/// per-process one in the run directory (or under /tmp when that path would
+/// be too long for a Unix socket).
+fn socket_path(config: &NodeConfig, run_dir: &Path, tag: &str) -> Result<PathBuf, NodeError> {
+    if config.daemon {
+        return Ok(daemon_socket_path(&config.state_dir));
+    }
+    let p = run_dir.join(format!("node-{tag}.sock"));
+    if p.as_os_str().len() < 100 {
+        return Ok(p);
+    }
+    let dir = std::env::temp_dir().join(format!("peer-{}", crate::sys::uid()));
+    private_dir(&dir)?;
+    Ok(dir.join(format!("node-{tag}.sock")))
+}
+
+/// Bind the node's socket, readable by its owner only (refusing to start a
+/// second daemon on a live one; a stale socket file is replaced).
+fn bind_private_socket(
+    socket: &Path,
+    config: &NodeConfig,
+) -> Result<std::os::unix::net::UnixListener, NodeError> {
+    if config.daemon && socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(NodeError::Rejected(format!(
+                "a peer daemon already runs for {} (socket {}); stop it with `peer down`",
+                config.state_dir.display(),
+                socket.display()
+            )));
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .map_err(|e| NodeError::io(format!("binding {}", socket.display()), e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| NodeError::io(format!("restricting {}", socket.display()), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| NodeError::io("socket set_nonblocking", e))?;
+    Ok(listener)
+}
+
 /// Remove arena files and sockets left by node processes that no longer run.
 fn sweep_stale(run_dir: &Path) {
     let sweep = |dir: &Path, prefix: &str| {
@@ -105,35 +147,8 @@ impl Node {
         let arena_size = arena.len() as u64;
         let store = Store::new(arena);
 
-        let socket = if config.daemon {
-            daemon_socket_path(&config.state_dir)
-        } else {
-            let p = run_dir.join(format!("node-{tag}.sock"));
-            if p.as_os_str().len() < 100 {
-                p
-            } else {
-                let dir = std::env::temp_dir().join(format!("peer-{}", crate::sys::uid()));
-                private_dir(&dir)?;
-                dir.join(format!("node-{tag}.sock"))
-            }
-        };
-        if config.daemon && socket.exists() {
-            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                return Err(NodeError::Rejected(format!(
-                    "a peer daemon already runs for {} (socket {}); stop it with `peer down`",
-                    config.state_dir.display(),
-                    socket.display()
-                )));
-            }
-            let _ = std::fs::remove_file(&socket);
-        }
-        let std_listener = std::os::unix::net::UnixListener::bind(&socket)
-            .map_err(|e| NodeError::io(format!("binding {}", socket.display()), e))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| NodeError::io(format!("restricting {}", socket.display()), e))?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| NodeError::io("socket set_nonblocking", e))?;
+        let socket = socket_path(&config, &run_dir, &tag)?;
+        let std_listener = bind_private_socket(&socket, &config)?;
 
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
