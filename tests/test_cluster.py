@@ -356,6 +356,11 @@ def lan() -> Iterator[list[str]]:
             _ip("-n", ns, "addr", "add", f"10.79.0.{i}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", "eth0", "up")
+        # Peers start only once every link carries traffic: an mDNS query sent earlier is lost
+        # and the next retry comes seconds later.
+        links = [(bridge, "br0")] + [(ns, "eth0") for ns in names] + [(bridge, f"v{i}") for i in (1, 2, 3)]
+        for ns, link in links:
+            wait_for(lambda: _link_up(ns, link), 10, f"link {link} in {ns} is up")
         yield names
     finally:
         for ns in reversed(made):
@@ -363,6 +368,11 @@ def lan() -> Iterator[list[str]]:
 
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's `ip` for network namespaces")
+def _link_up(ns: str, link: str) -> bool:
+    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show", link], capture_output=True, text=True, timeout=10)
+    return "LOWER_UP" in out.stdout and "NO-CARRIER" not in out.stdout
+
+
 def test_mdns_finds_peers_across_namespaces(lan: list[str], tmp_path: Path) -> None:
     key = secrets.token_hex(32)
     launch = Launcher(tmp_path)
@@ -371,7 +381,7 @@ def test_mdns_finds_peers_across_namespaces(lan: list[str], tmp_path: Path) -> N
             launch.up(f"m{i}", "--num-cpus", "1", "--key", key, netns=ns, listen=LAN_LISTEN)
             for i, ns in enumerate(lan)
         ]
-        took = wait_for(lambda: views_complete(peers), 10, "mDNS: three peers find each other")
+        took = wait_for(lambda: views_complete(peers), 30, "mDNS: three peers find each other")
         print(f"\nmDNS in namespaces: every view complete after {took:.2f} s")
         for d in peers:  # no --bootstrap anywhere: mDNS introduced them, over the bridge
             assert d.logged("discovered peer on address"), d.log_text()

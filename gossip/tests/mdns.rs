@@ -6,18 +6,19 @@
 //! reports. Namespaces and links are unique to this run and deleted on every exit path. Skipped
 //! (with a message) only where creating a network namespace is not permitted.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use peer_gossip::{ClusterKey, Config, Identity, Load};
 
 const NAME: &str = "mdns_discovery_between_namespaces";
 /// How long the whole exchange may take once both probes run.
-const DEADLINE: Duration = Duration::from_secs(15);
+const DEADLINE: Duration = Duration::from_secs(30);
 /// A probe left behind by a crashed driver exits on its own after this.
-const PROBE_LIFETIME: Duration = Duration::from_secs(30);
+const PROBE_LIFETIME: Duration = Duration::from_secs(45);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -140,10 +141,21 @@ fn drive() -> Result<Option<String>, String> {
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
     }
 
+    // Start the probes only once every link is operational: an mDNS query
+    // sent before the veth pair carries traffic is lost, and the next retry
+    // comes seconds later.
+    let mut links: Vec<(String, String)> = vec![(bridge.clone(), "br0".into())];
+    for i in peers {
+        links.push((format!("{run}-n{i}"), "eth0".into()));
+        links.push((bridge.clone(), format!("port{i}")));
+    }
+    wait_links_up(&links)?;
+
     let key = ClusterKey::generate().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let (lines, reports) = mpsc::channel::<(u64, String)>();
     let mut stdins: Vec<ChildStdin> = Vec::new();
+    let logs: [Arc<Mutex<VecDeque<String>>>; 2] = Default::default();
     for i in peers {
         let other = 3 - i;
         let ns = format!("{run}-n{i}");
@@ -151,13 +163,28 @@ fn drive() -> Result<Option<String>, String> {
             .args(["netns", "exec", &ns])
             .arg(&exe)
             .args(["--probe", &key.to_hex(), &i.to_string(), &other.to_string()])
+            // Kept, and shown only if the test fails.
+            .env("RUST_LOG", "libp2p_mdns=debug,peer_gossip=debug")
+            .stderr(Stdio::piped())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start probe: {e}"))?;
         stdins.extend(child.stdin.take());
         let stdout = child.stdout.take().ok_or("no probe stdout")?;
+        let stderr = child.stderr.take().ok_or("no probe stderr")?;
         lab.probes.push(child);
+        let log = Arc::clone(&logs[(i - 1) as usize]);
+        std::thread::spawn(move || {
+            // Drain the probe's log so it never blocks on a full pipe; keep the tail.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_back(line);
+                if log.len() > 200 {
+                    log.pop_front();
+                }
+            }
+        });
         let lines = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -172,8 +199,19 @@ fn drive() -> Result<Option<String>, String> {
     let mut found = [None::<(String, String)>, None];
     while found.iter().any(Option::is_none) {
         let left = DEADLINE.checked_sub(started.elapsed()).ok_or_else(|| {
+            let tails: Vec<String> = logs
+                .iter()
+                .enumerate()
+                .map(|(n, log)| {
+                    let log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    let lines: Vec<&str> = log.iter().map(String::as_str).collect();
+                    format!("--- probe {} log ---\n{}", n + 1, lines.join("\n"))
+                })
+                .collect();
             format!(
-                "probes did not find each other within {DEADLINE:?}: ids {ids:?}, found {found:?}"
+                "probes did not find each other within {DEADLINE:?}: ids {ids:?}, found \
+                 {found:?}\n{}",
+                tails.join("\n")
             )
         })?;
         let Ok((i, line)) = reports.recv_timeout(left) else {
@@ -210,6 +248,28 @@ fn drive() -> Result<Option<String>, String> {
 /// `--probe <key hex> <my tag> <tag to look for>`: publishes a load with `queue_len = my tag`,
 /// prints `ID <peer id>`, then `FOUND <peer id> <ms>` once a peer with the other tag is in the
 /// view; exits when stdin closes.
+/// Wait (up to 10 s) until each `(namespace, link)` is up with carrier.
+fn wait_links_up(links: &[(String, String)]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (ns, link) in links {
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", ns, "-o", "link", "show", link])
+                .output()
+                .map_err(|e| format!("cannot run ip: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("LOWER_UP") && !text.contains("NO-CARRIER") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("link {link} in {ns} never came up: {text}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
 fn probe(args: &[String]) -> ExitCode {
     let [key, tag, wanted] = args else {
         eprintln!("usage: --probe <key hex> <tag> <wanted tag>");
