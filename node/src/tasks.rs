@@ -21,8 +21,29 @@ const MAX_RESOURCE: f64 = 1e9;
 const PIPELINE_DEPTH_TINY: usize = 4;
 
 impl State {
-    /// Accept a task. Errors (a taken actor name) are returned to the submitter.
+    /// Accept a task. Errors (a taken actor name) are returned to the submitter;
+    /// a rejected task's arguments, already written into the store, are dropped.
     pub fn submit(&mut self, spec: TaskSpec, from: Holder) -> Result<(), String> {
+        let rejected = self.check_submission(&spec);
+        if rejected.is_err()
+            && let Value::Stored { .. } = spec.args
+        {
+            let args_id = args_object_id(spec.task);
+            // A sealed object of that id (a duplicate submission) is left alone.
+            if self.store.abort(args_id).is_ok()
+                && let Holder::Conn(c) = from
+                && let Some(conn) = self.conns.get_mut(&c)
+            {
+                conn.unsealed.remove(&args_id);
+            }
+        }
+        rejected?;
+        self.accept(spec, from);
+        Ok(())
+    }
+
+    /// Whether a task may be accepted (registering its actor if it creates one).
+    fn check_submission(&mut self, spec: &TaskSpec) -> Result<(), String> {
         let tid = spec.task;
         if self.tasks.contains_key(&tid) {
             return Err(format!("task {tid} was submitted twice"));
@@ -38,8 +59,13 @@ impl State {
             ));
         }
         if spec.kind == TaskKind::ActorCreate {
-            self.register_actor(&spec)?;
+            self.register_actor(spec)?;
         }
+        Ok(())
+    }
+
+    fn accept(&mut self, spec: TaskSpec, from: Holder) {
+        let tid = spec.task;
         self.stats.tasks_submitted += 1;
         for id in spec.return_ids() {
             self.objects.entry(id).or_insert_with(ObjectEntry::pending);
@@ -122,7 +148,6 @@ impl State {
             self.make_runnable(tid);
         }
         self.schedule();
-        Ok(())
     }
 
     /// One of a task's arguments got its value (`error`: it is an error).

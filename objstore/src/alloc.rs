@@ -27,18 +27,7 @@ pub struct Allocator {
 impl Allocator {
     /// An allocator over `[0, capacity)`; a capacity that is not a multiple of 64 is rounded down.
     pub fn new(capacity: u64) -> Self {
-        let capacity = capacity - capacity % ALIGN;
-        let mut a = Allocator {
-            capacity,
-            used: 0,
-            free_by_offset: BTreeMap::new(),
-            free_by_size: BTreeSet::new(),
-            live: HashMap::new(),
-        };
-        if capacity > 0 {
-            a.insert_free(0, capacity);
-        }
-        a
+        Self::from_live(capacity, &[])
     }
 
     /// An allocator over `[0, capacity)` whose live blocks are exactly `live` (offset, size),

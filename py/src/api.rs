@@ -323,15 +323,7 @@ fn return_ids<'py>(py: Python<'py>, spec: &TaskSpec) -> Bound<'py, PyList> {
 }
 
 fn submit_spec(rt: &Runtime, spec: TaskSpec) -> PyResult<()> {
-    let stored = matches!(spec.args, Value::Stored { .. });
-    let task = spec.task;
-    rt.submit(spec).map_err(|e| {
-        if stored {
-            // Best effort: the node never saw the arguments it would have sealed.
-            let _ = rt.seal(args_object_id(task), Vec::new());
-        }
-        node_err(e)
-    })
+    rt.submit(spec).map_err(node_err)
 }
 
 #[pyfunction]

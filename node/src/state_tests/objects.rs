@@ -294,3 +294,40 @@ fn stored_returns_are_sealed_and_pinned_for_the_tasks_that_read_them() {
     );
     assert_eq!(h.st.store.stats().used, 0);
 }
+
+#[test]
+fn a_rejected_task_drops_the_arguments_it_wrote_into_the_store() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let bad = TaskSpec {
+        resources: vec![("CPU".into(), -1.0)],
+        ..task(f, vec![])
+    };
+    let args_id = crate::protocol::args_object_id(bad.task);
+    h.send(
+        d,
+        ClientMsg::Create {
+            req: 7,
+            id: args_id,
+            len: 4096,
+        },
+    );
+    h.recv(d);
+    assert_eq!(h.st.store.stats().num_objects, 1);
+    let bad = TaskSpec {
+        args: Value::Stored {
+            offset: 0,
+            len: 4096,
+        },
+        ..bad
+    };
+    h.submit(d, &bad);
+    assert!(!h.st.tasks.contains_key(&bad.task), "the task was rejected");
+    assert_eq!(
+        h.st.store.stats().num_objects,
+        0,
+        "its arguments were dropped"
+    );
+    assert!(h.st.conns[&d].unsealed.is_empty());
+}
