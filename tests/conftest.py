@@ -10,6 +10,9 @@ that no ``peer*`` file the cluster created is left in /dev/shm.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -168,3 +171,24 @@ def cluster8(state_dir: str) -> Iterator[dict[str, Any]]:
     yield record.info
     _stop(record)
 
+
+
+def peer_cli(state_dir: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``peer --state-dir STATE_DIR ARGS...`` (the installed package's CLI) and capture it."""
+    return subprocess.run(
+        [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stop_daemon(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM a ``peer up`` process and wait for it; SIGKILL it if it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

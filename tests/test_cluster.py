@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import pytest
 
-from conftest import child_pids, leftover_processes
+from conftest import child_pids, leftover_processes, peer_cli
 
 STORE_BYTES = 64_000_000
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
@@ -41,13 +41,8 @@ def orphans(socket: str) -> list[str]:
     return leftover_processes(socket, ignore=child_pids())
 
 
-def _cli(state_dir: Path, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return peer_cli(state_dir, *args, timeout=10)
 
 
 @dataclass

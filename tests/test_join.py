@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import stop_daemon
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
@@ -52,12 +53,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
             time.sleep(0.02)
         yield join
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)
         log.close()
 
 
