@@ -1,5 +1,6 @@
-//! The composed libp2p behaviour: connection limits, identify, ping, Kademlia, mDNS (optional)
-//! and gossipsub, with the protocol names and limits of a `peer` cluster.
+//! The composed libp2p behaviour: connection limits, identify, ping, Kademlia, mDNS (optional),
+//! gossipsub and generic streams (the node's peer-to-peer protocols), with the protocol names
+//! and limits of a `peer` cluster.
 
 use std::error::Error;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub(crate) struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub gossipsub: gossipsub::Behaviour,
+    pub stream: libp2p_stream::Behaviour,
 }
 
 impl Behaviour {
@@ -113,6 +115,7 @@ impl Behaviour {
             kad,
             mdns: mdns.into(),
             gossipsub,
+            stream: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! [`Client`]: the cloneable handle the node uses to talk to the [`EventLoop`](crate::EventLoop).
 //! Every call is a [`Command`] on a bounded channel; calls that need an answer carry a oneshot.
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::messages::{Load, ObjectId};
@@ -24,11 +24,20 @@ pub(crate) enum Command {
 /// Handle to a running gossip [`EventLoop`](crate::EventLoop). Cheap to clone; all clones talk to
 /// the same loop. Once the loop has stopped every call returns [`GossipError::Stopped`]
 /// (except [`shutdown`](Self::shutdown), which then succeeds at once).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
     load: watch::Sender<Option<Load>>,
     peer_id: PeerId,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -36,11 +45,13 @@ impl Client {
         commands: mpsc::Sender<Command>,
         load: watch::Sender<Option<Load>>,
         peer_id: PeerId,
+        streams: libp2p_stream::Control,
     ) -> Self {
         Self {
             commands,
             load,
             peer_id,
+            streams,
         }
     }
 
@@ -93,6 +104,37 @@ impl Client {
     /// cluster key fails with [`ConnectError::KeyMismatch`].
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, GossipError> {
         Ok(self.ask(|reply| Command::Dial(address, reply)).await??)
+    }
+
+    /// Opens a new stream of `protocol` to `peer` (noise-encrypted and multiplexed on the peer's
+    /// connection), connecting first when there is none. Fails when the peer cannot be reached
+    /// or does not speak `protocol`.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<Stream, GossipError> {
+        // A clone per call: each control opens one stream at a time.
+        let mut control = self.streams.clone();
+        control
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| GossipError::Stream {
+                peer,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The streams other peers open with `protocol`, each with the peer that opened it. Only one
+    /// receiver may exist per protocol at a time; dropping it refuses further streams.
+    pub fn accept_streams(
+        &self,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p_stream::IncomingStreams, GossipError> {
+        let mut control = self.streams.clone();
+        control
+            .accept(protocol.clone())
+            .map_err(|_| GossipError::StreamTaken(protocol))
     }
 
     /// Closes every connection and stops the event loop; returns once it has stopped.

@@ -52,6 +52,17 @@ pub enum GossipError {
         /// Why (port in use, address not local, unsupported protocol...).
         reason: String,
     },
+    /// A stream to a peer could not be opened.
+    #[error("cannot open a stream to {peer}: {reason}")]
+    Stream {
+        /// The peer.
+        peer: libp2p::PeerId,
+        /// Why (unreachable, connection reset, protocol not supported).
+        reason: String,
+    },
+    /// Incoming streams of this protocol already have a receiver.
+    #[error("incoming streams of {0} are already being accepted")]
+    StreamTaken(libp2p::StreamProtocol),
     /// A dial failed; see [`ConnectError`].
     #[error(transparent)]
     Connect(#[from] ConnectError),

@@ -45,6 +45,9 @@
 //! - **View.** Peers heard from recently, with their load, addresses, announced objects and the
 //!   age of the information; bounded in peers and objects. See [`Config::expire_after`] and
 //!   [`GoneReason`] for when peers leave it.
+//! - **Streams.** [`Client::open_stream`] and [`Client::accept_streams`] give the node plain
+//!   byte streams to other members (same connection, same key and noise), for its own
+//!   protocols: task hand-off, bids and object transfer.
 //!
 //! Modules: `config`, `identity`, `key` (and `secret` for their files), `messages` (wire types
 //! and limits), `view`, `transport`, `behaviour`, `client`, `event_loop` and `swarm_events`
@@ -73,7 +76,8 @@ pub use error::{ConnectError, GossipError};
 pub use event_loop::EventLoop;
 pub use identity::{IDENTITY_FILE, Identity};
 pub use key::ClusterKey;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+pub use libp2p_stream::IncomingStreams;
 pub use messages::{
     Load, MAX_MESSAGE_BYTES, MAX_OBJECTS_PER_MESSAGE, MAX_RESOURCE_NAME, MAX_RESOURCES,
     MessageError, ObjectId,
@@ -111,6 +115,7 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop),
     config.validate()?;
     let mut swarm = transport::swarm(&config)?;
     let peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().stream.new_control();
     tracing::info!(%peer_id, key = %config.key.fingerprint(), "starting gossip");
 
     for address in &config.bootstrap {
@@ -136,7 +141,7 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop),
     let (load_tx, load_rx) = watch::channel(None);
     let event_loop = EventLoop::new(swarm, &config, command_rx, load_rx, event_tx, listeners);
     Ok((
-        Client::new(command_tx, load_tx, peer_id),
+        Client::new(command_tx, load_tx, peer_id, streams),
         event_rx,
         event_loop,
     ))

@@ -7,7 +7,7 @@ use std::time::Instant;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, identify, mdns, ping};
+use libp2p::{Multiaddr, PeerId, identify, kad, mdns, ping};
 
 use crate::behaviour::{BehaviourEvent, KAD_PROTOCOL};
 use crate::event_loop::{EventLoop, warn_rarely};
@@ -45,6 +45,10 @@ impl EventLoop {
                     .suspect(&peer, GoneReason::PingFailed, Instant::now());
                 self.swarm.close_connection(connection);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            })) => self.on_closest_peers(found.peers),
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::NewListenAddr {
                 listener_id,
@@ -152,6 +156,10 @@ impl EventLoop {
                 tracing::info!(peer = %author, "peer joined the view");
                 if let Some(addresses) = self.identified.get(&author) {
                     self.view.set_addresses(&author, addresses);
+                } else if !self.swarm.is_connected(&author) {
+                    // Heard through others only: look its addresses up, so that a stream to it
+                    // (the node's own protocols) can be opened when needed.
+                    self.swarm.behaviour_mut().kad.get_closest_peers(author);
                 }
                 self.emit(Event::PeerUp(author)).await;
             }
@@ -185,6 +193,24 @@ impl EventLoop {
         }
         self.view.set_addresses(&peer, &addresses);
         self.identified.insert(peer, addresses);
+    }
+
+    /// Addresses a Kademlia lookup found: remembered for the peers in the view, so the swarm can
+    /// dial them when a stream is opened.
+    fn on_closest_peers(&mut self, found: Vec<kad::PeerInfo>) {
+        for info in found {
+            if !self.view.contains(&info.peer_id) || self.identified.contains_key(&info.peer_id) {
+                continue;
+            }
+            let addresses = routable_first(info.addrs.into_iter().take(MAX_ADDRESSES).collect());
+            for address in &addresses {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&info.peer_id, address.clone());
+            }
+            self.view.set_addresses(&info.peer_id, &addresses);
+        }
     }
 
     fn on_mdns(&mut self, found: Vec<(PeerId, Multiaddr)>) {

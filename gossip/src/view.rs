@@ -218,7 +218,6 @@ impl View {
         true
     }
 
-    #[cfg(test)]
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.entries.contains_key(peer)
     }
