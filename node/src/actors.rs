@@ -29,9 +29,12 @@ impl State {
             return;
         }
         a.state = ActorState::Creating;
-        self.available.take(&res);
         a.holds_resources = true;
+        self.available.take(&res);
         let wid = self.spawn_worker(WorkerKind::Actor(aid));
+        if let Some(me) = self.remote.me {
+            self.actor_placed(aid, me);
+        }
         if let Some(a) = self.actors.get_mut(&aid) {
             a.worker = Some(wid);
         }
@@ -67,6 +70,10 @@ impl State {
 
     /// Send runnable method calls, in order, stopping at the first that waits for arguments.
     pub fn pump_actor(&mut self, aid: ActorId) {
+        if self.remote.proxies.contains_key(&aid) {
+            self.pump_proxy(aid);
+            return;
+        }
         let Some(a) = self.actors.get_mut(&aid) else {
             return;
         };
@@ -165,6 +172,8 @@ impl State {
                     state: TaskState::Queued,
                     cancelled: false,
                     output_to: None,
+                    guest: None,
+                    stay_local: false,
                 },
             );
             self.ready.push_back(creation.task);
@@ -182,6 +191,9 @@ impl State {
 
     /// `peer.kill(actor)`.
     pub fn kill_actor(&mut self, aid: ActorId, no_restart: bool) {
+        if self.kill_remote_actor(aid, no_restart) {
+            return;
+        }
         let Some(a) = self.actors.get_mut(&aid) else {
             return;
         };

@@ -224,6 +224,27 @@ fn print_status(s: &serde_json::Value) {
         g(&["tasks", "stats", "tasks_finished"]),
         g(&["tasks", "stats", "tasks_retried"])
     );
+    if s["cluster"].is_object() {
+        println!(
+            "  placement  {} sent to peers ({} running there), {} received, {} forwarded, {} being placed",
+            g(&["tasks", "stats", "tasks_sent"]),
+            g(&["placement", "remote"]),
+            g(&["tasks", "stats", "tasks_received"]),
+            g(&["tasks", "stats", "tasks_forwarded"]),
+            g(&["placement", "placing"])
+        );
+        for w in s["placement"]["waiting_for_resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  waiting    task {} needs {}, which no peer has; it waits for one that does",
+                w["task"].as_str().unwrap_or("?"),
+                w["needs"]
+            );
+        }
+    }
     println!(
         "  actors     {} alive ({} named)",
         g(&["actors", "alive"]),

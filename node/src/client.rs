@@ -113,6 +113,8 @@ struct ReadSide {
 #[derive(Debug, Clone)]
 pub struct Welcome {
     pub node_id: String,
+    /// What ids made by this client start with (its node owns them).
+    pub owner_tag: crate::ids::OwnerTag,
     pub arena_path: String,
     pub arena_size: u64,
 }
@@ -153,6 +155,7 @@ impl Client {
             next_req: AtomicU64::new(1),
             welcome: Welcome {
                 node_id: String::new(),
+                owner_tag: crate::ids::OwnerTag::default(),
                 arena_path: String::new(),
                 arena_size: 0,
             },
@@ -175,11 +178,13 @@ impl Client {
         match welcome {
             Some(NodeMsg::Welcome {
                 node_id,
+                owner_tag,
                 arena_path,
                 arena_size,
             }) => {
                 client.welcome = Welcome {
                     node_id,
+                    owner_tag,
                     arena_path,
                     arena_size,
                 };

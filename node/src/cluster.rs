@@ -4,8 +4,10 @@
 //!
 //! - `start` loads (or creates) the identity and the cluster key in the state
 //!   directory, starts listening, and spawns the gossip event loop;
-//! - a tick task publishes the local load and refreshes the snapshot a few
-//!   times a second; an event task logs joins, departures and failed dials.
+//! - the node's peer links (`links`) start on the same gossip client;
+//! - a tick task publishes the local load and refreshes the snapshot and the
+//!   placement view a few times a second; an event task logs joins,
+//!   departures and failed dials.
 //!
 //! Laptop mode never calls `start`: no network port is opened.
 
@@ -20,7 +22,8 @@ use crate::error::NodeError;
 use crate::node::Shared;
 use crate::state::State;
 
-/// How often the local load is published and the snapshot refreshed.
+/// How often the local load is published, the snapshot and the placement view
+/// refreshed, and late bid rounds and lookups given up on.
 const TICK: Duration = Duration::from_millis(250);
 /// Objects at least this large are announced to the cluster (placement will
 /// prefer their holders; smaller ones are cheaper to move than to track).
@@ -144,6 +147,13 @@ pub async fn start(
         key_created,
         peers: Mutex::new((Vec::new(), Instant::now())),
     });
+    let out = crate::links::start(cluster.client.clone(), Arc::clone(&shared))
+        .map_err(NodeError::Rejected)?;
+    {
+        let mut st = shared.state.lock();
+        st.remote.out = Some(out);
+        st.remote.me = Some(cluster.peer_id);
+    }
     tokio::spawn(log_events(events));
     tokio::spawn(tick(Arc::clone(&cluster), shared));
     Ok(cluster)
@@ -193,6 +203,17 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
         }
         match cluster.client.view().await {
             Ok(view) => {
+                {
+                    let loads = view
+                        .iter()
+                        .filter_map(|p| p.load.clone().map(|l| (p.peer_id, l)))
+                        .collect();
+                    let mut st = shared.state.lock();
+                    st.update_view(loads);
+                    let now = Instant::now();
+                    st.expire_placement(now);
+                    st.expire_lookups(now);
+                }
                 let peers = view
                     .into_iter()
                     .map(|p| PeerSnapshot {

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cluster_state::LookupTarget;
 use crate::protocol::{ClientMsg, NodeMsg, Role};
 use crate::state::{ConnId, Holder, State, Target};
 
@@ -168,8 +169,7 @@ impl State {
                 After::Continue
             }
             (Some(_), ClientMsg::GetActor { req, name }) => {
-                let blob = self.named_actor_handle(&name);
-                self.send_to(conn, &NodeMsg::ActorHandle { req, blob });
+                self.lookup_actor(&name, LookupTarget::Conn { conn, req });
                 After::Continue
             }
             (Some(_), ClientMsg::Query { req, query }) => {

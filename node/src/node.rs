@@ -175,13 +175,15 @@ impl Node {
             Some(_) => Some(
                 peer_gossip::Identity::load_or_create(&config.state_dir)
                     .map_err(|e| NodeError::Rejected(e.to_string()))?
-                    .peer_id()
-                    .to_string(),
+                    .peer_id(),
             ),
             None => None,
         };
         let mut state = State::new(node_id, config, store, spawn_tx, timer_tx);
-        state.public_id = public_id;
+        if let Some(peer) = public_id {
+            state.public_id = Some(peer.to_string());
+            state.owner_tag = crate::ids::OwnerTag::of_peer(&peer);
+        }
         state.start_pool();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -436,12 +438,28 @@ impl Node {
         self.shared.state.lock().kill_actor(id, no_restart);
     }
 
+    /// The pickled handle of a live named actor, on this node or (asking the
+    /// peers) on another.
     pub fn get_actor(&self, name: &str) -> Option<Vec<u8>> {
-        self.shared
-            .state
-            .lock()
-            .named_actor_handle(name)
-            .map(|b| b.into_vec())
+        let lookup = Arc::new(crate::cluster_state::LocalLookup::default());
+        self.shared.state.lock().lookup_actor(
+            name,
+            crate::cluster_state::LookupTarget::Local(Arc::clone(&lookup)),
+        );
+        let mut answer = lookup.answer.lock();
+        // Peers that do not answer are given up on by the lookup's own deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answer.is_none() {
+            if lookup.cv.wait_until(&mut answer, deadline).timed_out() {
+                return None;
+            }
+        }
+        answer.take().flatten().map(|b| b.into_vec())
+    }
+
+    /// What the ids made by this node's clients start with.
+    pub fn owner_tag(&self) -> crate::ids::OwnerTag {
+        self.shared.state.lock().owner_tag
     }
 
     pub fn query(&self, q: Query) -> serde_json::Value {

@@ -23,6 +23,11 @@ impl State {
     /// know are ignored (a get on them reads as lost).
     pub fn add_refs(&mut self, holder: Holder, ids: &[ObjectId]) {
         for id in ids {
+            if self.remote.out.is_some() && !self.objects.contains_key(id) {
+                // A ref owned by another peer: count it here; the value is
+                // fetched from the owner when someone needs it.
+                self.note_foreign(*id);
+            }
             let Some(e) = self.objects.get_mut(id) else {
                 continue;
             };
@@ -94,7 +99,8 @@ impl State {
         let Some(e) = self.objects.get(id) else {
             return;
         };
-        let ready = matches!(e.state, ObjState::Ready(_));
+        // A foreign ref never asked for has no value to wait for.
+        let ready = matches!(e.state, ObjState::Ready(_)) || e.unfetched;
         if e.refs == 0
             && e.had_handle
             && !e.escaped
@@ -349,6 +355,11 @@ impl State {
     ) -> WaitId {
         let wid = self.next_wait;
         self.next_wait += 1;
+        if self.remote.out.is_some() {
+            for id in &ids {
+                self.fetch_foreign(*id);
+            }
+        }
         let mut ready = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             match self.objects.get_mut(id) {
@@ -399,6 +410,10 @@ impl State {
         let Some(w) = self.waits.remove(&wid) else {
             return;
         };
+        if let Target::Peer { peer, free_after } = w.target {
+            self.send_values_to_peer(peer, &w.ids, free_after);
+            return;
+        }
         if let Target::Remote { conn, req } = w.target {
             let msg = if w.is_get {
                 let values = w

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::ids::{ActorId, FnId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
 
 /// Values up to this many encoded bytes travel inside messages; larger ones
 /// go through the shared-memory store.
@@ -287,9 +287,11 @@ pub enum ClientMsg {
 /// Node → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeMsg {
-    /// `node_id`: the node's public id (its PeerId in a cluster).
+    /// `node_id`: the node's public id (its PeerId in a cluster);
+    /// `owner_tag`: what the client starts the ids it makes with (see [`crate::ids`]).
     Welcome {
         node_id: String,
+        owner_tag: OwnerTag,
         arena_path: String,
         arena_size: u64,
     },

@@ -171,6 +171,16 @@ impl State {
                         "blocked": blocked, "actor": actor_workers},
             "tasks": {"queued": self.ready.len(), "running": running,
                       "pending": self.tasks.len(), "stats": self.stats},
+            "placement": {
+                "placing": self.remote.unplaced.len()
+                    + self.remote.round.as_ref().map_or(0, |r| r.tasks.len()),
+                "remote": self.tasks.values()
+                    .filter(|t| matches!(t.state, crate::state::TaskState::Remote(_))).count(),
+                "guests": self.tasks.values().filter(|t| t.guest.is_some()).count(),
+                "waiting_for_resources": self.parked_tasks().into_iter()
+                    .map(|(name, needs)| json!({"task": name, "needs": needs}))
+                    .collect::<Vec<_>>(),
+            },
             "actors": {"alive": alive_actors, "named": self.named_actors.len()},
             "objects": {"count": self.objects.len()},
             "store": {"path": self.store.arena().path().to_string_lossy(),

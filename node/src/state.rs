@@ -18,7 +18,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use crate::config::NodeConfig;
-use crate::ids::{ActorId, FnId, NodeId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, FnId, NodeId, ObjectId, OwnerTag, TaskId, WorkerId};
 use crate::outbox::Outbox;
 use crate::protocol::{ErrorInfo, Role, TaskSpec, Value};
 use crate::resources::Resources;
@@ -75,6 +75,9 @@ pub struct ObjectEntry {
     pub waiters: Vec<(WaitId, u32)>,
     /// Refs serialized inside its value: it holds them while it lives.
     pub contains: Vec<ObjectId>,
+    /// Owned by another peer and not asked for yet (a handle arrived here
+    /// before anyone needed the value).
+    pub unfetched: bool,
 }
 
 impl ObjectEntry {
@@ -88,6 +91,7 @@ impl ObjectEntry {
             dependents: Vec::new(),
             waiters: Vec::new(),
             contains: Vec::new(),
+            unfetched: false,
         }
     }
 }
@@ -102,7 +106,16 @@ pub struct LocalSignal {
 /// Where the answer to a get/wait goes.
 pub enum Target {
     Local(Arc<LocalSignal>),
-    Remote { conn: ConnId, req: u64 },
+    Remote {
+        conn: ConnId,
+        req: u64,
+    },
+    /// Another node: the owner of a guest task's results, or a peer that
+    /// fetched an object. `free_after`: the values were only kept for it.
+    Peer {
+        peer: peer_gossip::PeerId,
+        free_after: bool,
+    },
 }
 
 /// A get or wait that is not satisfied yet.
@@ -125,7 +138,23 @@ pub enum TaskState {
     Waiting,
     /// Runnable: in the ready queue, or for actor methods in the actor's queue.
     Queued,
+    /// Runnable here only later: waiting for other peers' bids (or for a
+    /// peer that can run it at all to join).
+    Placing,
     Running(WorkerId),
+    /// Sent to another peer, which sends the results back.
+    Remote(peer_gossip::PeerId),
+}
+
+/// A task this node runs for another peer (the task's owner).
+#[derive(Debug, Clone, Copy)]
+pub struct Guest {
+    /// Where the results go.
+    pub owner: peer_gossip::PeerId,
+    /// How many times the task has been placed so far.
+    pub hops: u8,
+    /// The queue length the sender expected here (see `PeerMsg::Task`).
+    pub expect_queue: u32,
 }
 
 /// A task that has not finished.
@@ -139,6 +168,10 @@ pub struct TaskEntry {
     /// The attached driver that should see the task's printed output (None:
     /// the workers' own terminal, which is the embedded driver's).
     pub output_to: Option<ConnId>,
+    /// Set when another peer owns the task and this node runs it.
+    pub guest: Option<Guest>,
+    /// Placement chose this node: it waits here for a free slot.
+    pub stay_local: bool,
 }
 
 /// What a worker process is for.
@@ -235,6 +268,10 @@ pub struct State {
     pub to_announce: Vec<(ObjectId, u64)>,
     /// Mean run time of each function (µs, moving average) and how many runs it is based on.
     pub fn_run_us: FxHashMap<FnId, (f64, u32)>,
+    /// Whose ids this node makes: its own tag.
+    pub owner_tag: OwnerTag,
+    /// Placement and the other peers (inactive in laptop mode).
+    pub remote: crate::cluster_state::ClusterState,
     pub stats: Stats,
 }
 
@@ -247,6 +284,14 @@ pub struct Stats {
     pub workers_started: u64,
     pub workers_died: u64,
     pub bad_frames: u64,
+    /// Tasks this node placed on other peers.
+    pub tasks_sent: u64,
+    /// Tasks other peers placed here.
+    pub tasks_received: u64,
+    /// Tasks received from a peer and placed once more.
+    pub tasks_forwarded: u64,
+    /// Placement rounds (one bid request per candidate each).
+    pub placement_rounds: u64,
 }
 
 impl State {
@@ -285,6 +330,8 @@ impl State {
             spawn_failure: None,
             warned_infeasible: FxHashSet::default(),
             fn_run_us: FxHashMap::default(),
+            owner_tag: OwnerTag::of_node(&node_id),
+            remote: crate::cluster_state::ClusterState::new(),
             spilled: FxHashMap::default(),
             cluster: None,
             public_id: None,

@@ -10,7 +10,7 @@ use crate::protocol::{
 };
 use crate::resources::Resources;
 use crate::state::{
-    ActorEntry, ActorState, Holder, ObjState, ObjectEntry, State, TaskEntry, TaskState,
+    ActorEntry, ActorState, Guest, Holder, ObjState, ObjectEntry, State, TaskEntry, TaskState,
 };
 
 /// How many queue entries one scheduling pass looks at past tasks that do not fit.
@@ -38,12 +38,12 @@ impl State {
             }
         }
         rejected?;
-        self.accept(spec, from);
+        self.accept(spec, from, None);
         Ok(())
     }
 
     /// Whether a task may be accepted (registering its actor if it creates one).
-    fn check_submission(&mut self, spec: &TaskSpec) -> Result<(), String> {
+    pub(crate) fn check_submission(&mut self, spec: &TaskSpec) -> Result<(), String> {
         let tid = spec.task;
         if self.tasks.contains_key(&tid) {
             return Err(format!("task {tid} was submitted twice"));
@@ -64,7 +64,9 @@ impl State {
         Ok(())
     }
 
-    fn accept(&mut self, spec: TaskSpec, from: Holder) {
+    /// Take a checked task: resolve its arguments and queue it (`guest`: it
+    /// came from another peer, which owns it).
+    pub(crate) fn accept(&mut self, spec: TaskSpec, from: Holder, guest: Option<Guest>) {
         let tid = spec.task;
         self.stats.tasks_submitted += 1;
         for id in spec.return_ids() {
@@ -86,6 +88,9 @@ impl State {
         let mut missing = 0;
         let mut failure: Option<ErrorInfo> = None;
         for dep in &spec.deps {
+            if self.remote.out.is_some() {
+                self.fetch_foreign(*dep);
+            }
             match self.objects.get_mut(dep) {
                 None => {
                     failure.get_or_insert_with(|| {
@@ -128,18 +133,26 @@ impl State {
                 state: TaskState::Waiting,
                 cancelled: false,
                 output_to,
+                guest,
+                stay_local: false,
             },
         );
         if kind == TaskKind::ActorMethod {
             let aid = actor.unwrap_or_default_actor();
-            match self.actors.get_mut(&aid) {
-                Some(a) => a.queue.push_back(tid),
-                None => {
-                    failure = Some(ErrorInfo::new(
-                        ErrorKind::ActorDied,
-                        format!("actor {aid} is not known to this node"),
-                    ));
+            if let Some(p) = self.remote.proxies.get_mut(&aid) {
+                p.queue.push_back(tid);
+            } else if let Some(a) = self.actors.get_mut(&aid) {
+                a.queue.push_back(tid);
+            } else if self.is_foreign(aid.owner()) {
+                self.start_proxy(aid);
+                if let Some(p) = self.remote.proxies.get_mut(&aid) {
+                    p.queue.push_back(tid);
                 }
+            } else {
+                failure = Some(ErrorInfo::new(
+                    ErrorKind::ActorDied,
+                    format!("actor {aid} is not known to this node"),
+                ));
             }
         }
         if let Some(err) = failure {
@@ -199,8 +212,18 @@ impl State {
                 self.ready.remove(i);
                 continue;
             };
-            if !self.available.fits(&t.resources) {
-                if !self.total.fits(&t.resources) && self.warned_infeasible.insert(tid) {
+            let fits = self.available.fits(&t.resources);
+            if (!fits || self.wants_a_free_cpu(t)) && self.placement_active() && self.may_leave(t) {
+                // Another peer may run it sooner: it joins the next bid round.
+                self.ready.remove(i);
+                self.await_placement(tid);
+                continue;
+            }
+            if !fits {
+                if !self.total.fits(&t.resources)
+                    && !self.placement_active()
+                    && self.warned_infeasible.insert(tid)
+                {
                     tracing::warn!(
                         "task {} needs {:?} but this node has only {:?}; it waits until a \
                          node with those resources joins",
@@ -238,6 +261,9 @@ impl State {
         }
         if !self.ready.is_empty() && self.idle.is_empty() {
             self.grow_pool();
+        }
+        if !self.remote.unplaced.is_empty() {
+            self.start_round();
         }
     }
 
@@ -304,8 +330,23 @@ impl State {
 
     /// A worker printed something for task `tid`: pass it to the driver that wants it.
     pub fn forward_output(&self, tid: TaskId, stream: u8, data: serde_bytes::ByteBuf) {
-        if let Some(conn) = self.tasks.get(&tid).and_then(|t| t.output_to) {
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        if let Some(g) = t.guest {
+            self.send_peer(
+                g.owner,
+                crate::peer_msg::PeerMsg::Output {
+                    task: tid,
+                    stream,
+                    data,
+                },
+            );
+        } else if let Some(conn) = t.output_to {
             self.send_to(conn, &NodeMsg::Output { stream, data });
+        } else if matches!(t.state, TaskState::Remote(_)) {
+            // Printed on another peer for this process's own (embedded) driver.
+            crate::remote::print_output(stream, &data);
         }
     }
 
@@ -341,7 +382,7 @@ impl State {
         };
         t.state = TaskState::Running(wid);
         let spec = Arc::clone(&t.spec);
-        let forward_output = t.output_to.is_some();
+        let forward_output = t.output_to.is_some() || t.guest.is_some();
         let fn_blob = match self.workers.get_mut(&wid) {
             Some(w) if !w.known_fns.contains(&spec.fn_id) && spec.kind != TaskKind::ActorMethod => {
                 match self.functions.get(&spec.fn_id) {
@@ -603,9 +644,12 @@ impl State {
             return;
         };
         match t.state {
-            TaskState::Waiting | TaskState::Queued => {
+            TaskState::Waiting | TaskState::Queued | TaskState::Placing => {
                 let name = t.spec.name.clone();
                 self.fail_task(tid, cancelled_error(&name));
+            }
+            TaskState::Remote(peer) => {
+                self.send_peer(peer, crate::peer_msg::PeerMsg::Cancel { task: tid, force });
             }
             TaskState::Running(wid) => {
                 t.cancelled = true;

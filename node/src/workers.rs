@@ -4,9 +4,12 @@
 use std::time::Instant;
 
 use crate::ids::WorkerId;
-use crate::protocol::{ErrorInfo, ErrorKind, NodeMsg, Role};
+use crate::protocol::{ErrorInfo, ErrorKind, NodeMsg, Role, TaskKind};
 use crate::state::{ConnId, Holder, SpawnRequest, State, TaskState, WorkerEntry, WorkerKind};
 use crate::tasks::cancelled_error;
+
+/// Ready tasks looked at for ones that need no CPU when sizing the pool.
+const CPU_FREE_SCAN: usize = 256;
 
 impl State {
     /// Ask the fork server for one more worker process.
@@ -63,7 +66,19 @@ impl State {
             return;
         }
         let (all, starting, blocked) = self.task_worker_counts();
-        let cap = self.config.num_cpus.ceil().max(1.0) as usize + blocked;
+        // Tasks that take no CPU (`num_cpus=0`) never wait for one: each may
+        // have a worker of its own beyond the pool's size.
+        let cpu_free = self
+            .ready
+            .iter()
+            .take(CPU_FREE_SCAN)
+            .filter(|t| {
+                self.tasks.get(t).is_some_and(|t| {
+                    t.spec.kind == TaskKind::Normal && t.resources.get("CPU") == 0.0
+                })
+            })
+            .count();
+        let cap = self.config.num_cpus.ceil().max(1.0) as usize + blocked + cpu_free;
         let want = self
             .ready
             .len()
@@ -122,6 +137,7 @@ impl State {
             conn,
             &NodeMsg::Welcome {
                 node_id: self.node_name(),
+                owner_tag: self.owner_tag,
                 arena_path: arena.path().to_string_lossy().into_owned(),
                 arena_size: arena.len() as u64,
             },

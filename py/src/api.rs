@@ -171,6 +171,7 @@ pub fn init_embedded<'py>(
         arena_size: ni.arena_size,
         num_cpus: ni.num_cpus,
         resources: ni.resources,
+        owner_tag: node.owner_tag(),
     };
     let arena = node.arena();
     let rt = Arc::new(Runtime::new(Backend::Embedded(node), arena, info, None));
@@ -216,6 +217,7 @@ pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, 
         arena_size: w.arena_size,
         num_cpus,
         resources,
+        owner_tag: w.owner_tag,
     };
     let worker_id = match role {
         Role::Worker(w) => Some(w),
@@ -293,7 +295,7 @@ fn build_spec(
     retry_exceptions: bool,
     contained: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<TaskSpec> {
-    let task = TaskId::random();
+    let task = TaskId::owned_by(rt.info.owner_tag);
     let bufs = raw_buffers(args_buffers)?;
     let args = encode_value(py, rt, args_object_id(task), args_pickle, &bufs)?;
     Ok(TaskSpec {
@@ -384,7 +386,7 @@ pub fn create_actor<'py>(
     contained: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rt = runtime::current()?;
-    let actor = ActorId::random();
+    let actor = ActorId::owned_by(rt.info.owner_tag);
     let mut spec = build_spec(
         py,
         &rt,
@@ -489,7 +491,7 @@ pub fn put<'py>(
     contained: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rt = runtime::current()?;
-    let id = ObjectId::for_put();
+    let id = ObjectId::for_put_by(rt.info.owner_tag);
     let contained = contained_ids(contained)?;
     let bufs = raw_buffers(buffers)?;
     match encode_value(py, &rt, id, pickle, &bufs)? {

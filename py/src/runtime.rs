@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use peer_node::client::Client;
-use peer_node::ids::{ActorId, FnId, ObjectId, TaskId, WorkerId};
+use peer_node::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
 use peer_node::protocol::{ErrorInfo, Query, TaskSpec, Value};
 use peer_node::{Node, NodeError};
 use peer_objstore::Arena;
@@ -29,6 +29,8 @@ pub struct RuntimeInfo {
     pub arena_size: u64,
     pub num_cpus: f64,
     pub resources: Vec<(String, f64)>,
+    /// What the ids this process makes start with: its node owns them.
+    pub owner_tag: OwnerTag,
 }
 
 /// Which task/actor this worker is running now.

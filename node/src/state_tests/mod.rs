@@ -317,6 +317,7 @@ fn is_ready(st: &State, id: &ObjectId) -> bool {
 
 mod actors;
 mod objects;
+mod placement;
 mod robustness;
 mod scheduling;
 mod tasks;

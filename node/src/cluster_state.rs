@@ -1,0 +1,132 @@
+//! What a node keeps about the other peers, next to its own tables: the
+//! placement view and policy, tasks waiting to be placed, the bid round in
+//! flight, actors that run elsewhere, and named-actor lookups in flight.
+//!
+//! In laptop mode `out` is None and nothing here is ever touched on the task
+//! path: [`State::placement_active`](crate::state::State::placement_active)
+//! is false, so the single-node fast path stays as it was.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use peer_gossip::PeerId;
+use peer_placement::{Bid, Config, PeerTable, Placer, Strategy};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_bytes::ByteBuf;
+
+use crate::ids::{ActorId, FnId, OwnerTag, TaskId};
+use crate::links::PeerOutbox;
+use crate::protocol::ErrorInfo;
+use crate::resources::Resources;
+use crate::state::ConnId;
+
+/// A bid round: tasks with one demand, the peers asked, the bids so far.
+pub struct Round {
+    pub id: u64,
+    pub tasks: Vec<TaskId>,
+    pub demand: Resources,
+    pub asked: Vec<PeerId>,
+    /// `None` is this node.
+    pub bids: Vec<Bid<Option<PeerId>>>,
+    pub deadline: Instant,
+}
+
+/// An actor that runs on another peer: calls made here are forwarded to it in order.
+#[derive(Default)]
+pub struct ActorProxy {
+    /// Where it runs (None: still asking its creator).
+    pub host: Option<PeerId>,
+    /// Calls not yet forwarded, in submission order.
+    pub queue: VecDeque<TaskId>,
+    /// Set when the actor is gone for good.
+    pub dead: Option<ErrorInfo>,
+}
+
+/// Where the answer to a named-actor lookup goes.
+pub enum LookupTarget {
+    Conn { conn: ConnId, req: u64 },
+    Local(Arc<LocalLookup>),
+}
+
+/// The embedded driver's side of a lookup: the handle (or None) once known.
+#[derive(Default)]
+pub struct LocalLookup {
+    pub answer: Mutex<Option<Option<ByteBuf>>>,
+    pub cv: Condvar,
+}
+
+/// A named-actor lookup waiting for peers' answers.
+pub struct NameLookup {
+    pub target: LookupTarget,
+    pub outstanding: usize,
+    pub deadline: Instant,
+}
+
+/// Cross-peer state of a node.
+pub struct ClusterState {
+    /// Messages to peers (None in laptop mode).
+    pub out: Option<PeerOutbox>,
+    /// This node's PeerId.
+    pub me: Option<PeerId>,
+    /// Other peers: capacity and load as last heard.
+    pub view: PeerTable<PeerId>,
+    /// Owner tags of known peers.
+    pub tags: FxHashMap<OwnerTag, PeerId>,
+    pub placer: Placer,
+    pub rng: SmallRng,
+    /// Runnable tasks that do not fit here now, waiting for the next round.
+    pub unplaced: VecDeque<TaskId>,
+    /// Tasks no known peer (this one included) could ever run: they wait for one to join.
+    pub parked: Vec<TaskId>,
+    pub round: Option<Round>,
+    pub next_req: u64,
+    /// Functions each peer has been sent.
+    pub fns_sent: FxHashMap<PeerId, FxHashSet<FnId>>,
+    pub proxies: FxHashMap<ActorId, ActorProxy>,
+    /// Peers waiting to learn where an actor created here will run.
+    pub locate_waiters: FxHashMap<ActorId, Vec<PeerId>>,
+    pub lookups: FxHashMap<u64, NameLookup>,
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        let config = Config {
+            strategy: Strategy::BatchBids,
+            choices: 2,
+            local_first: true,
+        };
+        Self {
+            out: None,
+            me: None,
+            view: PeerTable::new(),
+            tags: FxHashMap::default(),
+            // Two choices is never zero: `new` cannot fail here.
+            placer: Placer::new(config).unwrap_or_else(|e| unreachable!("{e}")),
+            rng: SmallRng::from_os_rng(),
+            unplaced: VecDeque::new(),
+            parked: Vec::new(),
+            round: None,
+            next_req: 1,
+            fns_sent: FxHashMap::default(),
+            proxies: FxHashMap::default(),
+            locate_waiters: FxHashMap::default(),
+            lookups: FxHashMap::default(),
+        }
+    }
+
+    /// A fresh request number.
+    pub fn next_req(&mut self) -> u64 {
+        self.next_req += 1;
+        self.next_req
+    }
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new()
+    }
+}

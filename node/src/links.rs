@@ -1,0 +1,147 @@
+//! The byte plumbing between this node and its peers: one outgoing stream per
+//! peer for [`PeerMsg`]s, and a reader for each stream a peer opens to us.
+//!
+//! [`State`](crate::state::State) never does I/O: it queues `(peer, message)`
+//! pairs on an unbounded channel. The dispatcher task here encodes them (off
+//! the state lock) and hands the frames to a writer task per peer, which opens
+//! the stream on first use and writes whatever is queued in one go. Readers
+//! decode frames (size-checked before allocating) and apply them to the state
+//! with [`State::handle_peer`](crate::state::State::handle_peer); a malformed
+//! frame closes that one stream and is logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use peer_gossip::{PeerId, StreamProtocol};
+use rustc_hash::FxHashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::codec;
+use crate::node::Shared;
+use crate::peer_msg::{NODE_PROTOCOL, PeerMsg};
+
+/// How long opening a stream to a peer may take (connecting included).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames written before one flush, at most.
+const WRITE_BATCH: usize = 256;
+
+/// Messages for peers, as the state queues them.
+pub type PeerOutbox = mpsc::UnboundedSender<(PeerId, PeerMsg)>;
+
+fn protocol() -> StreamProtocol {
+    StreamProtocol::new(NODE_PROTOCOL)
+}
+
+/// Start the dispatcher and the acceptor; returns the sender the state queues messages on.
+pub fn start(client: peer_gossip::Client, shared: Arc<Shared>) -> Result<PeerOutbox, String> {
+    let incoming = client
+        .accept_streams(protocol())
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(accept_loop(incoming, Arc::clone(&shared)));
+    tokio::spawn(dispatch(client, rx, shared));
+    Ok(tx)
+}
+
+async fn dispatch(
+    client: peer_gossip::Client,
+    mut rx: mpsc::UnboundedReceiver<(PeerId, PeerMsg)>,
+    shared: Arc<Shared>,
+) {
+    let mut writers: FxHashMap<PeerId, mpsc::UnboundedSender<Vec<u8>>> = FxHashMap::default();
+    while let Some((peer, msg)) = rx.recv().await {
+        let frame = codec::encode(&msg);
+        let writer = writers
+            .entry(peer)
+            .or_insert_with(|| spawn_writer(client.clone(), peer, Arc::clone(&shared)));
+        if let Err(mpsc::error::SendError(frame)) = writer.send(frame) {
+            // The last writer to that peer gave up: try a fresh stream.
+            let fresh = spawn_writer(client.clone(), peer, Arc::clone(&shared));
+            let _ = fresh.send(frame);
+            writers.insert(peer, fresh);
+        }
+    }
+}
+
+fn spawn_writer(
+    client: peer_gossip::Client,
+    peer: PeerId,
+    shared: Arc<Shared>,
+) -> mpsc::UnboundedSender<Vec<u8>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Err(e) = write_loop(&client, peer, rx).await {
+            tracing::warn!(%peer, "link to peer lost: {e}");
+            shared.state.lock().peer_unreachable(peer);
+        }
+    });
+    tx
+}
+
+async fn write_loop(
+    client: &peer_gossip::Client,
+    peer: PeerId,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> Result<(), String> {
+    let mut stream = open(client, peer).await?.compat();
+    while let Some(frame) = rx.recv().await {
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let mut batch = 1;
+        while batch < WRITE_BATCH {
+            let Ok(more) = rx.try_recv() else {
+                break;
+            };
+            stream.write_all(&more).await.map_err(|e| e.to_string())?;
+            batch += 1;
+        }
+        stream.flush().await.map_err(|e| e.to_string())?;
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// Open a stream to `peer`, trying again for a while: a peer heard of through
+/// gossip may need a moment before its addresses are known (a Kademlia lookup).
+async fn open(client: &peer_gossip::Client, peer: PeerId) -> Result<peer_gossip::Stream, String> {
+    let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match tokio::time::timeout(left, client.open_stream(peer, protocol())).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no stream within {OPEN_TIMEOUT:?}"),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        tracing::debug!(%peer, "opening a stream failed, trying again: {error}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn accept_loop(mut incoming: peer_gossip::IncomingStreams, shared: Arc<Shared>) {
+    while let Some((peer, stream)) = incoming.next().await {
+        tokio::spawn(read_loop(peer, stream, Arc::clone(&shared)));
+    }
+}
+
+async fn read_loop(peer: PeerId, stream: peer_gossip::Stream, shared: Arc<Shared>) {
+    let mut stream = stream.compat();
+    let mut buf = Vec::new();
+    loop {
+        match codec::read_async::<PeerMsg>(&mut stream, &mut buf).await {
+            Ok(msg) => shared.state.lock().handle_peer(peer, msg),
+            Err(codec::FrameError::Closed) => return,
+            Err(e) => {
+                shared.state.lock().stats.bad_frames += 1;
+                tracing::warn!(%peer, "closing a stream from peer: {e}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Wire messages between the nodes of a cluster, over the `/peer/node/1.0.0`
+//! stream protocol (see the `links` module).
+//!
+//! Each node opens one stream to each peer it talks to and writes
+//! length-prefixed postcard frames ([`crate::codec`]) of [`PeerMsg`] on it; the
+//! peer answers on its own stream back. Frames from a peer are checked like
+//! frames from a local client: a bad one closes that stream, never the node.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::ids::{ActorId, FnId, ObjectId, TaskId};
+use crate::protocol::{ErrorInfo, TaskSpec};
+
+/// The stream protocol of node-to-node messages.
+pub const NODE_PROTOCOL: &str = "/peer/node/1.0.0";
+
+/// Values larger than this do not travel inside messages: moving them between
+/// peers is the object plane's job (pulled in chunks into the store).
+pub const MESSAGE_VALUE_MAX: usize = 32 * 1024 * 1024;
+
+/// A value as it crosses peers: the encoded object blob, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WireValue {
+    Blob(ByteBuf),
+    Error(ErrorInfo),
+}
+
+/// A load as a bid carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BidLoad {
+    /// Tasks queued here and not started.
+    pub queue_len: u32,
+    pub free_cpu: f64,
+    pub total_cpu: f64,
+    /// The task's whole demand fits into what is free now.
+    pub fits_now: bool,
+}
+
+/// Node → node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// How would you take `tasks` tasks that each need `demand`? Answered by [`PeerMsg::Bid`].
+    BidRequest {
+        round: u64,
+        demand: Vec<(String, f64)>,
+        tasks: u32,
+    },
+    Bid {
+        round: u64,
+        load: BidLoad,
+    },
+    /// A pickled function or class, sent before the first task that needs it.
+    Function {
+        id: FnId,
+        blob: ByteBuf,
+    },
+    /// Run this task. `deps`: the values of `spec.deps`, in order. `owner`:
+    /// the PeerId (bytes) its results go to. `hops`: how often it was placed.
+    /// `expect_queue`: the queue length the sender's placement expected here
+    /// once its batch arrived (a receiver far past it may place the task again).
+    Task {
+        spec: Box<TaskSpec>,
+        deps: Vec<WireValue>,
+        owner: ByteBuf,
+        hops: u8,
+        expect_queue: u32,
+    },
+    /// Values of objects: a remote task's results for its owner, or the
+    /// answer to a [`PeerMsg::Fetch`].
+    Objects {
+        values: Vec<(ObjectId, WireValue)>,
+    },
+    /// Send me the value of `id` (which you own) once it has one.
+    Fetch {
+        id: ObjectId,
+    },
+    /// Where does `actor` (which you created) run? Answered by [`PeerMsg::ActorAt`].
+    LocateActor {
+        actor: ActorId,
+    },
+    /// `actor` runs on `host` (PeerId bytes), or is dead / unknown (`error`).
+    ActorAt {
+        actor: ActorId,
+        host: Option<ByteBuf>,
+        error: Option<ErrorInfo>,
+    },
+    /// Is there a live actor of this name on your node? Answered by [`PeerMsg::NameFound`].
+    LookupName {
+        req: u64,
+        name: String,
+    },
+    /// The pickled handle of the named actor, if this node has it.
+    NameFound {
+        req: u64,
+        handle: Option<ByteBuf>,
+    },
+    /// `peer.kill()` of an actor that runs on the receiver.
+    KillActor {
+        actor: ActorId,
+        no_restart: bool,
+    },
+    /// `peer.cancel()` of a task that runs on the receiver.
+    Cancel {
+        task: TaskId,
+        force: bool,
+    },
+    /// Lines a task printed on the receiver's behalf (its driver is there).
+    Output {
+        task: TaskId,
+        stream: u8,
+        data: ByteBuf,
+    },
+}
+
+impl PeerMsg {
+    /// The message's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerMsg::BidRequest { .. } => "BidRequest",
+            PeerMsg::Bid { .. } => "Bid",
+            PeerMsg::Function { .. } => "Function",
+            PeerMsg::Task { .. } => "Task",
+            PeerMsg::Objects { .. } => "Objects",
+            PeerMsg::Fetch { .. } => "Fetch",
+            PeerMsg::LocateActor { .. } => "LocateActor",
+            PeerMsg::ActorAt { .. } => "ActorAt",
+            PeerMsg::LookupName { .. } => "LookupName",
+            PeerMsg::NameFound { .. } => "NameFound",
+            PeerMsg::KillActor { .. } => "KillActor",
+            PeerMsg::Cancel { .. } => "Cancel",
+            PeerMsg::Output { .. } => "Output",
+        }
+    }
+}

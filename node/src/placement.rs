@@ -1,0 +1,378 @@
+//! Placing work on other peers: the node's side of the `peer-placement`
+//! policy (the same code the simulator runs).
+//!
+//! A runnable task that fits into what is free here runs here (the fast path,
+//! untouched in laptop mode). One that does not is queued for the next bid
+//! round: a round takes the queued tasks with one demand (a burst becomes one
+//! batch), samples `2·m` candidate peers from the gossip view (fewer when the
+//! view is smaller; only peers that could ever fit the demand), asks each for
+//! a bid, and spreads the batch over the bids and this node's own bid with
+//! [`Placer::assign_batch`](peer_placement::Placer::assign_batch). Tasks that
+//! fit nowhere known are parked (shown by `peer status`) until a peer that can
+//! run them joins: they wait, they never bounce. A task received from a peer
+//! is placed once more only when this node is badly backlogged, and at most
+//! [`MAX_HOPS`] times in all.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peer_gossip::PeerId;
+use peer_placement::{Bid, Load as PlacementLoad, Request, View};
+
+use crate::cluster_state::Round;
+use crate::ids::TaskId;
+use crate::peer_msg::{BidLoad, PeerMsg};
+use crate::protocol::TaskKind;
+use crate::resources::Resources;
+use crate::state::{State, TaskEntry, TaskState};
+
+/// How long a round waits for bids before deciding with those it has.
+pub const BID_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most tasks placed in one round.
+const MAX_BATCH: usize = 4096;
+/// Placements a task may go through (so a received task is forwarded at most once).
+pub const MAX_HOPS: u8 = 2;
+/// A received task is placed again only when this node's queue is longer than
+/// its sender expected by more than this many tasks per CPU (other work came in
+/// since the bid).
+const FORWARD_SLACK_PER_CPU: f64 = 2.0;
+
+/// A node resource set as the policy's type.
+pub fn to_policy(r: &Resources) -> peer_placement::Resources {
+    let mut out = peer_placement::Resources::none();
+    for (name, amount) in r.to_map() {
+        // Amounts were checked on submission (finite, non-negative).
+        let _ = out.set(&name, amount);
+    }
+    out
+}
+
+impl State {
+    /// Whether other peers are there to place work on.
+    pub fn placement_active(&self) -> bool {
+        self.remote.out.is_some() && !self.remote.view.is_empty()
+    }
+
+    /// Whether a runnable task that does not fit here now may go to another peer.
+    pub(crate) fn may_leave(&self, t: &TaskEntry) -> bool {
+        if t.stay_local || t.spec.kind == TaskKind::ActorMethod {
+            return false;
+        }
+        match t.guest {
+            None => true,
+            Some(g) => {
+                let slack = FORWARD_SLACK_PER_CPU * self.total.get("CPU").max(1.0);
+                t.spec.kind == TaskKind::Normal
+                    && g.hops < MAX_HOPS
+                    && self.ready.len() as f64 > f64::from(g.expect_queue) + slack
+            }
+        }
+    }
+
+    /// What placement looks for to run a task: its resources, and for an actor
+    /// that holds no CPU while it runs (Ray's default) one free CPU all the same,
+    /// so actors spread over peers with room instead of piling up on a busy one.
+    pub(crate) fn placement_demand(t: &TaskEntry) -> Resources {
+        if t.spec.kind == TaskKind::ActorCreate && t.resources.get("CPU") == 0.0 {
+            let mut pairs: Vec<(String, f64)> = t.resources.to_map().into_iter().collect();
+            pairs.push(("CPU".into(), 1.0));
+            Resources::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)))
+        } else {
+            t.resources.clone()
+        }
+    }
+
+    /// An actor without CPUs of its own on a node with no free CPU: placement
+    /// looks for a peer with one (it still runs here when none has).
+    pub(crate) fn wants_a_free_cpu(&self, t: &TaskEntry) -> bool {
+        t.spec.kind == TaskKind::ActorCreate
+            && t.resources.get("CPU") == 0.0
+            && self.available.get("CPU") < 1.0
+    }
+
+    /// Queue a runnable task for the next bid round.
+    pub(crate) fn await_placement(&mut self, tid: TaskId) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.state = TaskState::Placing;
+            self.remote.unplaced.push_back(tid);
+        }
+    }
+
+    /// Placement chose this node: the task waits here for a slot.
+    fn keep_here(&mut self, tid: TaskId) {
+        if let Some(t) = self.tasks.get_mut(&tid)
+            && t.state == TaskState::Placing
+        {
+            t.stay_local = true;
+            t.state = TaskState::Queued;
+            self.ready.push_back(tid);
+        }
+    }
+
+    /// Start a bid round for the queued tasks unless one is in flight.
+    pub(crate) fn start_round(&mut self) {
+        let mut kept_here = false;
+        while self.remote.round.is_none() {
+            let Some((demand, batch)) = self.next_batch() else {
+                break;
+            };
+            let policy_demand = to_policy(&demand);
+            let request = Request {
+                demand: &policy_demand,
+                holders: &[],
+                tasks: batch.len(),
+                local: self.remote.me,
+            };
+            let mut positions = Vec::new();
+            let remote = &mut self.remote;
+            remote
+                .placer
+                .candidates(&remote.view, &request, &mut remote.rng, &mut positions);
+            let asked: Vec<PeerId> = positions.iter().map(|&i| remote.view.peer(i)).collect();
+            if asked.is_empty() {
+                if self.total.fits(&demand) {
+                    for tid in batch {
+                        self.keep_here(tid);
+                    }
+                    kept_here = true;
+                } else {
+                    self.park(batch, &demand);
+                }
+                continue;
+            }
+            let id = self.remote.next_req();
+            let demand_pairs: Vec<(String, f64)> = demand.to_map().into_iter().collect();
+            for &peer in &asked {
+                self.send_peer(
+                    peer,
+                    PeerMsg::BidRequest {
+                        round: id,
+                        demand: demand_pairs.clone(),
+                        tasks: batch.len() as u32,
+                    },
+                );
+            }
+            self.stats.placement_rounds += 1;
+            self.remote.round = Some(Round {
+                id,
+                tasks: batch,
+                demand,
+                asked,
+                bids: Vec::new(),
+                deadline: Instant::now() + BID_TIMEOUT,
+            });
+        }
+        if kept_here {
+            self.schedule();
+        }
+    }
+
+    /// The queued tasks that share the first one's demand (a batch), still waiting.
+    fn next_batch(&mut self) -> Option<(Resources, Vec<TaskId>)> {
+        let mut demand: Option<Resources> = None;
+        let mut batch = Vec::new();
+        let mut rest = std::collections::VecDeque::new();
+        for tid in std::mem::take(&mut self.remote.unplaced) {
+            let Some(t) = self.tasks.get(&tid) else {
+                continue;
+            };
+            if t.state != TaskState::Placing {
+                continue;
+            }
+            let wanted = Self::placement_demand(t);
+            let d = demand.get_or_insert_with(|| wanted.clone());
+            if *d == wanted && batch.len() < MAX_BATCH {
+                batch.push(tid);
+            } else {
+                rest.push_back(tid);
+            }
+        }
+        self.remote.unplaced = rest;
+        Some((demand?, batch))
+    }
+
+    /// Tasks that fit on no known peer: they wait for one to join.
+    fn park(&mut self, batch: Vec<TaskId>, demand: &Resources) {
+        if let Some(&first) = batch.first()
+            && self.warned_infeasible.insert(first)
+            && let Some(t) = self.tasks.get(&first)
+        {
+            tracing::warn!(
+                "task {} needs {:?}, which no peer in the cluster has; it waits until one \
+                 with those resources joins",
+                t.spec.name,
+                demand.to_map(),
+            );
+        }
+        self.remote.parked.extend(batch);
+    }
+
+    /// This node's bid for tasks that need `demand`.
+    pub(crate) fn bid_load(&self, demand: &Resources) -> BidLoad {
+        BidLoad {
+            queue_len: (self.ready.len() + self.remote.unplaced.len()) as u32,
+            free_cpu: self.available.get("CPU").max(0.0),
+            total_cpu: self.total.get("CPU"),
+            fits_now: self.available.fits(demand),
+        }
+    }
+
+    /// A peer answered a bid request.
+    pub(crate) fn on_bid(&mut self, peer: PeerId, round: u64, load: BidLoad) {
+        let Some(r) = self.remote.round.as_mut() else {
+            return;
+        };
+        if r.id != round || !r.asked.contains(&peer) || r.bids.iter().any(|b| b.peer == Some(peer))
+        {
+            return;
+        }
+        r.bids.push(Bid {
+            peer: Some(peer),
+            load: PlacementLoad {
+                queue_len: load.queue_len,
+                free_cpu: load.free_cpu,
+                total_cpu: load.total_cpu,
+            },
+            fits_now: load.fits_now,
+        });
+        if r.bids.len() == r.asked.len() {
+            self.finish_round();
+        }
+    }
+
+    /// Decide the round in flight with the bids it has, then start the next one.
+    pub(crate) fn finish_round(&mut self) {
+        let Some(r) = self.remote.round.take() else {
+            return;
+        };
+        let mut bids = Vec::with_capacity(r.bids.len() + 1);
+        if self.total.fits(&r.demand) {
+            // First, so that ties keep the task here (no transfer at all).
+            let own = self.bid_load(&r.demand);
+            bids.push(Bid {
+                peer: None,
+                load: PlacementLoad {
+                    queue_len: own.queue_len,
+                    free_cpu: own.free_cpu,
+                    total_cpu: own.total_cpu,
+                },
+                fits_now: own.fits_now,
+            });
+        }
+        bids.extend(r.bids);
+        let tasks: Vec<TaskId> = r
+            .tasks
+            .into_iter()
+            .filter(|t| {
+                self.tasks
+                    .get(t)
+                    .is_some_and(|t| t.state == TaskState::Placing)
+            })
+            .collect();
+        if bids.is_empty() {
+            // Nobody answered and this node cannot run them: try again next round.
+            self.remote.unplaced.extend(tasks);
+        } else {
+            let mut choice = Vec::with_capacity(tasks.len());
+            self.remote.placer.assign_batch(
+                &mut bids,
+                tasks.len(),
+                r.demand.get("CPU"),
+                &mut choice,
+            );
+            for (tid, &b) in tasks.iter().zip(&choice) {
+                match bids[b].peer {
+                    None => self.keep_here(*tid),
+                    Some(peer) => self.send_task(*tid, peer, bids[b].load.queue_len),
+                }
+            }
+        }
+        self.schedule();
+    }
+
+    /// Time passed: decide a round whose bids are late.
+    pub fn expire_placement(&mut self, now: Instant) {
+        if self
+            .remote
+            .round
+            .as_ref()
+            .is_some_and(|r| r.deadline <= now)
+        {
+            self.finish_round();
+        }
+    }
+
+    /// Replace the view with what gossip says now; parked tasks get another
+    /// chance when a peer that could run them is there.
+    pub fn update_view(&mut self, peers: Vec<(PeerId, peer_gossip::Load)>) {
+        let me = self.remote.me;
+        let fresh: rustc_hash::FxHashSet<PeerId> = peers.iter().map(|(p, _)| *p).collect();
+        let stale: Vec<PeerId> = self
+            .remote
+            .view
+            .entries()
+            .iter()
+            .map(|e| e.peer)
+            .filter(|p| !fresh.contains(p))
+            .collect();
+        for p in stale {
+            self.remote.view.remove(p);
+        }
+        for (peer, load) in peers {
+            if Some(peer) == me {
+                continue;
+            }
+            let mut capacity = peer_placement::Resources::none();
+            let _ = capacity.set(peer_placement::CPU, load.cpus_total.max(0.0));
+            for (name, total, _) in &load.resources {
+                let _ = capacity.set(name, total.max(0.0));
+            }
+            self.remote
+                .tags
+                .insert(crate::ids::OwnerTag::of_peer(&peer), peer);
+            self.remote.view.upsert(
+                peer,
+                capacity,
+                PlacementLoad {
+                    queue_len: u32::try_from(load.queue_len).unwrap_or(u32::MAX),
+                    free_cpu: load.cpus_free.max(0.0),
+                    total_cpu: load.cpus_total.max(0.0),
+                },
+            );
+        }
+        if !self.remote.parked.is_empty() {
+            let view = &self.remote.view;
+            let parked = std::mem::take(&mut self.remote.parked);
+            let (retry, keep): (Vec<TaskId>, Vec<TaskId>) = parked.into_iter().partition(|t| {
+                self.tasks.get(t).is_some_and(|t| {
+                    let demand = Self::placement_demand(t);
+                    let d = to_policy(&demand);
+                    self.total.fits(&demand) || (0..view.len()).any(|i| view.can_ever_fit(i, &d))
+                })
+            });
+            self.remote.parked = keep
+                .into_iter()
+                .filter(|t| self.tasks.contains_key(t))
+                .collect();
+            if !retry.is_empty() {
+                self.remote.unplaced.extend(retry);
+                self.start_round();
+            }
+        }
+    }
+
+    /// The tasks parked because no peer can run them, for `peer status`.
+    pub fn parked_tasks(&self) -> Vec<(String, std::collections::BTreeMap<String, f64>)> {
+        self.remote
+            .parked
+            .iter()
+            .filter_map(|t| self.tasks.get(t))
+            .map(|t| (t.spec.name.clone(), t.resources.to_map()))
+            .collect()
+    }
+
+    /// A task entry's spec (for callers that only need to read it).
+    pub(crate) fn spec_of(&self, tid: &TaskId) -> Option<Arc<crate::protocol::TaskSpec>> {
+        self.tasks.get(tid).map(|t| Arc::clone(&t.spec))
+    }
+}

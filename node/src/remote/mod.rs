@@ -1,0 +1,102 @@
+//! Work and values crossing peers: what a node does with each [`PeerMsg`],
+//! and the sending side of the same conversations.
+//!
+//! - **Tasks** (`tasks`). `State::send_task` ships a runnable task with its
+//!   arguments' values to the peer placement chose; the receiver runs it as a
+//!   guest and sends the results to the task's owner (the node it was
+//!   submitted to), which made the refs and keeps waiting on them.
+//! - **Objects** (`objects`). A ref owned by another peer is resolved by asking its owner
+//!   ([`PeerMsg::Fetch`]); the owner answers once the object has a value.
+//!   Values travel inside messages up to `MESSAGE_VALUE_MAX`; a larger one
+//!   becomes a clear error until objects move through the object plane.
+//! - **Actors** (`actors`). An actor is placed once; calls made on any other
+//!   node go to an `ActorProxy` that learns the host from the actor's creator and
+//!   forwards the calls in submission order. Names are held by the creator
+//!   and found by asking the peers.
+
+mod actors;
+mod objects;
+mod tasks;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use peer_gossip::PeerId;
+
+use crate::ids::{ObjectId, OwnerTag};
+use crate::peer_msg::PeerMsg;
+use crate::resources::Resources;
+use crate::state::State;
+
+/// Print output that a task on another peer produced for this process's driver.
+pub fn print_output(stream: u8, data: &[u8]) {
+    let _ = if stream == 2 {
+        std::io::stderr().write_all(data)
+    } else {
+        std::io::stdout().write_all(data)
+    };
+}
+
+impl State {
+    /// Queue a message for a peer (dropped in laptop mode, where there are none).
+    pub fn send_peer(&self, peer: PeerId, msg: PeerMsg) {
+        if let Some(out) = &self.remote.out
+            && out.send((peer, msg)).is_err()
+        {
+            tracing::debug!(%peer, "peer links are stopped; message dropped");
+        }
+    }
+
+    /// Whether ids with this owner tag belong to another node of the cluster.
+    pub fn is_foreign(&self, owner: OwnerTag) -> bool {
+        self.remote.out.is_some() && owner != self.owner_tag
+    }
+
+    /// The peer behind an owner tag, if it is known.
+    fn peer_of(&self, owner: OwnerTag) -> Option<PeerId> {
+        self.remote.tags.get(&owner).copied()
+    }
+
+    /// One message from a peer.
+    pub fn handle_peer(&mut self, from: PeerId, msg: PeerMsg) {
+        self.remote
+            .tags
+            .entry(OwnerTag::of_peer(&from))
+            .or_insert(from);
+        match msg {
+            PeerMsg::BidRequest { round, demand, .. } => {
+                let demand = Resources::from_pairs(
+                    demand
+                        .iter()
+                        .filter(|(_, v)| v.is_finite() && *v >= 0.0)
+                        .map(|(k, v)| (k.as_str(), *v)),
+                );
+                let load = self.bid_load(&demand);
+                self.send_peer(from, PeerMsg::Bid { round, load });
+            }
+            PeerMsg::Bid { round, load } => self.on_bid(from, round, load),
+            PeerMsg::Function { id, blob } => {
+                self.functions.entry(id).or_insert_with(|| Arc::new(blob));
+            }
+            PeerMsg::Task {
+                spec,
+                deps,
+                owner,
+                hops,
+                expect_queue,
+            } => self.receive_task(from, *spec, deps, &owner, (hops, expect_queue)),
+            PeerMsg::Objects { values } => self.receive_objects(values),
+            PeerMsg::Fetch { id } => self.serve_fetch(from, id),
+            PeerMsg::LocateActor { actor } => self.locate_actor(from, actor),
+            PeerMsg::ActorAt { actor, host, error } => self.actor_located(actor, host, error),
+            PeerMsg::LookupName { req, name } => {
+                let handle = self.named_actor_handle(&name);
+                self.send_peer(from, PeerMsg::NameFound { req, handle });
+            }
+            PeerMsg::NameFound { req, handle } => self.name_found(req, handle),
+            PeerMsg::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
+            PeerMsg::Cancel { task, force } => self.cancel(ObjectId::for_return(task, 1), force),
+            PeerMsg::Output { task, stream, data } => self.forward_output(task, stream, data),
+        }
+    }
+}

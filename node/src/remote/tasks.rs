@@ -1,0 +1,275 @@
+//! Tasks crossing peers: shipping one to the peer placement chose, taking one
+//! in as a guest, handing a guest on, and re-placing work sent to a peer whose
+//! link broke.
+
+use std::sync::Arc;
+
+use peer_gossip::PeerId;
+use serde_bytes::ByteBuf;
+
+use crate::ids::{ObjectId, TaskId};
+use crate::peer_msg::{MESSAGE_VALUE_MAX, PeerMsg, WireValue};
+use crate::protocol::{ErrorInfo, ErrorKind, TaskKind, TaskSpec, Value, args_object_id};
+use crate::state::{Guest, Holder, ObjState, ObjectEntry, State, Target, TaskState};
+
+impl State {
+    // ---- tasks -------------------------------------------------------------------------------
+
+    /// Ship a runnable task to `peer`. Tasks owned here wait for their results;
+    /// a guest task is handed on and forgotten (its owner gets the results).
+    pub(crate) fn send_task(&mut self, tid: TaskId, peer: PeerId, expect_queue: u32) {
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        let spec = Arc::clone(&t.spec);
+        let guest = t.guest;
+        let mut wire = (*spec).clone();
+        if let Value::Stored { .. } = spec.args {
+            match self.wire_value(&args_object_id(tid)) {
+                WireValue::Blob(b) => wire.args = Value::Inline(b),
+                WireValue::Error(_) => return self.keep_local_after_all(tid),
+            }
+        }
+        let mut deps = Vec::with_capacity(spec.deps.len());
+        for d in &spec.deps {
+            match self.wire_value(d) {
+                WireValue::Error(e) if e.kind == ErrorKind::ObjectLost => {
+                    // Too large to travel in a message: run it here, next to the value.
+                    return self.keep_local_after_all(tid);
+                }
+                v => deps.push(v),
+            }
+        }
+        if spec.kind != TaskKind::ActorMethod
+            && !self
+                .remote
+                .fns_sent
+                .get(&peer)
+                .is_some_and(|s| s.contains(&spec.fn_id))
+        {
+            let Some(blob) = self.functions.get(&spec.fn_id).map(|b| (**b).clone()) else {
+                let err = ErrorInfo::new(
+                    ErrorKind::Task,
+                    format!("function of task {} was never registered", spec.name),
+                );
+                return self.fail_task(tid, err);
+            };
+            self.send_peer(
+                peer,
+                PeerMsg::Function {
+                    id: spec.fn_id,
+                    blob,
+                },
+            );
+            self.remote
+                .fns_sent
+                .entry(peer)
+                .or_default()
+                .insert(spec.fn_id);
+        }
+        let Some(owner) = guest.map(|g| g.owner).or(self.remote.me) else {
+            return self.keep_local_after_all(tid);
+        };
+        let hops = guest.map_or(1, |g| g.hops.saturating_add(1));
+        // The peer may keep and pass on these refs: never free them under it.
+        let leaving: Vec<ObjectId> = spec.deps.iter().chain(&spec.contained).copied().collect();
+        self.escape_with_contents(&leaving);
+        self.send_peer(
+            peer,
+            PeerMsg::Task {
+                spec: Box::new(wire),
+                deps,
+                owner: ByteBuf::from(owner.to_bytes()),
+                hops,
+                expect_queue,
+            },
+        );
+        match guest {
+            Some(_) => {
+                self.stats.tasks_forwarded += 1;
+                self.forget_guest(tid);
+            }
+            None => {
+                self.stats.tasks_sent += 1;
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.state = TaskState::Remote(peer);
+                }
+                if spec.kind == TaskKind::ActorCreate {
+                    self.actor_sent(&spec, peer);
+                }
+            }
+        }
+    }
+
+    /// A task chosen for another peer turned out unable to travel: it runs here.
+    pub(super) fn keep_local_after_all(&mut self, tid: TaskId) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.stay_local = true;
+            match t.spec.kind {
+                TaskKind::ActorMethod => {
+                    // Calls of a remote actor cannot run here: say why.
+                    let err = ErrorInfo::new(
+                        ErrorKind::Task,
+                        format!(
+                            "the arguments of {} are over {MESSAGE_VALUE_MAX} bytes and its \
+                             actor runs on another peer; large values cannot move between \
+                             peers yet",
+                            t.spec.name
+                        ),
+                    );
+                    self.fail_task(tid, err);
+                }
+                _ => {
+                    t.state = TaskState::Queued;
+                    self.ready.push_back(tid);
+                }
+            }
+        }
+    }
+
+    /// A guest task was handed on: this node no longer waits for its results.
+    pub(super) fn forget_guest(&mut self, tid: TaskId) {
+        let Some(spec) = self.spec_of(&tid) else {
+            return;
+        };
+        let returns: Vec<ObjectId> = spec.return_ids().collect();
+        self.waits
+            .retain(|_, w| !(matches!(w.target, Target::Peer { .. }) && w.ids == returns));
+        for id in &returns {
+            if self
+                .objects
+                .get(id)
+                .is_some_and(|e| matches!(e.state, ObjState::Pending) && e.dependents.is_empty())
+            {
+                self.objects.remove(id);
+            }
+        }
+        self.finish_task(tid);
+    }
+
+    /// A peer placed a task here.
+    pub(super) fn receive_task(
+        &mut self,
+        from: PeerId,
+        mut spec: TaskSpec,
+        deps: Vec<WireValue>,
+        owner: &[u8],
+        (hops, expect_queue): (u8, u32),
+    ) {
+        let Ok(owner) = PeerId::from_bytes(owner) else {
+            tracing::warn!(%from, "a task from peer names no valid owner; dropped");
+            self.stats.bad_frames += 1;
+            return;
+        };
+        self.stats.tasks_received += 1;
+        if let Some(t) = self.tasks.get_mut(&spec.task)
+            && t.guest.is_none()
+            && matches!(t.state, TaskState::Remote(_))
+        {
+            // A task of ours came back (placed again by a busier peer): it runs here.
+            t.state = TaskState::Queued;
+            t.stay_local = true;
+            self.ready.push_back(spec.task);
+            return self.schedule();
+        }
+        // The creator holds an actor's name; this node only runs it.
+        if let Some(o) = spec.actor_options.as_mut() {
+            o.name = None;
+        }
+        // Copies of the arguments, held by the task (so freed with it); values
+        // are set once it holds them.
+        let mut copies = Vec::new();
+        for (dep, value) in spec.deps.iter().zip(deps) {
+            if !self.objects.contains_key(dep) {
+                let mut e = ObjectEntry::pending();
+                e.had_handle = true;
+                self.objects.insert(*dep, e);
+                copies.push((*dep, value));
+            }
+        }
+        let returns: Vec<ObjectId> = spec.return_ids().collect();
+        for id in &returns {
+            self.objects.entry(*id).or_insert_with(ObjectEntry::pending);
+        }
+        if !returns.is_empty() {
+            let n = returns.len();
+            self.begin_wait(
+                returns.clone(),
+                n,
+                true,
+                Target::Peer {
+                    peer: owner,
+                    free_after: true,
+                },
+                None,
+                None,
+            );
+        }
+        if let Err(e) = self.check_submission(&spec) {
+            tracing::warn!(%from, "refused a task from peer: {e}");
+            for (id, _) in copies {
+                self.objects.remove(&id);
+            }
+            for id in returns {
+                self.object_ready(id, Value::Error(ErrorInfo::new(ErrorKind::Task, e.clone())));
+            }
+            return;
+        }
+        // A received actor creation stays: its creator already told others where it runs.
+        let hops = if spec.kind == TaskKind::ActorCreate {
+            crate::placement::MAX_HOPS
+        } else {
+            hops
+        };
+        let guest = Guest {
+            owner,
+            hops,
+            expect_queue,
+        };
+        self.accept(spec, Holder::Local, Some(guest));
+        for (id, value) in copies {
+            self.set_value(id, value);
+        }
+    }
+
+    /// A peer's link broke: re-place the tasks sent there that may not have run.
+    pub fn peer_unreachable(&mut self, peer: PeerId) {
+        self.remote.view.remove(peer);
+        self.remote.fns_sent.remove(&peer);
+        if let Some(r) = self.remote.round.as_mut() {
+            r.asked.retain(|p| *p != peer);
+            if r.bids.len() >= r.asked.len() {
+                self.finish_round();
+            }
+        }
+        let lost: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Remote(peer) && t.spec.kind == TaskKind::Normal)
+            .map(|(id, _)| *id)
+            .collect();
+        for tid in lost {
+            let Some(t) = self.tasks.get_mut(&tid) else {
+                continue;
+            };
+            if t.retries_left == 0 {
+                let err = ErrorInfo::new(
+                    ErrorKind::WorkerCrashed,
+                    format!(
+                        "task {} was sent to peer {peer}, which became unreachable; it has no \
+                         retries left (max_retries)",
+                        t.spec.name
+                    ),
+                );
+                self.fail_task(tid, err);
+            } else {
+                if t.retries_left > 0 {
+                    t.retries_left -= 1;
+                }
+                self.stats.tasks_retried += 1;
+                self.await_placement(tid);
+            }
+        }
+        self.schedule();
+    }
+}
