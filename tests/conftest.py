@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import peer
 import peer._runtime
+
+if TYPE_CHECKING:
+    from peers import Launcher
 
 SHM = Path("/dev/shm")
 
@@ -192,3 +195,15 @@ def stop_daemon(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """Starts ``peer up`` daemons for one test and stops (and checks) them afterwards."""
+    from peers import Launcher
+
+    launch = Launcher(tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.close()

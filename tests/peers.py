@@ -1,0 +1,197 @@
+"""Several ``peer up`` daemons on this host, for the multi-peer tests: start them, read their status
+and views, and stop them checking that each left no process and no arena file behind.
+
+Each daemon is a real process with its own state directory and log file under the test's
+``tmp_path``. Peers listen on 127.0.0.1 only and never use mDNS unless a test runs them inside
+network namespaces of its own. A daemon killed with SIGKILL cannot remove its arena: ``close``
+does. Drivers attach to a daemon by running with ``PEER_STATE_DIR`` set to its state directory
+(see ``Daemon.driver_env``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from conftest import child_pids, leftover_processes, peer_cli
+
+STORE_BYTES = 64_000_000
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+LAN_LISTEN = "/ip4/0.0.0.0/tcp/7700"  # only inside the test's own network namespaces
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def orphans(socket: str) -> list[str]:
+    """Live processes (fork server, workers) of the daemon at ``socket``, the daemon itself aside."""
+    return leftover_processes(socket, ignore=child_pids())
+
+
+def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return peer_cli(state_dir, *args, timeout=10)
+
+
+@dataclass
+class Daemon:
+    """One ``peer up`` process and what its first ``status`` said about it."""
+
+    name: str
+    state_dir: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+    peer_id: str = ""
+    join: str = ""
+    arena: str = ""
+    killed: bool = False
+
+    @property
+    def socket(self) -> str:
+        return str(self.state_dir / "daemon.sock")
+
+    def status(self) -> dict[str, Any]:
+        r = _cli(self.state_dir, "status", "--json")
+        assert r.returncode == 0, f"status of {self.name} failed: {r.stderr}\nlog:\n{self.log_text()}"
+        st: dict[str, Any] = json.loads(r.stdout)
+        return st
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        """The peers this daemon knows, by PeerId."""
+        return {p["peer_id"]: p for p in self.status()["peers"]}
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return ANSI.sub("", self.log_path.read_text(errors="replace"))
+
+    def logged(self, text: str) -> bool:
+        return text in self.log_text()
+
+    def driver_env(self) -> dict[str, str]:
+        """The environment of a driver process that attaches to this daemon."""
+        return dict(os.environ, PEER_STATE_DIR=str(self.state_dir))
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.killed = True
+
+
+@dataclass
+class Launcher:
+    """Starts daemons for one test; ``close`` stops them and checks (and repairs) cleanup."""
+
+    root: Path
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def up(self, name: str, *args: str, netns: str | None = None, listen: str = LOOPBACK) -> Daemon:
+        state_dir = self.root / name
+        log_path = self.root / f"{name}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        cmd = [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), "up"]
+        cmd += ["--object-store-memory", str(STORE_BYTES), "--listen", listen, *args]
+        if netns is not None:
+            cmd = ["ip", "netns", "exec", netns, *cmd]  # `ip` execs the daemon: same pid
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        daemon = Daemon(name, state_dir, proc, log_path, log)
+        self.daemons.append(daemon)
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"peer up {name} did not start (rc {proc.poll()}):\n{daemon.log_text()}")
+            if os.path.exists(daemon.socket):
+                r = _cli(state_dir, "status", "--json")
+                if r.returncode == 0:
+                    st = json.loads(r.stdout)
+                    if join := (st.get("cluster") or {}).get("join"):  # null while gossip starts
+                        daemon.peer_id = st["node_id"]
+                        daemon.join = join
+                        daemon.arena = st["store"]["path"]
+                        return daemon
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        problems = []
+        for d in self.daemons:
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+        for d in self.daemons:
+            try:
+                rc = d.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{d.name} ignored SIGTERM for 15 s")
+                d.kill9()
+                rc = d.proc.returncode
+            if rc != 0 and not d.killed:
+                problems.append(f"{d.name} exited with {rc}")
+            d.log.close()
+        # The fork server and workers of a killed daemon exit by themselves on EOF of its socket.
+        deadline = time.monotonic() + 10
+        for d in self.daemons:
+            while (left := orphans(d.socket)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if left:
+                problems.append(f"{d.name} left processes: {left}")
+                for entry in left:
+                    pid = int(entry.split()[1])
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for d in self.daemons:
+            if d.arena.startswith("/dev/shm/") and os.path.exists(d.arena):
+                if not d.killed:
+                    problems.append(f"{d.name} left its arena {d.arena}")
+                os.unlink(d.arena)
+        self.daemons.clear()
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems))
+
+
+def chain(
+    launcher: Launcher, n: int, key: str | None = None, cpus: Callable[[int], int] = lambda i: 1
+) -> list[Daemon]:
+    """``n`` daemons, each bootstrapping only to the previous one, all with the first one's key."""
+    first = launcher.up("p0", "--no-mdns", "--num-cpus", str(cpus(0)), *(["--key", key] if key else []))
+    key = key or (first.state_dir / "cluster.key").read_text().strip()
+    peers = [first]
+    for i in range(1, n):
+        peers.append(
+            launcher.up(
+                f"p{i}", "--no-mdns", "--num-cpus", str(cpus(i)), "--key", key, "--bootstrap", peers[-1].join
+            )
+        )
+    return peers
+
+
+def views_complete(peers: list[Daemon]) -> bool:
+    """Whether every peer knows every other one, with a load figure."""
+    for d in peers:
+        view = d.view()
+        for other in peers:
+            if other is not d and not (other.peer_id in view and view[other.peer_id]["has_load"]):
+                return False
+    return True
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
+    """Poll ``cond`` until it holds; returns the seconds it took, fails after ``timeout``."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def describe(peers: list[Daemon]) -> str:
+    return "\n".join(f"{d.name} {d.peer_id}: {sorted(d.view())}" for d in peers)
