@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ class Daemon:
         """The environment of a driver process that attaches to this daemon."""
         return dict(os.environ, PEER_STATE_DIR=str(self.state_dir))
 
+    def stop(self) -> None:
+        """Freeze the process (SIGSTOP): it holds its connections but answers nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
@@ -93,12 +98,14 @@ class Launcher:
     root: Path
     daemons: list[Daemon] = field(default_factory=list)
 
-    def up(self, name: str, *args: str, netns: str | None = None, listen: str = LOOPBACK) -> Daemon:
+    def up(
+        self, name: str, *args: str, netns: str | None = None, listen: str = LOOPBACK, store: int = STORE_BYTES
+    ) -> Daemon:
         state_dir = self.root / name
         log_path = self.root / f"{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
         cmd = [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), "up"]
-        cmd += ["--object-store-memory", str(STORE_BYTES), "--listen", listen, *args]
+        cmd += ["--object-store-memory", str(store), "--listen", listen, *args]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]  # `ip` execs the daemon: same pid
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -195,3 +202,48 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 
 
 def describe(peers: list[Daemon]) -> str:
     return "\n".join(f"{d.name} {d.peer_id}: {sorted(d.view())}" for d in peers)
+
+
+def cluster(launcher: Launcher, specs: list[tuple[str, list[str]]], store: int = STORE_BYTES) -> list[Daemon]:
+    """Daemons named and configured by ``specs``, all joined through the first; waits until
+    every one has every other one (with its load) in its view."""
+    first_name, first_args = specs[0]
+    first = launcher.up(first_name, "--no-mdns", *first_args, store=store)
+    key = (first.state_dir / "cluster.key").read_text().strip()
+    peers = [first]
+    for name, args in specs[1:]:
+        peers.append(launcher.up(name, "--no-mdns", "--key", key, "--bootstrap", first.join, *args, store=store))
+    if len(peers) > 1:
+        wait_for(lambda: views_complete(peers), 30, "every peer sees every other one")
+    return peers
+
+
+def join_more(launcher: Launcher, first: Daemon, specs: list[tuple[str, list[str]]]) -> list[Daemon]:
+    key = (first.state_dir / "cluster.key").read_text().strip()
+    more = [launcher.up(name, "--no-mdns", "--key", key, "--bootstrap", first.join, *args) for name, args in specs]
+    wait_for(lambda: views_complete([first, *more]), 30, "every peer sees every other one")
+    return more
+
+
+def run_driver(daemon: Daemon, body: str, timeout: float = 120) -> dict:  # type: ignore[type-arg]
+    """Runs ``body`` in a driver attached to ``daemon``; it prints one JSON line last."""
+    script = "import json, time\nimport peer as ray\nray.init()\n" + textwrap.dedent(body)
+    script += "\nray.shutdown()\n"
+    r = subprocess.run(
+        [sys.executable, "-c", script], env=daemon.driver_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert r.returncode == 0, f"driver failed:\n{r.stdout}\n{r.stderr}\nlog of {daemon.name}:\n{daemon.log_text()}"
+    out: dict = json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
+    return out
+
+
+def start_driver(daemon: Daemon, body: str) -> subprocess.Popen[str]:
+    script = "import json, time\nimport peer as ray\nray.init()\n" + textwrap.dedent(body)
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=daemon.driver_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

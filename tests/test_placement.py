@@ -1,6 +1,5 @@
 """Work crossing peers: tasks placed by bids, actors placed once and called from anywhere,
-dependency chains across peers, nested tasks, refs owned by other peers, and the size limit of
-values that travel inside messages.
+dependency chains across peers, nested tasks, and refs owned by other peers.
 
 Every test starts real ``peer up`` daemons on loopback (see ``peers.py``) and runs its driver as
 a separate process attached to one of them, the way a user on that machine would.
@@ -9,57 +8,9 @@ a separate process attached to one of them, the way a user on that machine would
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 
-from peers import Daemon, Launcher, views_complete, wait_for
-
-
-def cluster(launcher: Launcher, specs: list[tuple[str, list[str]]]) -> list[Daemon]:
-    """Daemons named and configured by ``specs``, all joined through the first; waits until
-    every one has every other one (with its load) in its view."""
-    first_name, first_args = specs[0]
-    first = launcher.up(first_name, "--no-mdns", *first_args)
-    key = (first.state_dir / "cluster.key").read_text().strip()
-    peers = [first]
-    for name, args in specs[1:]:
-        peers.append(launcher.up(name, "--no-mdns", "--key", key, "--bootstrap", first.join, *args))
-    if len(peers) > 1:
-        wait_for(lambda: views_complete(peers), 30, "every peer sees every other one")
-    return peers
-
-
-def join_more(launcher: Launcher, first: Daemon, specs: list[tuple[str, list[str]]]) -> list[Daemon]:
-    key = (first.state_dir / "cluster.key").read_text().strip()
-    more = [launcher.up(name, "--no-mdns", "--key", key, "--bootstrap", first.join, *args) for name, args in specs]
-    wait_for(lambda: views_complete([first, *more]), 30, "every peer sees every other one")
-    return more
-
-
-def run_driver(daemon: Daemon, body: str, timeout: float = 120) -> dict:  # type: ignore[type-arg]
-    """Runs ``body`` in a driver attached to ``daemon``; it prints one JSON line last."""
-    script = "import json, time\nimport peer as ray\nray.init()\n" + textwrap.dedent(body)
-    script += "\nray.shutdown()\n"
-    r = subprocess.run(
-        [sys.executable, "-c", script], env=daemon.driver_env(), capture_output=True, text=True, timeout=timeout
-    )
-    assert r.returncode == 0, f"driver failed:\n{r.stdout}\n{r.stderr}\nlog of {daemon.name}:\n{daemon.log_text()}"
-    out: dict = json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
-    return out
-
-
-def start_driver(daemon: Daemon, body: str) -> subprocess.Popen[str]:
-    script = "import json, time\nimport peer as ray\nray.init()\n" + textwrap.dedent(body)
-    return subprocess.Popen(
-        [sys.executable, "-c", script],
-        env=daemon.driver_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from peers import Launcher, cluster, join_more, run_driver, start_driver, wait_for
 
 
 TASKS_3000 = """
@@ -233,33 +184,3 @@ def test_nested_tasks_and_refs_owned_by_another_peer(launcher: Launcher) -> None
     assert out["node"] == b.peer_id
     assert out["values"] == [i * i for i in range(20)]
     assert out["ready"] == 10
-
-
-def test_values_too_large_to_travel_in_a_message_give_a_clear_error(launcher: Launcher) -> None:
-    a, b = cluster(launcher, [("a", ["--num-cpus", "1"]), ("b", ["--num-cpus", "1", "--resource", "far=1"])])
-    out = run_driver(
-        a,
-        """
-        import numpy as np
-
-        @ray.remote(resources={"far": 1})
-        def big():
-            return np.ones(5_000_000)  # 40 MB
-
-        @ray.remote(resources={"far": 1})
-        def medium():
-            return np.arange(1_000_000)  # 8 MB: travels inside a message
-
-        start = time.monotonic()
-        try:
-            ray.get(big.remote(), timeout=60)
-            error = None
-        except ray.exceptions.ObjectLostError as e:
-            error = str(e)
-        arr = ray.get(medium.remote())
-        print(json.dumps({"error": error, "took": time.monotonic() - start, "sum": int(arr.sum())}))
-        """,
-    )
-    assert out["error"] is not None and "cannot move between peers yet" in out["error"], out
-    assert out["took"] < 30
-    assert out["sum"] == sum(range(1_000_000))

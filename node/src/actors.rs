@@ -93,8 +93,14 @@ impl State {
         };
         let mut to_send = Vec::new();
         let was_idle = a.inflight.is_empty();
+        let mut to_pull = None;
         while let Some(&tid) = a.queue.front() {
             match self.tasks.get(&tid) {
+                Some(t) if t.missing == 0 && t.inputs_elsewhere => {
+                    // Its arguments are pulled first; the calls behind it wait (order).
+                    to_pull = Some(tid);
+                    break;
+                }
                 Some(t) if t.missing == 0 => {
                     a.queue.pop_front();
                     a.inflight.push_back(tid);
@@ -106,6 +112,36 @@ impl State {
                 }
             }
         }
+        if let Some(tid) = to_pull {
+            if self
+                .spec_of(&tid)
+                .is_some_and(|spec| self.inputs_here(&spec))
+            {
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.inputs_elsewhere = false;
+                }
+                // Pulled already: send it along with the ones before it.
+                return self.pump_actor_after(aid, to_send, was_idle);
+            }
+            self.pull_inputs(tid);
+        }
+        self.send_actor_calls(wid, to_send, was_idle);
+    }
+
+    /// `pump_actor` again once a call's arguments turned out to be here.
+    fn pump_actor_after(&mut self, aid: ActorId, sent: Vec<TaskId>, was_idle: bool) {
+        if let Some(wid) = self.actors.get(&aid).and_then(|a| a.worker) {
+            self.send_actor_calls(wid, sent, was_idle);
+        }
+        self.pump_actor(aid);
+    }
+
+    fn send_actor_calls(
+        &mut self,
+        wid: crate::ids::WorkerId,
+        to_send: Vec<TaskId>,
+        was_idle: bool,
+    ) {
         for (i, tid) in to_send.into_iter().enumerate() {
             // Only a call the actor is waiting for goes out at once; calls
             // queued behind it leave with the batching writer.
@@ -174,6 +210,7 @@ impl State {
                     output_to: None,
                     guest: None,
                     stay_local: false,
+                    inputs_elsewhere: false,
                 },
             );
             self.ready.push_back(creation.task);

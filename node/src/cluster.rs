@@ -149,9 +149,12 @@ pub async fn start(
     });
     let out = crate::links::start(cluster.client.clone(), Arc::clone(&shared))
         .map_err(NodeError::Rejected)?;
+    let pull_jobs = crate::pull::start(cluster.client.clone(), Arc::clone(&shared))
+        .map_err(NodeError::Rejected)?;
     {
         let mut st = shared.state.lock();
         st.remote.out = Some(out);
+        st.remote.pull_jobs = Some(pull_jobs);
         st.remote.me = Some(cluster.peer_id);
     }
     tokio::spawn(log_events(events));

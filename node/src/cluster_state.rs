@@ -29,6 +29,8 @@ pub struct Round {
     pub id: u64,
     pub tasks: Vec<TaskId>,
     pub demand: Resources,
+    /// Peers that hold the batch's large inputs (preferred).
+    pub holders: Vec<PeerId>,
     pub asked: Vec<PeerId>,
     /// `None` is this node.
     pub bids: Vec<Bid<Option<PeerId>>>,
@@ -70,6 +72,8 @@ pub struct NameLookup {
 pub struct ClusterState {
     /// Messages to peers (None in laptop mode).
     pub out: Option<PeerOutbox>,
+    /// Pulls of objects from peers, run by the pull task.
+    pub pull_jobs: Option<tokio::sync::mpsc::UnboundedSender<crate::pull::PullJob>>,
     /// This node's PeerId.
     pub me: Option<PeerId>,
     /// Other peers: capacity and load as last heard.
@@ -83,6 +87,8 @@ pub struct ClusterState {
     /// Tasks no known peer (this one included) could ever run: they wait for one to join.
     pub parked: Vec<TaskId>,
     pub round: Option<Round>,
+    /// The peer each task in state `Remote` was sent to.
+    pub sent_to: FxHashMap<TaskId, PeerId>,
     pub next_req: u64,
     /// Functions each peer has been sent.
     pub fns_sent: FxHashMap<PeerId, FxHashSet<FnId>>,
@@ -101,6 +107,7 @@ impl ClusterState {
         };
         Self {
             out: None,
+            pull_jobs: None,
             me: None,
             view: PeerTable::new(),
             tags: FxHashMap::default(),
@@ -110,6 +117,7 @@ impl ClusterState {
             unplaced: VecDeque::new(),
             parked: Vec::new(),
             round: None,
+            sent_to: FxHashMap::default(),
             next_req: 1,
             fns_sent: FxHashMap::default(),
             proxies: FxHashMap::default(),

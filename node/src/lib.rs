@@ -27,6 +27,7 @@ mod outbox;
 pub mod peer_msg;
 mod placement;
 pub mod protocol;
+mod pull;
 mod query;
 mod remote;
 pub mod resources;

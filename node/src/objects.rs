@@ -96,32 +96,75 @@ impl State {
 
     /// Drop an object if no handle, task or serialized ref can reach it.
     pub fn maybe_free(&mut self, id: &ObjectId) {
+        self.free_if_unused(id, true);
+    }
+
+    /// Drop an object nothing here uses; `may_cache`: a large copy of another
+    /// peer's object is kept instead, for peers to pull, until its owner frees
+    /// it or the store needs the room.
+    fn free_if_unused(&mut self, id: &ObjectId, may_cache: bool) {
         let Some(e) = self.objects.get(id) else {
             return;
         };
         // A foreign ref never asked for has no value to wait for.
-        let ready = matches!(e.state, ObjState::Ready(_)) || e.unfetched;
-        if e.refs == 0
+        let ready = matches!(e.state, ObjState::Ready(_)) || e.unfetched || e.is_elsewhere();
+        let unused = e.refs == 0
             && e.had_handle
             && !e.escaped
+            && !e.held_for_owner
             && e.holds == 0
             && ready
-            && let Some(e) = self.objects.remove(id)
+            && !e.cached
+            && !self.pulls.contains_key(id);
+        if !unused {
+            return;
+        }
+        if may_cache
+            && self.is_foreign(id.owner())
+            && matches!(e.state, ObjState::Ready(Value::Stored { len, .. })
+                if len as usize > crate::peer_msg::IN_MESSAGE_MAX)
         {
-            if let ObjState::Ready(Value::Stored { .. }) = e.state {
-                if let Some((path, _)) = self.spilled.remove(id) {
-                    let _ = std::fs::remove_file(path);
-                } else if let Err(err) = self.store.delete(id) {
-                    tracing::warn!("freeing object {id}: {err}");
-                }
+            if let Some(e) = self.objects.get_mut(id) {
+                e.cached = true;
+                self.cached.push_back(*id);
             }
-            for c in e.contains {
-                if let Some(ce) = self.objects.get_mut(&c) {
-                    ce.holds = ce.holds.saturating_sub(1);
-                }
-                self.maybe_free(&c);
+            return;
+        }
+        let Some(e) = self.objects.remove(id) else {
+            return;
+        };
+        if let Some(ew) = &e.elsewhere
+            && !self.is_foreign(id.owner())
+        {
+            // Copies kept for this owner on other peers go too.
+            for peer in ew.holders() {
+                self.send_peer(peer, crate::peer_msg::PeerMsg::Free { ids: vec![*id] });
             }
         }
+        if let ObjState::Ready(Value::Stored { .. }) = e.state {
+            if let Some((path, _)) = self.spilled.remove(id) {
+                let _ = std::fs::remove_file(path);
+            } else if let Err(err) = self.store.delete(id) {
+                tracing::warn!("freeing object {id}: {err}");
+            }
+        }
+        for c in e.contains {
+            if let Some(ce) = self.objects.get_mut(&c) {
+                ce.holds = ce.holds.saturating_sub(1);
+            }
+            self.maybe_free(&c);
+        }
+    }
+
+    /// Stop keeping a copy for other peers (its owner freed the object, or
+    /// the store needs the room); it goes unless something here uses it.
+    pub(crate) fn drop_copy(&mut self, id: &ObjectId) {
+        if let Some(e) = self.objects.get_mut(id) {
+            e.held_for_owner = false;
+            e.cached = false;
+            e.had_handle = true;
+        }
+        self.free_if_unused(id, false);
     }
 
     /// The value of an object for `holder`, pinning it if it is stored.
@@ -263,6 +306,7 @@ impl State {
         id: ObjectId,
         len: u64,
     ) -> Result<u64, ErrorInfo> {
+        self.make_room(len);
         match self.store.create_or_spill(id, len, &self.spill_dir) {
             Ok((a, spilled)) => {
                 self.note_spilled(spilled);
@@ -274,6 +318,23 @@ impl State {
                 Ok(a.offset)
             }
             Err(e) => Err(self.store_error(e)),
+        }
+    }
+
+    /// Drop cached copies of other peers' objects (oldest first) until `len`
+    /// bytes are free, before anything of this node's own is spilled.
+    fn make_room(&mut self, len: u64) {
+        while !self.cached.is_empty() {
+            let stats = self.store.stats();
+            if stats.capacity.saturating_sub(stats.used) >= len.saturating_add(64) {
+                return;
+            }
+            let Some(id) = self.cached.pop_front() else {
+                return;
+            };
+            if self.objects.get(&id).is_some_and(|e| e.cached) {
+                self.drop_copy(&id);
+            }
         }
     }
 
@@ -356,8 +417,12 @@ impl State {
         let wid = self.next_wait;
         self.next_wait += 1;
         if self.remote.out.is_some() {
+            let for_a_peer = matches!(target, Target::Peer { .. });
             for id in &ids {
                 self.fetch_foreign(*id);
+                if !for_a_peer && self.objects.get(id).is_some_and(|e| e.is_elsewhere()) {
+                    self.start_pull(*id);
+                }
             }
         }
         let mut ready = Vec::new();
@@ -397,7 +462,7 @@ impl State {
 
     /// Answer a finished get/wait. Local waits are only signalled: the
     /// waiting thread collects and removes them itself.
-    fn complete_wait(&mut self, wid: WaitId) {
+    pub(crate) fn complete_wait(&mut self, wid: WaitId) {
         if let Some(PendingWait {
             target: Target::Local(sig),
             ..

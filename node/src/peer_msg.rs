@@ -15,15 +15,43 @@ use crate::protocol::{ErrorInfo, TaskSpec};
 /// The stream protocol of node-to-node messages.
 pub const NODE_PROTOCOL: &str = "/peer/node/1.0.0";
 
-/// Values larger than this do not travel inside messages: moving them between
-/// peers is the object plane's job (pulled in chunks into the store).
-pub const MESSAGE_VALUE_MAX: usize = 32 * 1024 * 1024;
+/// Values up to this size travel inside messages; larger ones stay in the
+/// store they are in and are pulled in chunks by the peers that need them
+/// (see the `pull` module).
+pub const IN_MESSAGE_MAX: usize = 1024 * 1024;
 
-/// A value as it crosses peers: the encoded object blob, or an error.
+/// The stream protocol of chunk pulls between object stores.
+pub const PULL_PROTOCOL: &str = "/peer/pull/1.0.0";
+
+/// A value as it crosses peers: the encoded object blob, where it can be
+/// pulled from, or an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WireValue {
     Blob(ByteBuf),
+    /// `len` bytes in the stores of `holders` (PeerIds as bytes), complete
+    /// copies first, then peers still pulling it.
+    At {
+        len: u64,
+        holders: Vec<ByteBuf>,
+    },
     Error(ErrorInfo),
+}
+
+/// The first frame on a pull stream: which bytes of which object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub id: ObjectId,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The answer frame; `Data` is followed by exactly the requested bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullReply {
+    /// The bytes follow; `crc` is their CRC-32.
+    Data { crc: u32 },
+    /// This peer cannot serve them (no copy, or not that far yet).
+    Missing(String),
 }
 
 /// A load as a bid carries it.
@@ -105,6 +133,14 @@ pub enum PeerMsg {
         task: TaskId,
         force: bool,
     },
+    /// To an object's owner: this node now holds a complete copy.
+    Located {
+        id: ObjectId,
+    },
+    /// From an object's owner: the object is freed; drop the copy kept for it.
+    Free {
+        ids: Vec<ObjectId>,
+    },
     /// Lines a task printed on the receiver's behalf (its driver is there).
     Output {
         task: TaskId,
@@ -129,6 +165,8 @@ impl PeerMsg {
             PeerMsg::NameFound { .. } => "NameFound",
             PeerMsg::KillActor { .. } => "KillActor",
             PeerMsg::Cancel { .. } => "Cancel",
+            PeerMsg::Located { .. } => "Located",
+            PeerMsg::Free { .. } => "Free",
             PeerMsg::Output { .. } => "Output",
         }
     }

@@ -58,7 +58,7 @@ impl State {
         if t.stay_local || t.spec.kind == TaskKind::ActorMethod {
             return false;
         }
-        match t.guest {
+        match t.guest.as_deref() {
             None => true,
             Some(g) => {
                 let slack = FORWARD_SLACK_PER_CPU * self.total.get("CPU").max(1.0);
@@ -117,9 +117,10 @@ impl State {
                 break;
             };
             let policy_demand = to_policy(&demand);
+            let holders = self.input_holders(&batch);
             let request = Request {
                 demand: &policy_demand,
-                holders: &[],
+                holders: &holders,
                 tasks: batch.len(),
                 local: self.remote.me,
             };
@@ -157,6 +158,7 @@ impl State {
                 id,
                 tasks: batch,
                 demand,
+                holders,
                 asked,
                 bids: Vec::new(),
                 deadline: Instant::now() + BID_TIMEOUT,
@@ -189,6 +191,25 @@ impl State {
         }
         self.remote.unplaced = rest;
         Some((demand?, batch))
+    }
+
+    /// Peers holding the large arguments of `batch` (in other peers' stores).
+    fn input_holders(&self, batch: &[TaskId]) -> Vec<PeerId> {
+        let mut holders = Vec::new();
+        for t in batch.iter().filter_map(|t| self.tasks.get(t)) {
+            if !t.inputs_elsewhere {
+                continue;
+            }
+            for d in &t.spec.deps {
+                let copies = self.objects.get(d).and_then(|e| e.elsewhere.as_ref());
+                for p in copies.into_iter().flat_map(|ew| ew.copies.iter()) {
+                    if !holders.contains(p) {
+                        holders.push(*p);
+                    }
+                }
+            }
+        }
+        holders
     }
 
     /// Tasks that fit on no known peer: they wait for one to join.
@@ -246,6 +267,12 @@ impl State {
             return;
         };
         let mut bids = Vec::with_capacity(r.bids.len() + 1);
+        // Ties go to the earlier bid: peers holding the inputs, then this node.
+        let (near, far): (Vec<_>, Vec<_>) = r
+            .bids
+            .into_iter()
+            .partition(|b| b.peer.is_some_and(|p| r.holders.contains(&p)));
+        bids.extend(near);
         if self.total.fits(&r.demand) {
             // First, so that ties keep the task here (no transfer at all).
             let own = self.bid_load(&r.demand);
@@ -259,7 +286,7 @@ impl State {
                 fits_now: own.fits_now,
             });
         }
-        bids.extend(r.bids);
+        bids.extend(far);
         let tasks: Vec<TaskId> = r
             .tasks
             .into_iter()

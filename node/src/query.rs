@@ -175,7 +175,7 @@ impl State {
                 "placing": self.remote.unplaced.len()
                     + self.remote.round.as_ref().map_or(0, |r| r.tasks.len()),
                 "remote": self.tasks.values()
-                    .filter(|t| matches!(t.state, crate::state::TaskState::Remote(_))).count(),
+                    .filter(|t| t.state == crate::state::TaskState::Remote).count(),
                 "guests": self.tasks.values().filter(|t| t.guest.is_some()).count(),
                 "waiting_for_resources": self.parked_tasks().into_iter()
                     .map(|(name, needs)| json!({"task": name, "needs": needs}))
@@ -191,7 +191,11 @@ impl State {
                       "spilled_bytes": s.spilled_bytes_total, "spilled_objects": s.spilled_objects_total,
                       "restored_bytes": s.restored_bytes_total,
                       "restored_objects": s.restored_objects_total,
-                      "compactions": s.compactions},
+                      "compactions": s.compactions,
+                      "cached_copies": self.objects.values().filter(|e| e.cached).count(),
+                      "pulling": self.pulls.iter().map(|(id, p)| json!({
+                          "object": id.to_string(), "bytes": p.len, "received": p.received()
+                      })).collect::<Vec<_>>()},
         })
     }
 }

@@ -78,6 +78,34 @@ pub struct ObjectEntry {
     /// Owned by another peer and not asked for yet (a handle arrived here
     /// before anyone needed the value).
     pub unfetched: bool,
+    /// Copies of the value in other peers' stores. While the state is
+    /// `Pending`, a set `elsewhere` means the value exists but not here yet:
+    /// it is pulled when needed.
+    pub elsewhere: Option<Box<Elsewhere>>,
+    /// A copy kept for its owner on another peer (the result of a task run
+    /// here): freed when the owner says so.
+    pub held_for_owner: bool,
+    /// A copy of another peer's object that nobody here uses any more, kept
+    /// so peers can pull it from here: dropped when the owner frees the
+    /// object or when the store needs the room.
+    pub cached: bool,
+}
+
+/// Where copies of an object's value are, besides this node.
+#[derive(Debug, Clone, Default)]
+pub struct Elsewhere {
+    pub len: u64,
+    /// Peers with a complete copy.
+    pub copies: Vec<peer_gossip::PeerId>,
+    /// Peers pulling a copy (they serve the chunks they have).
+    pub partial: Vec<peer_gossip::PeerId>,
+}
+
+impl Elsewhere {
+    /// Every holder, complete copies first.
+    pub fn holders(&self) -> impl Iterator<Item = peer_gossip::PeerId> + '_ {
+        self.copies.iter().chain(&self.partial).copied()
+    }
 }
 
 impl ObjectEntry {
@@ -92,7 +120,15 @@ impl ObjectEntry {
             waiters: Vec::new(),
             contains: Vec::new(),
             unfetched: false,
+            elsewhere: None,
+            held_for_owner: false,
+            cached: false,
         }
+    }
+
+    /// The value exists on other peers only.
+    pub fn is_elsewhere(&self) -> bool {
+        matches!(self.state, ObjState::Pending) && self.elsewhere.is_some()
     }
 }
 
@@ -142,8 +178,9 @@ pub enum TaskState {
     /// peer that can run it at all to join).
     Placing,
     Running(WorkerId),
-    /// Sent to another peer, which sends the results back.
-    Remote(peer_gossip::PeerId),
+    /// Sent to another peer (`ClusterState::sent_to` says which), which
+    /// sends the results back.
+    Remote,
 }
 
 /// A task this node runs for another peer (the task's owner).
@@ -169,9 +206,12 @@ pub struct TaskEntry {
     /// the workers' own terminal, which is the embedded driver's).
     pub output_to: Option<ConnId>,
     /// Set when another peer owns the task and this node runs it.
-    pub guest: Option<Guest>,
+    pub guest: Option<Box<Guest>>,
     /// Placement chose this node: it waits here for a free slot.
     pub stay_local: bool,
+    /// Some arguments are in other peers' stores: they are pulled here before
+    /// it runs here (or it is placed near them).
+    pub inputs_elsewhere: bool,
 }
 
 /// What a worker process is for.
@@ -272,6 +312,10 @@ pub struct State {
     pub owner_tag: OwnerTag,
     /// Placement and the other peers (inactive in laptop mode).
     pub remote: crate::cluster_state::ClusterState,
+    /// Objects being pulled into the store from other peers.
+    pub pulls: FxHashMap<ObjectId, Arc<crate::pull::PullProgress>>,
+    /// Cached copies of other peers' objects, least recently cached first.
+    pub cached: VecDeque<ObjectId>,
     pub stats: Stats,
 }
 
@@ -292,6 +336,11 @@ pub struct Stats {
     pub tasks_forwarded: u64,
     /// Placement rounds (one bid request per candidate each).
     pub placement_rounds: u64,
+    /// Objects pulled into this store from other peers, and their bytes.
+    pub objects_pulled: u64,
+    pub bytes_pulled: u64,
+    /// Bytes of objects this node served to pulling peers.
+    pub bytes_served: u64,
 }
 
 impl State {
@@ -332,6 +381,8 @@ impl State {
             fn_run_us: FxHashMap::default(),
             owner_tag: OwnerTag::of_node(&node_id),
             remote: crate::cluster_state::ClusterState::new(),
+            pulls: FxHashMap::default(),
+            cached: VecDeque::new(),
             spilled: FxHashMap::default(),
             cluster: None,
             public_id: None,

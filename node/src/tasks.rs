@@ -86,6 +86,7 @@ impl State {
             }
         }
         let mut missing = 0;
+        let mut inputs_elsewhere = false;
         let mut failure: Option<ErrorInfo> = None;
         for dep in &spec.deps {
             if self.remote.out.is_some() {
@@ -106,6 +107,9 @@ impl State {
                 Some(e) => {
                     e.holds += 1;
                     match &e.state {
+                        // In another peer's store: pulled (or the task placed
+                        // near it) once it is runnable.
+                        ObjState::Pending if e.elsewhere.is_some() => inputs_elsewhere = true,
                         ObjState::Pending => {
                             e.dependents.push(tid);
                             missing += 1;
@@ -133,8 +137,9 @@ impl State {
                 state: TaskState::Waiting,
                 cancelled: false,
                 output_to,
-                guest,
+                guest: guest.map(Box::new),
                 stay_local: false,
+                inputs_elsewhere,
             },
         );
         if kind == TaskKind::ActorMethod {
@@ -163,6 +168,19 @@ impl State {
         self.schedule();
     }
 
+    /// One of a task's arguments now has a value in another peer's store.
+    pub fn dep_located(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        t.inputs_elsewhere = true;
+        t.missing = t.missing.saturating_sub(1);
+        if t.missing == 0 && t.state == TaskState::Waiting {
+            self.make_runnable(tid);
+            self.schedule();
+        }
+    }
+
     /// One of a task's arguments got its value (`error`: it is an error).
     pub fn dep_resolved(&mut self, tid: TaskId, error: Option<&ErrorInfo>) {
         let Some(t) = self.tasks.get_mut(&tid) else {
@@ -182,7 +200,7 @@ impl State {
         }
     }
 
-    fn make_runnable(&mut self, tid: TaskId) {
+    pub(crate) fn make_runnable(&mut self, tid: TaskId) {
         let Some(t) = self.tasks.get_mut(&tid) else {
             return;
         };
@@ -206,12 +224,23 @@ impl State {
         }
         let mut i = 0;
         let mut skipped = 0;
+        let mut cpu_free = 0;
         while i < self.ready.len() && skipped < SCAN_LIMIT {
             let tid = self.ready[i];
             let Some(t) = self.tasks.get(&tid) else {
                 self.ready.remove(i);
                 continue;
             };
+            if t.inputs_elsewhere && !self.inputs_here(&t.spec) {
+                // Its arguments are on other peers: near them, or pull them first.
+                self.ready.remove(i);
+                if self.placement_active() && self.may_leave(t) {
+                    self.await_placement(tid);
+                } else {
+                    self.pull_inputs(tid);
+                }
+                continue;
+            }
             let fits = self.available.fits(&t.resources);
             if (!fits || self.wants_a_free_cpu(t)) && self.placement_active() && self.may_leave(t) {
                 // Another peer may run it sooner: it joins the next bid round.
@@ -243,6 +272,13 @@ impl State {
                 }
                 _ => {
                     let Some(wid) = self.idle.pop() else {
+                        if t.resources.get("CPU") == 0.0 {
+                            // Needs no CPU: it gets a worker of its own (below).
+                            cpu_free += 1;
+                            i += 1;
+                            skipped += 1;
+                            continue;
+                        }
                         break;
                     };
                     self.ready.remove(i);
@@ -260,7 +296,7 @@ impl State {
             self.pipeline_short_tasks();
         }
         if !self.ready.is_empty() && self.idle.is_empty() {
-            self.grow_pool();
+            self.grow_pool(cpu_free);
         }
         if !self.remote.unplaced.is_empty() {
             self.start_round();
@@ -333,7 +369,7 @@ impl State {
         let Some(t) = self.tasks.get(&tid) else {
             return;
         };
-        if let Some(g) = t.guest {
+        if let Some(g) = t.guest.as_deref() {
             self.send_peer(
                 g.owner,
                 crate::peer_msg::PeerMsg::Output {
@@ -344,7 +380,7 @@ impl State {
             );
         } else if let Some(conn) = t.output_to {
             self.send_to(conn, &NodeMsg::Output { stream, data });
-        } else if matches!(t.state, TaskState::Remote(_)) {
+        } else if t.state == TaskState::Remote {
             // Printed on another peer for this process's own (embedded) driver.
             crate::remote::print_output(stream, &data);
         }
@@ -609,6 +645,9 @@ impl State {
         let Some(t) = self.tasks.remove(&tid) else {
             return;
         };
+        if t.state == TaskState::Remote {
+            self.remote.sent_to.remove(&tid);
+        }
         let keep_deps = t.spec.kind == TaskKind::ActorCreate
             && t.spec
                 .actor_options
@@ -648,8 +687,10 @@ impl State {
                 let name = t.spec.name.clone();
                 self.fail_task(tid, cancelled_error(&name));
             }
-            TaskState::Remote(peer) => {
-                self.send_peer(peer, crate::peer_msg::PeerMsg::Cancel { task: tid, force });
+            TaskState::Remote => {
+                if let Some(&peer) = self.remote.sent_to.get(&tid) {
+                    self.send_peer(peer, crate::peer_msg::PeerMsg::Cancel { task: tid, force });
+                }
             }
             TaskState::Running(wid) => {
                 t.cancelled = true;

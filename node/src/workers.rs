@@ -4,12 +4,9 @@
 use std::time::Instant;
 
 use crate::ids::WorkerId;
-use crate::protocol::{ErrorInfo, ErrorKind, NodeMsg, Role, TaskKind};
+use crate::protocol::{ErrorInfo, ErrorKind, NodeMsg, Role};
 use crate::state::{ConnId, Holder, SpawnRequest, State, TaskState, WorkerEntry, WorkerKind};
 use crate::tasks::cancelled_error;
-
-/// Ready tasks looked at for ones that need no CPU when sizing the pool.
-const CPU_FREE_SCAN: usize = 256;
 
 impl State {
     /// Ask the fork server for one more worker process.
@@ -61,23 +58,14 @@ impl State {
 
     /// More runnable tasks than idle workers: start workers, up to one per CPU
     /// plus one for each worker blocked in `get` (so nested tasks never deadlock).
-    pub fn grow_pool(&mut self) {
+    /// `cpu_free`: ready tasks that need no CPU and found no idle worker.
+    pub fn grow_pool(&mut self, cpu_free: usize) {
         if self.shutting_down || self.spawn_failure.is_some() {
             return;
         }
         let (all, starting, blocked) = self.task_worker_counts();
-        // Tasks that take no CPU (`num_cpus=0`) never wait for one: each may
-        // have a worker of its own beyond the pool's size.
-        let cpu_free = self
-            .ready
-            .iter()
-            .take(CPU_FREE_SCAN)
-            .filter(|t| {
-                self.tasks.get(t).is_some_and(|t| {
-                    t.spec.kind == TaskKind::Normal && t.resources.get("CPU") == 0.0
-                })
-            })
-            .count();
+        // A task that takes no CPU (`num_cpus=0`) never waits for one: it
+        // gets a worker beyond the pool's size.
         let cap = self.config.num_cpus.ceil().max(1.0) as usize + blocked + cpu_free;
         let want = self
             .ready

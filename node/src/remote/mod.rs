@@ -7,8 +7,8 @@
 //!   submitted to), which made the refs and keeps waiting on them.
 //! - **Objects** (`objects`). A ref owned by another peer is resolved by asking its owner
 //!   ([`PeerMsg::Fetch`]); the owner answers once the object has a value.
-//!   Values travel inside messages up to `MESSAGE_VALUE_MAX`; a larger one
-//!   becomes a clear error until objects move through the object plane.
+//!   Values travel inside messages up to `IN_MESSAGE_MAX`; a larger one
+//!   travels as the list of peers that hold it and is pulled (`pull`).
 //! - **Actors** (`actors`). An actor is placed once; calls made on any other
 //!   node go to an `ActorProxy` that learns the host from the actor's creator and
 //!   forwards the calls in submission order. Names are held by the creator
@@ -96,6 +96,8 @@ impl State {
             PeerMsg::NameFound { req, handle } => self.name_found(req, handle),
             PeerMsg::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
             PeerMsg::Cancel { task, force } => self.cancel(ObjectId::for_return(task, 1), force),
+            PeerMsg::Located { id } => self.copy_located(id, from),
+            PeerMsg::Free { ids } => self.owner_freed(&ids),
             PeerMsg::Output { task, stream, data } => self.forward_output(task, stream, data),
         }
     }

@@ -1,6 +1,7 @@
 //! Values crossing peers: results coming home, refs owned elsewhere fetched
-//! from their owner, values served to peers, and what may no longer be freed
-//! because another peer can hold refs to it.
+//! from their owner, values served to peers, where copies of large values
+//! are (they travel as locations and are pulled, see `pull`), and what may
+//! no longer be freed because another peer can hold refs to it.
 
 use std::sync::Arc;
 
@@ -8,20 +9,10 @@ use peer_gossip::PeerId;
 use serde_bytes::ByteBuf;
 
 use crate::ids::{ObjectId, TaskId};
-use crate::peer_msg::{MESSAGE_VALUE_MAX, PeerMsg, WireValue};
+use crate::peer_msg::{IN_MESSAGE_MAX, PeerMsg, WireValue};
+use crate::protocol::TaskSpec;
 use crate::protocol::{ErrorInfo, ErrorKind, INLINE_MAX, Value};
-use crate::state::{Holder, ObjState, ObjectEntry, State, Target, TaskState};
-
-fn too_large(id: &ObjectId, len: u64) -> ErrorInfo {
-    ErrorInfo::new(
-        ErrorKind::ObjectLost,
-        format!(
-            "object {id} is {len} bytes; values over {MESSAGE_VALUE_MAX} bytes cannot move \
-             between peers yet (the object plane will move them); use it on the peer that \
-             made it"
-        ),
-    )
-}
+use crate::state::{Elsewhere, Holder, ObjState, ObjectEntry, State, Target, TaskState};
 
 impl State {
     /// Results of tasks this node sent away, or fetched values.
@@ -31,7 +22,7 @@ impl State {
             let pending = self
                 .objects
                 .get(&id)
-                .is_some_and(|e| matches!(e.state, ObjState::Pending));
+                .is_some_and(|e| matches!(e.state, ObjState::Pending) && e.elsewhere.is_none());
             if !pending {
                 continue;
             }
@@ -45,14 +36,14 @@ impl State {
             let Some(t) = self.tasks.get(&tid) else {
                 continue;
             };
-            if !matches!(t.state, TaskState::Remote(_)) {
+            if t.state != TaskState::Remote {
                 continue;
             }
             let spec = Arc::clone(&t.spec);
             let all_back = spec.return_ids().all(|id| {
                 self.objects
                     .get(&id)
-                    .is_none_or(|e| matches!(e.state, ObjState::Ready(_)))
+                    .is_none_or(|e| matches!(e.state, ObjState::Ready(_)) || e.is_elsewhere())
             });
             if all_back {
                 self.stats.tasks_finished += 1;
@@ -64,6 +55,13 @@ impl State {
     /// Give a pending object the value that came from a peer (large ones go into the store).
     pub(super) fn set_value(&mut self, id: ObjectId, value: WireValue) {
         let value = match value {
+            WireValue::At { len, holders } => {
+                let holders = holders
+                    .iter()
+                    .filter_map(|h| PeerId::from_bytes(h).ok())
+                    .collect();
+                return self.object_located(id, len, holders);
+            }
             WireValue::Error(e) => Value::Error(e),
             WireValue::Blob(b) if b.len() <= INLINE_MAX => Value::Inline(b),
             WireValue::Blob(b) => match self.create_object(Holder::Local, id, b.len() as u64) {
@@ -83,6 +81,24 @@ impl State {
         self.object_ready(id, value);
     }
 
+    /// A copy of a stored object's bytes.
+    pub(crate) fn stored_bytes(&mut self, id: &ObjectId) -> Option<ByteBuf> {
+        // Pinned while copied, so a restore or compaction cannot move it.
+        match self.value_for(id, Holder::Local) {
+            Value::Stored { offset, len } => {
+                let bytes = self
+                    .store
+                    .arena()
+                    .slice(offset, len)
+                    .map(|s| ByteBuf::from(s.to_vec()));
+                self.release_pins(Holder::Local, &[*id]);
+                bytes.ok()
+            }
+            Value::Inline(b) => Some(b),
+            Value::Error(_) => None,
+        }
+    }
+
     /// An object's value as it travels to a peer.
     pub(crate) fn wire_value(&mut self, id: &ObjectId) -> WireValue {
         let Some(e) = self.objects.get(id) else {
@@ -91,7 +107,22 @@ impl State {
                 format!("object {id} is not known to its owner (it was freed)"),
             ));
         };
+        let me = self.remote.me;
+        let at = |len: u64, here: bool, ew: Option<&Elsewhere>| WireValue::At {
+            len,
+            holders: me
+                .filter(|_| here)
+                .into_iter()
+                .chain(ew.into_iter().flat_map(|ew| ew.holders()))
+                .map(|p| ByteBuf::from(p.to_bytes()))
+                .collect(),
+        };
         match &e.state {
+            ObjState::Pending if e.elsewhere.is_some() => at(
+                e.elsewhere.as_ref().map_or(0, |ew| ew.len),
+                false,
+                e.elsewhere.as_deref(),
+            ),
             ObjState::Pending => WireValue::Error(ErrorInfo::new(
                 ErrorKind::ObjectLost,
                 format!("object {id} has no value yet"),
@@ -100,25 +131,16 @@ impl State {
             ObjState::Ready(Value::Error(err)) => WireValue::Error(err.clone()),
             ObjState::Ready(Value::Stored { len, .. }) => {
                 let len = *len;
-                if len as usize > MESSAGE_VALUE_MAX {
-                    return WireValue::Error(too_large(id, len));
+                if len as usize > IN_MESSAGE_MAX {
+                    // Too big for a message: the peer pulls it from the stores that have it.
+                    return at(len, true, e.elsewhere.as_deref());
                 }
-                // Pinned while copied, so a restore or compaction cannot move it.
-                match self.value_for(id, Holder::Local) {
-                    Value::Stored { offset, len } => {
-                        let bytes = self
-                            .store
-                            .arena()
-                            .slice(offset, len)
-                            .map(|s| ByteBuf::from(s.to_vec()));
-                        self.release_pins(Holder::Local, &[*id]);
-                        match bytes {
-                            Ok(b) => WireValue::Blob(b),
-                            Err(e) => WireValue::Error(self.store_error(e)),
-                        }
-                    }
-                    Value::Error(err) => WireValue::Error(err),
-                    Value::Inline(b) => WireValue::Blob(b),
+                match self.stored_bytes(id) {
+                    Some(b) => WireValue::Blob(b),
+                    None => WireValue::Error(ErrorInfo::new(
+                        ErrorKind::ObjectLost,
+                        format!("object {id} could not be read from the store"),
+                    )),
                 }
             }
         }
@@ -126,18 +148,25 @@ impl State {
 
     /// A wait on behalf of a peer completed: send it the values.
     pub(crate) fn send_values_to_peer(&mut self, peer: PeerId, ids: &[ObjectId], free_after: bool) {
-        let values = ids.iter().map(|id| (*id, self.wire_value(id))).collect();
+        let values: Vec<(ObjectId, WireValue)> =
+            ids.iter().map(|id| (*id, self.wire_value(id))).collect();
         let inside: Vec<ObjectId> = ids
             .iter()
             .filter_map(|id| self.objects.get(id))
             .flat_map(|e| e.contains.iter().copied())
             .collect();
         self.escape_with_contents(&inside);
+        let kept: Vec<bool> = values
+            .iter()
+            .map(|(_, v)| matches!(v, WireValue::At { .. }))
+            .collect();
         self.send_peer(peer, PeerMsg::Objects { values });
         if free_after {
-            for id in ids {
+            for (id, kept) in ids.iter().zip(kept) {
                 if let Some(e) = self.objects.get_mut(id) {
                     e.had_handle = true;
+                    // The owner pulls it from here (or tells others to): keep it until it says.
+                    e.held_for_owner = kept;
                 }
                 self.maybe_free(id);
             }
@@ -206,6 +235,17 @@ impl State {
     /// A peer wants the value of an object owned here.
     pub(super) fn serve_fetch(&mut self, from: PeerId, id: ObjectId) {
         match self.objects.get_mut(&id) {
+            Some(e) if e.is_elsewhere() => {
+                e.escaped = true;
+                let value = self.wire_value(&id);
+                self.note_puller(id, from);
+                self.send_peer(
+                    from,
+                    PeerMsg::Objects {
+                        values: vec![(id, value)],
+                    },
+                );
+            }
             Some(e) => {
                 e.escaped = true;
                 self.begin_wait(
@@ -229,6 +269,133 @@ impl State {
                     },
                 );
             }
+        }
+    }
+
+    /// An object now has a value in other peers' stores (`holders`, complete
+    /// copies first). Peers waiting for it are told where; local needs pull it.
+    pub(crate) fn object_located(&mut self, id: ObjectId, len: u64, holders: Vec<PeerId>) {
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        if !matches!(e.state, ObjState::Pending) {
+            return;
+        }
+        let was_located = e.elsewhere.is_some();
+        let ew = e.elsewhere.get_or_insert_with(Box::default);
+        ew.len = len;
+        for h in holders {
+            if !ew.copies.contains(&h) {
+                ew.copies.push(h);
+            }
+        }
+        if was_located {
+            return;
+        }
+        let dependents = std::mem::take(&mut e.dependents);
+        let (for_peers, local): (Vec<_>, Vec<_>) = std::mem::take(&mut e.waiters)
+            .into_iter()
+            .partition(|(w, _)| {
+                matches!(
+                    self.waits.get(w).map(|w| &w.target),
+                    Some(Target::Peer { .. })
+                )
+            });
+        if let Some(e) = self.objects.get_mut(&id) {
+            e.waiters = local;
+        }
+        for (wid, idx) in for_peers {
+            if let Some(w) = self.waits.get_mut(&wid) {
+                w.ready.push(idx);
+                if w.ready.len() == w.need {
+                    self.complete_wait(wid);
+                }
+            }
+        }
+        if self.objects.get(&id).is_some_and(|e| !e.waiters.is_empty()) {
+            self.start_pull(id);
+        }
+        for tid in dependents {
+            self.dep_located(tid);
+        }
+    }
+
+    /// A peer asked for an object whose copies are elsewhere: it pulls one
+    /// and serves what it has meanwhile, so it is a holder for the next asker.
+    pub(crate) fn note_puller(&mut self, id: ObjectId, peer: PeerId) {
+        let len = self.store.get(&id).map(|a| a.len);
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        let ew = e.elsewhere.get_or_insert_with(|| {
+            Box::new(Elsewhere {
+                len: len.unwrap_or(0),
+                ..Elsewhere::default()
+            })
+        });
+        if !ew.copies.contains(&peer) && !ew.partial.contains(&peer) {
+            ew.partial.push(peer);
+        }
+    }
+
+    /// A peer holds a complete copy of an object owned here.
+    pub(super) fn copy_located(&mut self, id: ObjectId, peer: PeerId) {
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        let ew = e.elsewhere.get_or_insert_with(Box::default);
+        ew.partial.retain(|p| *p != peer);
+        if !ew.copies.contains(&peer) {
+            ew.copies.push(peer);
+        }
+    }
+
+    /// The owner freed objects this node kept copies of for it.
+    pub(super) fn owner_freed(&mut self, ids: &[ObjectId]) {
+        for id in ids {
+            self.drop_copy(id);
+        }
+    }
+
+    /// Whether every argument of a task has its value on this node.
+    pub(crate) fn inputs_here(&self, spec: &TaskSpec) -> bool {
+        spec.deps
+            .iter()
+            .all(|d| self.objects.get(d).is_none_or(|e| !e.is_elsewhere()))
+    }
+
+    /// A task that runs here needs arguments from other peers: it waits while they are pulled.
+    pub(crate) fn pull_inputs(&mut self, tid: TaskId) {
+        let Some(spec) = self.spec_of(&tid) else {
+            return;
+        };
+        let mut missing = 0;
+        for d in &spec.deps {
+            if let Some(e) = self.objects.get_mut(d)
+                && e.is_elsewhere()
+            {
+                if !e.dependents.contains(&tid) {
+                    e.dependents.push(tid);
+                }
+                missing += 1;
+            }
+        }
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.inputs_elsewhere = false;
+            t.missing += missing;
+            t.state = if t.missing > 0 {
+                TaskState::Waiting
+            } else {
+                TaskState::Queued
+            };
+        }
+        for d in &spec.deps {
+            if self.objects.get(d).is_some_and(|e| e.is_elsewhere()) {
+                self.start_pull(*d);
+            }
+        }
+        if missing == 0 {
+            self.make_runnable(tid);
         }
     }
 }

@@ -8,13 +8,15 @@ use peer_gossip::PeerId;
 use serde_bytes::ByteBuf;
 
 use crate::ids::{ObjectId, TaskId};
-use crate::peer_msg::{MESSAGE_VALUE_MAX, PeerMsg, WireValue};
+use crate::peer_msg::{PeerMsg, WireValue};
 use crate::protocol::{ErrorInfo, ErrorKind, TaskKind, TaskSpec, Value, args_object_id};
 use crate::state::{Guest, Holder, ObjState, ObjectEntry, State, Target, TaskState};
 
-impl State {
-    // ---- tasks -------------------------------------------------------------------------------
+/// Task arguments (not refs) up to this size travel with a task to another
+/// peer; a task with larger ones runs where they are.
+const ARGS_IN_MESSAGE_MAX: usize = 64 * 1024 * 1024;
 
+impl State {
     /// Ship a runnable task to `peer`. Tasks owned here wait for their results;
     /// a guest task is handed on and forgotten (its owner gets the results).
     pub(crate) fn send_task(&mut self, tid: TaskId, peer: PeerId, expect_queue: u32) {
@@ -22,23 +24,23 @@ impl State {
             return;
         };
         let spec = Arc::clone(&t.spec);
-        let guest = t.guest;
+        let guest = t.guest.as_deref().copied();
         let mut wire = (*spec).clone();
         if let Value::Stored { .. } = spec.args {
-            match self.wire_value(&args_object_id(tid)) {
-                WireValue::Blob(b) => wire.args = Value::Inline(b),
-                WireValue::Error(_) => return self.keep_local_after_all(tid),
+            // Arguments (not refs) travel with the task, whatever their size.
+            match self.stored_bytes(&args_object_id(tid)) {
+                Some(b) if b.len() <= ARGS_IN_MESSAGE_MAX => wire.args = Value::Inline(b),
+                _ => return self.keep_local_after_all(tid),
             }
         }
         let mut deps = Vec::with_capacity(spec.deps.len());
         for d in &spec.deps {
-            match self.wire_value(d) {
-                WireValue::Error(e) if e.kind == ErrorKind::ObjectLost => {
-                    // Too large to travel in a message: run it here, next to the value.
-                    return self.keep_local_after_all(tid);
-                }
-                v => deps.push(v),
+            let v = self.wire_value(d);
+            if let WireValue::At { .. } = v {
+                // The peer pulls it; it serves what it has to the next ones.
+                self.note_puller(*d, peer);
             }
+            deps.push(v);
         }
         if spec.kind != TaskKind::ActorMethod
             && !self
@@ -92,7 +94,8 @@ impl State {
             None => {
                 self.stats.tasks_sent += 1;
                 if let Some(t) = self.tasks.get_mut(&tid) {
-                    t.state = TaskState::Remote(peer);
+                    t.state = TaskState::Remote;
+                    self.remote.sent_to.insert(tid, peer);
                 }
                 if spec.kind == TaskKind::ActorCreate {
                     self.actor_sent(&spec, peer);
@@ -111,9 +114,8 @@ impl State {
                     let err = ErrorInfo::new(
                         ErrorKind::Task,
                         format!(
-                            "the arguments of {} are over {MESSAGE_VALUE_MAX} bytes and its \
-                             actor runs on another peer; large values cannot move between \
-                             peers yet",
+                            "the arguments of {} are over {ARGS_IN_MESSAGE_MAX} bytes and its \
+                             actor runs on another peer; pass large values as refs (put) instead",
                             t.spec.name
                         ),
                     );
@@ -164,8 +166,9 @@ impl State {
         self.stats.tasks_received += 1;
         if let Some(t) = self.tasks.get_mut(&spec.task)
             && t.guest.is_none()
-            && matches!(t.state, TaskState::Remote(_))
+            && t.state == TaskState::Remote
         {
+            self.remote.sent_to.remove(&spec.task);
             // A task of ours came back (placed again by a busier peer): it runs here.
             t.state = TaskState::Queued;
             t.stay_local = true;
@@ -245,7 +248,11 @@ impl State {
         let lost: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.state == TaskState::Remote(peer) && t.spec.kind == TaskKind::Normal)
+            .filter(|(id, t)| {
+                t.state == TaskState::Remote
+                    && t.spec.kind == TaskKind::Normal
+                    && self.remote.sent_to.get(id) == Some(&peer)
+            })
             .map(|(id, _)| *id)
             .collect();
         for tid in lost {

@@ -316,6 +316,7 @@ fn is_ready(st: &State, id: &ObjectId) -> bool {
 }
 
 mod actors;
+mod object_plane;
 mod objects;
 mod placement;
 mod robustness;

@@ -153,7 +153,8 @@ fn a_burst_that_does_not_fit_is_one_batch_spread_by_bids_with_this_node_in_it() 
     );
     assert_eq!(h.st.ready.len(), kept);
     for (_, tid) in &sent {
-        assert!(matches!(h.st.tasks[tid].state, TaskState::Remote(p) if p == idle));
+        assert_eq!(h.st.tasks[tid].state, TaskState::Remote);
+        assert_eq!(h.st.remote.sent_to[tid], idle);
     }
 }
 
