@@ -1,5 +1,6 @@
-//! The cluster pre-shared key: 32 random bytes every member holds. Connections are wrapped in
-//! libp2p pnet with it, so a peer without the key cannot even finish a handshake.
+//! The cluster pre-shared key: 32 random bytes every member holds. Each connection proves both
+//! sides hold it right after noise (see `transport`), so a peer without it cannot send a single
+//! libp2p message.
 //!
 //! On disk and on the command line the key is 64 hex characters (a file may also use the
 //! `/key/swarm/psk/1.0.0/` format of go-libp2p's `swarm.key`).
@@ -82,6 +83,11 @@ impl ClusterKey {
     pub fn fingerprint(&self) -> String {
         let full = self.psk().fingerprint().to_string();
         full.chars().take(16).collect()
+    }
+
+    /// The key's bytes (for the key proof of each connection).
+    pub(crate) fn bytes(&self) -> [u8; KEY_LEN] {
+        self.0
     }
 
     pub(crate) fn psk(&self) -> PreSharedKey {

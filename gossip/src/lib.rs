@@ -28,11 +28,11 @@
 //!
 //! # Design
 //!
-//! - **Cluster key.** Every connection is TCP wrapped in libp2p pnet with the [`ClusterKey`], then
-//!   noise (authenticating the [`Identity`]) and yamux. A peer with another key cannot finish a
-//!   handshake; a key check right after pnet makes that show as [`ConnectError::KeyMismatch`]
-//!   on the dialer and as a log line on the listener. QUIC is not
-//!   used: pnet cannot wrap it (see `transport`).
+//! - **Cluster key.** Every connection is TCP, then noise (authenticating the [`Identity`] and
+//!   encrypting everything), then a proof of the [`ClusterKey`] bound to that noise session, then
+//!   yamux. A peer without the key cannot send a single libp2p message; a mismatch shows as
+//!   [`ConnectError::KeyMismatch`] on the dialer and as a log line on the listener. QUIC is not
+//!   used (see `transport`, which also says why this replaced pnet).
 //! - **Discovery.** mDNS on the LAN (unless [`Config::mdns`] is off) and Kademlia (our own
 //!   protocol name, server mode) from [`Config::bootstrap`]; bootstrap addresses are re-dialed
 //!   and Kademlia re-bootstraps every [`Config::rebootstrap_period`], so a peer that knows one
@@ -85,6 +85,13 @@ pub use messages::{
 pub use view::{GoneReason, PeerInfo};
 
 use tokio::sync::{mpsc, watch};
+
+/// Decodes and validates `bytes` exactly as a received gossip payload is, then encodes the
+/// result again as it would be published. For the fuzz targets in `fuzz/` only.
+#[doc(hidden)]
+pub fn fuzz_reencode_message(bytes: &[u8]) -> Result<Vec<u8>, MessageError> {
+    messages::encode(&messages::decode(bytes)?)
+}
 
 /// Capacity of the command channel from clients to the event loop.
 const COMMAND_BUFFER: usize = 256;
