@@ -99,9 +99,16 @@ class Launcher:
     daemons: list[Daemon] = field(default_factory=list)
 
     def up(
-        self, name: str, *args: str, netns: str | None = None, listen: str = LOOPBACK, store: int = STORE_BYTES
+        self,
+        name: str,
+        *args: str,
+        netns: str | None = None,
+        listen: str = LOOPBACK,
+        store: int = STORE_BYTES,
+        state_dir: Path | None = None,
     ) -> Daemon:
-        state_dir = self.root / name
+        """Start a daemon; ``state_dir`` reuses another daemon's (its identity: a restart)."""
+        state_dir = state_dir or self.root / name
         log_path = self.root / f"{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
         cmd = [sys.executable, "-m", "peer._cli", "--state-dir", str(state_dir), "up"]

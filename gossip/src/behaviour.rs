@@ -62,7 +62,9 @@ impl Behaviour {
         let ping = ping::Behaviour::new(
             ping::Config::new()
                 .with_interval(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(4)),
+                // Generous: a loaded machine (or a connection busy moving gigabytes) must not
+                // look dead; a dead peer's connection closes long before this anyway.
+                .with_timeout(Duration::from_secs(10)),
         );
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);

@@ -157,7 +157,7 @@ pub async fn start(
         st.remote.pull_jobs = Some(pull_jobs);
         st.remote.me = Some(cluster.peer_id);
     }
-    tokio::spawn(log_events(events));
+    tokio::spawn(watch_events(events, Arc::clone(&shared)));
     tokio::spawn(tick(Arc::clone(&cluster), shared));
     Ok(cluster)
 }
@@ -216,6 +216,8 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                     let now = Instant::now();
                     st.expire_placement(now);
                     st.expire_lookups(now);
+                    st.refetch_due(now);
+                    st.audit_remote_tasks(now);
                 }
                 let peers = view
                     .into_iter()
@@ -237,11 +239,20 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
     }
 }
 
-async fn log_events(mut events: mpsc::Receiver<Event>) {
+/// Logs joins and failed dials; a peer that left the view is recovered from.
+async fn watch_events(mut events: mpsc::Receiver<Event>, shared: Arc<Shared>) {
     while let Some(event) = events.recv().await {
         match event {
             Event::PeerUp(p) => tracing::info!(peer = %p, "peer joined"),
-            Event::PeerGone(p, why) => tracing::info!(peer = %p, ?why, "peer left"),
+            Event::PeerGone(p, why) => {
+                tracing::info!(peer = %p, ?why, "peer left");
+                let why = match why {
+                    peer_gossip::GoneReason::Disconnected => "its connection closed",
+                    peer_gossip::GoneReason::PingFailed => "it stopped answering pings",
+                    peer_gossip::GoneReason::Expired => "nothing was heard from it",
+                };
+                shared.state.lock().peer_gone(p, why);
+            }
             Event::DialFailed(e) => tracing::warn!("{e}"),
             Event::PeerLoad(..) | Event::ObjectsAnnounced(..) => {}
         }

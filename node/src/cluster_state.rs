@@ -89,6 +89,22 @@ pub struct ClusterState {
     pub round: Option<Round>,
     /// The peer each task in state `Remote` was sent to.
     pub sent_to: FxHashMap<TaskId, PeerId>,
+    /// How to rebuild objects owned here whose copies are on other peers.
+    pub lineage: FxHashMap<TaskId, crate::failure::Lineage>,
+    /// Fetches asked again after a pull failed, per object (bounded).
+    pub refetches: FxHashMap<crate::ids::ObjectId, u8>,
+    /// Objects to ask their owner for again, and when.
+    pub refetch_at: Vec<(crate::ids::ObjectId, Instant)>,
+    /// Peers found gone, and when (a task moved to one runs again).
+    pub gone_at: FxHashMap<PeerId, Instant>,
+    /// When tasks sent to peers are next checked on.
+    pub next_audit: Instant,
+    /// Holders a pull of an object failed with (told to its owner on the next fetch).
+    pub failed_holders: FxHashMap<crate::ids::ObjectId, Vec<PeerId>>,
+    /// Tasks received while one of their results was being pulled here, by that result.
+    pub after_pull: FxHashMap<crate::ids::ObjectId, Vec<(PeerId, crate::peer_msg::PeerMsg)>>,
+    /// Tasks received before their function, by function.
+    pub awaiting_fn: FxHashMap<FnId, Vec<(PeerId, crate::peer_msg::PeerMsg)>>,
     pub next_req: u64,
     /// Functions each peer has been sent.
     pub fns_sent: FxHashMap<PeerId, FxHashSet<FnId>>,
@@ -118,6 +134,14 @@ impl ClusterState {
             parked: Vec::new(),
             round: None,
             sent_to: FxHashMap::default(),
+            lineage: FxHashMap::default(),
+            refetches: FxHashMap::default(),
+            refetch_at: Vec::new(),
+            gone_at: FxHashMap::default(),
+            next_audit: Instant::now(),
+            awaiting_fn: FxHashMap::default(),
+            failed_holders: FxHashMap::default(),
+            after_pull: FxHashMap::default(),
             next_req: 1,
             fns_sent: FxHashMap::default(),
             proxies: FxHashMap::default(),

@@ -18,6 +18,7 @@ mod cluster_state;
 pub mod codec;
 pub mod config;
 pub mod error;
+mod failure;
 mod handle;
 pub mod ids;
 mod links;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use peer_gossip::{PeerId, StreamProtocol};
 use rustc_hash::FxHashMap;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
@@ -73,7 +73,7 @@ fn spawn_writer(
 ) -> mpsc::UnboundedSender<Vec<u8>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        if let Err(e) = write_loop(&client, peer, rx).await {
+        if let Err(e) = write_loop(&client, peer, rx, &shared).await {
             tracing::warn!(%peer, "link to peer lost: {e}");
             shared.state.lock().peer_unreachable(peer);
         }
@@ -81,26 +81,67 @@ fn spawn_writer(
     tx
 }
 
+/// Writes queued frames to `peer`, batching what is queued. When the stream
+/// breaks (its connection closed), a new one is opened and the state told:
+/// frames on the old stream may be lost, which the two nodes then sort out
+/// (`State::link_reset`). Fails only when no stream can be opened at all.
 async fn write_loop(
     client: &peer_gossip::Client,
     peer: PeerId,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: &Shared,
 ) -> Result<(), String> {
-    let mut stream = open(client, peer).await?.compat();
-    while let Some(frame) = rx.recv().await {
-        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-        let mut batch = 1;
-        while batch < WRITE_BATCH {
-            let Ok(more) = rx.try_recv() else {
-                break;
-            };
-            stream.write_all(&more).await.map_err(|e| e.to_string())?;
-            batch += 1;
+    let mut pending: Option<Vec<u8>> = None;
+    let mut first = true;
+    loop {
+        let stream = open(client, peer).await?.compat();
+        if !first {
+            shared.state.lock().link_reset(peer, true);
         }
-        stream.flush().await.map_err(|e| e.to_string())?;
+        first = false;
+        let (mut closed, mut writer) = tokio::io::split(stream);
+        let mut probe = [0u8; 1];
+        let broke = loop {
+            let frame = match pending.take() {
+                Some(f) => f,
+                None => tokio::select! {
+                    frame = rx.recv() => match frame {
+                        Some(f) => f,
+                        None => {
+                            let _ = writer.shutdown().await;
+                            return Ok(());
+                        }
+                    },
+                    // The peer never writes here: a read ends only when the stream does.
+                    _ = closed.read(&mut probe) => break "the stream closed".to_string(),
+                },
+            };
+            if let Err(e) = writer.write_all(&frame).await {
+                pending = Some(frame);
+                break e.to_string();
+            }
+            let mut batch = 1;
+            let mut failed = None;
+            while batch < WRITE_BATCH {
+                let Ok(more) = rx.try_recv() else {
+                    break;
+                };
+                if let Err(e) = writer.write_all(&more).await {
+                    pending = Some(more);
+                    failed = Some(e.to_string());
+                    break;
+                }
+                batch += 1;
+            }
+            if let Some(e) = failed {
+                break e;
+            }
+            if let Err(e) = writer.flush().await {
+                break e.to_string();
+            }
+        };
+        tracing::debug!(%peer, "link stream broke ({broke}); opening a new one");
     }
-    let _ = stream.shutdown().await;
-    Ok(())
 }
 
 /// Open a stream to `peer`, trying again for a while: a peer heard of through

@@ -119,11 +119,12 @@ impl State {
         if !unused {
             return;
         }
-        if may_cache
-            && self.is_foreign(id.owner())
+        let foreign_copy = self.is_foreign(id.owner())
             && matches!(e.state, ObjState::Ready(Value::Stored { len, .. })
-                if len as usize > crate::peer_msg::IN_MESSAGE_MAX)
-        {
+                if len as usize > crate::peer_msg::IN_MESSAGE_MAX);
+        // A copy a local reader still looks at stays known (its id may come
+        // back, e.g. to rebuild it here, and the store cannot hold it twice).
+        if foreign_copy && (may_cache || self.store.is_pinned(id)) {
             if let Some(e) = self.objects.get_mut(id) {
                 e.cached = true;
                 self.cached.push_back(*id);
@@ -153,6 +154,9 @@ impl State {
                 ce.holds = ce.holds.saturating_sub(1);
             }
             self.maybe_free(&c);
+        }
+        if !self.remote.lineage.is_empty() {
+            self.release_lineage(id);
         }
     }
 
@@ -324,7 +328,10 @@ impl State {
     /// Drop cached copies of other peers' objects (oldest first) until `len`
     /// bytes are free, before anything of this node's own is spilled.
     fn make_room(&mut self, len: u64) {
-        while !self.cached.is_empty() {
+        // Each cached copy is looked at once (one still pinned goes to the back).
+        let mut budget = self.cached.len();
+        while budget > 0 {
+            budget -= 1;
             let stats = self.store.stats();
             if stats.capacity.saturating_sub(stats.used) >= len.saturating_add(64) {
                 return;

@@ -83,6 +83,11 @@ pub enum PeerMsg {
         id: FnId,
         blob: ByteBuf,
     },
+    /// A task arrived for a function this node does not have (it restarted,
+    /// or the function was lost with a broken link): send it.
+    NeedFunction {
+        id: FnId,
+    },
     /// Run this task. `deps`: the values of `spec.deps`, in order. `owner`:
     /// the PeerId (bytes) its results go to. `hops`: how often it was placed.
     /// `expect_queue`: the queue length the sender's placement expected here
@@ -99,9 +104,11 @@ pub enum PeerMsg {
     Objects {
         values: Vec<(ObjectId, WireValue)>,
     },
-    /// Send me the value of `id` (which you own) once it has one.
+    /// Send me the value of `id` (which you own) once it has one. `failed`:
+    /// holders (PeerIds as bytes) this node could not pull it from.
     Fetch {
         id: ObjectId,
+        failed: Vec<ByteBuf>,
     },
     /// Where does `actor` (which you created) run? Answered by [`PeerMsg::ActorAt`].
     LocateActor {
@@ -141,6 +148,21 @@ pub enum PeerMsg {
     Free {
         ids: Vec<ObjectId>,
     },
+    /// The sender's link to the receiver broke: messages may have been lost.
+    LinkReset,
+    /// To a task's owner: the sender placed the task once more, on `to` (PeerId bytes).
+    Moved {
+        task: TaskId,
+        to: ByteBuf,
+    },
+    /// Which of these tasks (sent to you) do you still have? Answered by [`PeerMsg::Have`].
+    Which {
+        tasks: Vec<TaskId>,
+    },
+    /// The ones of a [`PeerMsg::Which`] this node has (the rest never arrived, or finished).
+    Have {
+        tasks: Vec<TaskId>,
+    },
     /// Lines a task printed on the receiver's behalf (its driver is there).
     Output {
         task: TaskId,
@@ -156,6 +178,7 @@ impl PeerMsg {
             PeerMsg::BidRequest { .. } => "BidRequest",
             PeerMsg::Bid { .. } => "Bid",
             PeerMsg::Function { .. } => "Function",
+            PeerMsg::NeedFunction { .. } => "NeedFunction",
             PeerMsg::Task { .. } => "Task",
             PeerMsg::Objects { .. } => "Objects",
             PeerMsg::Fetch { .. } => "Fetch",
@@ -167,6 +190,10 @@ impl PeerMsg {
             PeerMsg::Cancel { .. } => "Cancel",
             PeerMsg::Located { .. } => "Located",
             PeerMsg::Free { .. } => "Free",
+            PeerMsg::LinkReset => "LinkReset",
+            PeerMsg::Moved { .. } => "Moved",
+            PeerMsg::Which { .. } => "Which",
+            PeerMsg::Have { .. } => "Have",
             PeerMsg::Output { .. } => "Output",
         }
     }

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     StoreFull,
     Cancelled,
     ObjectLost,
+    /// The peer that owns the object (made its ref) is gone.
+    OwnerDied,
 }
 
 impl ErrorKind {
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::StoreFull => "store_full",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ObjectLost => "object_lost",
+            ErrorKind::OwnerDied => "owner_died",
         }
     }
 }

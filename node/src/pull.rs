@@ -47,11 +47,31 @@ const IN_FLIGHT: usize = 8;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a node still pulling waits for a chunk another peer asks it for.
 const PARTIAL_WAIT: Duration = Duration::from_secs(10);
+/// Times a node asks an object's owner again after pulling it failed, and the
+/// pause before each (the owner needs a few seconds to notice a dead peer).
+const REFETCH_TRIES: u8 = 30;
+const REFETCH_PAUSE: Duration = Duration::from_millis(500);
 /// The largest range one request may ask for.
 const MAX_REQUEST: u64 = 64 * 1024 * 1024;
 /// Transport failures in a row after which a source is given up (a stream can
 /// fail while a duplicate connection between two peers is being closed).
 const SOURCE_STRIKES: u32 = 3;
+
+/// Why a pull failed, and the holders that failed it.
+#[derive(Debug, Default)]
+pub struct PullFailure {
+    pub why: String,
+    pub bad: Vec<PeerId>,
+}
+
+impl From<&str> for PullFailure {
+    fn from(why: &str) -> Self {
+        Self {
+            why: why.to_string(),
+            bad: Vec::new(),
+        }
+    }
+}
 
 /// Why a chunk did not come.
 enum ChunkError {
@@ -150,11 +170,10 @@ impl State {
             return;
         };
         if sources.is_empty() {
-            let err = ErrorInfo::new(
-                ErrorKind::ObjectLost,
-                format!("object {id} has no copy on any peer this node can reach"),
-            );
-            return self.object_ready(id, Value::Error(err));
+            // Nobody else has it: as when every source failed (ask the owner
+            // again later, or rebuild it when owned here).
+            self.pulls.insert(id, Arc::new(PullProgress::new(0, 0)));
+            return self.pull_finished(id, Err("no other peer holds a copy".into()));
         }
         let offset = match self.create_object(Holder::Local, id, ew.len) {
             Ok(offset) => offset,
@@ -168,14 +187,23 @@ impl State {
     }
 
     /// A pull ended: seal the object (and tell its owner there is a copy here), or fail it.
-    pub fn pull_finished(&mut self, id: ObjectId, result: Result<(), String>) {
+    pub fn pull_finished(&mut self, id: ObjectId, result: Result<(), PullFailure>) {
         if self.pulls.remove(&id).is_none() {
             return;
         }
+        self.pull_ended(id, result);
+        // Tasks that would make this object again waited for the pull.
+        for (from, msg) in self.remote.after_pull.remove(&id).unwrap_or_default() {
+            self.handle_peer(from, msg);
+        }
+    }
+
+    fn pull_ended(&mut self, id: ObjectId, result: Result<(), PullFailure>) {
         let wanted = self.objects.get(&id).is_some_and(|e| e.is_elsewhere());
         match result {
             Ok(()) if wanted => {
                 self.stats.objects_pulled += 1;
+                self.remote.refetches.remove(&id);
                 self.seal_object(Holder::Local, id, Vec::new());
                 if self.is_foreign(id.owner())
                     && let Some(owner) = self.remote.tags.get(&id.owner()).copied()
@@ -187,15 +215,66 @@ impl State {
                 // Nobody needs it any more.
                 let _ = self.store.abort(id);
             }
-            Err(why) => {
+            Err(PullFailure { why, bad }) => {
                 let _ = self.store.abort(id);
-                if wanted {
+                if !bad.is_empty() {
+                    self.remote.failed_holders.insert(id, bad.clone());
+                }
+                if !wanted {
+                    return;
+                }
+                let foreign = self.is_foreign(id.owner());
+                let tries = self.remote.refetches.entry(id).or_insert(0);
+                *tries += 1;
+                let how = format!("pulling it from other peers failed: {why}");
+                if foreign && *tries <= REFETCH_TRIES {
+                    // Its owner may not have noticed yet that those copies are gone: ask it
+                    // again in a moment (it rebuilds the object, or names other copies).
+                    if let Some(e) = self.objects.get_mut(&id) {
+                        e.elsewhere = None;
+                    }
+                    let at = std::time::Instant::now() + REFETCH_PAUSE;
+                    self.remote.refetch_at.push((id, at));
+                } else if !foreign {
+                    if let Some(e) = self.objects.get_mut(&id)
+                        && let Some(ew) = e.elsewhere.as_mut()
+                    {
+                        ew.copies.retain(|p| !bad.contains(p));
+                        ew.partial.retain(|p| !bad.contains(p));
+                        let me = self.remote.me;
+                        if !bad.is_empty() && ew.copies.iter().any(|p| Some(*p) != me) {
+                            // Other copies are left: try them.
+                            return self.start_pull(id);
+                        }
+                    }
+                    self.object_lost(id, &how);
+                } else {
                     let err = ErrorInfo::new(
                         ErrorKind::ObjectLost,
-                        format!("pulling object {id} from other peers failed: {why}"),
+                        format!("object {id} could not be brought here: {how}"),
                     );
                     self.object_ready(id, Value::Error(err));
                 }
+            }
+        }
+    }
+
+    /// Time passed: ask owners again for objects whose pulls failed.
+    pub fn refetch_due(&mut self, now: std::time::Instant) {
+        if self.remote.refetch_at.is_empty() {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.remote.refetch_at)
+            .into_iter()
+            .partition(|(_, at)| *at <= now);
+        self.remote.refetch_at = later;
+        for (id, _) in due {
+            if let Some(e) = self.objects.get_mut(&id)
+                && matches!(e.state, ObjState::Pending)
+                && e.elsewhere.is_none()
+            {
+                e.unfetched = true;
+                self.fetch_foreign(id);
             }
         }
     }
@@ -254,7 +333,7 @@ pub fn start(
                 let arena = shared.state.lock().store.shared_arena();
                 let result = run_pull(&client, id, &progress, sources, &arena).await;
                 if let Err(e) = &result {
-                    tracing::warn!("pull of object {id} failed: {e}");
+                    tracing::warn!("pull of object {id} failed: {}", e.why);
                 }
                 let mut st = shared.state.lock();
                 st.stats.bytes_pulled += progress.received();
@@ -272,6 +351,20 @@ pub async fn run_pull(
     progress: &PullProgress,
     sources: Vec<PeerId>,
     arena: &peer_objstore::Arena,
+) -> Result<(), PullFailure> {
+    let mut bad = Vec::new();
+    run_chunks(client, id, progress, sources, arena, &mut bad)
+        .await
+        .map_err(|why| PullFailure { why, bad })
+}
+
+async fn run_chunks(
+    client: &peer_gossip::Client,
+    id: ObjectId,
+    progress: &PullProgress,
+    sources: Vec<PeerId>,
+    arena: &peer_objstore::Arena,
+    bad: &mut Vec<PeerId>,
 ) -> Result<(), String> {
     let chunks = progress.len.div_ceil(CHUNK) as usize;
     let mut todo: std::collections::VecDeque<usize> = (0..chunks).collect();
@@ -354,6 +447,7 @@ pub async fn run_pull(
                     continue;
                 }
                 failures.push(format!("{peer}: {e}"));
+                bad.push(peer);
                 if let Some(s) = slot {
                     alive.remove(s);
                 }

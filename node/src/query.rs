@@ -170,12 +170,21 @@ impl State {
             "workers": {"task": task_workers, "idle": idle, "starting": starting,
                         "blocked": blocked, "actor": actor_workers},
             "tasks": {"queued": self.ready.len(), "running": running,
+                      "oldest_pending": self.tasks.values().take(5).map(|t| json!({
+                          "task": t.spec.name, "state": format!("{:?}", t.state),
+                          "missing_inputs": t.missing,
+                      })).collect::<Vec<_>>(),
                       "pending": self.tasks.len(), "stats": self.stats},
             "placement": {
                 "placing": self.remote.unplaced.len()
                     + self.remote.round.as_ref().map_or(0, |r| r.tasks.len()),
                 "remote": self.tasks.values()
                     .filter(|t| t.state == crate::state::TaskState::Remote).count(),
+                "remote_by_peer": self.remote.sent_to.values()
+                    .fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, p| {
+                        *m.entry(p.to_string()).or_default() += 1;
+                        m
+                    }),
                 "guests": self.tasks.values().filter(|t| t.guest.is_some()).count(),
                 "waiting_for_resources": self.parked_tasks().into_iter()
                     .map(|(name, needs)| json!({"task": name, "needs": needs}))

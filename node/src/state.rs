@@ -341,6 +341,10 @@ pub struct Stats {
     pub bytes_pulled: u64,
     /// Bytes of objects this node served to pulling peers.
     pub bytes_served: u64,
+    /// Objects owned here rebuilt from lineage after their copies were lost.
+    pub objects_rebuilt: u64,
+    /// Actors restarted because their peer died.
+    pub actors_restarted: u64,
 }
 
 impl State {

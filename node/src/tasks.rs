@@ -629,14 +629,22 @@ impl State {
         if t.state == TaskState::Queued && spec.kind != TaskKind::ActorMethod {
             self.ready.retain(|x| *x != tid);
         }
-        if spec.kind == TaskKind::ActorMethod
-            && let Some(a) = spec.actor.and_then(|aid| self.actors.get_mut(&aid))
-        {
-            a.queue.retain(|x| *x != tid);
+        let actor = spec.actor.filter(|_| spec.kind == TaskKind::ActorMethod);
+        if let Some(aid) = actor {
+            if let Some(a) = self.actors.get_mut(&aid) {
+                a.queue.retain(|x| *x != tid);
+            }
+            if let Some(p) = self.remote.proxies.get_mut(&aid) {
+                p.queue.retain(|x| *x != tid);
+            }
         }
         self.finish_task(tid);
         for id in spec.return_ids() {
             self.object_ready(id, Value::Error(err.clone()));
+        }
+        if let Some(aid) = actor {
+            // Calls queued behind this one may go now.
+            self.pump_actor(aid);
         }
     }
 

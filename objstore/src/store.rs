@@ -259,6 +259,11 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
         Some(e.alloc)
     }
 
+    /// Whether a reader holds a pin on the object under `key` (deleted or not).
+    pub fn is_pinned(&self, key: &K) -> bool {
+        self.objects.get(key).is_some_and(|e| e.pins > 0)
+    }
+
     /// Whether a sealed, not deleted object is in the store (not a use).
     pub fn contains(&self, key: &K) -> bool {
         self.objects

@@ -30,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ERR_STORE_FULL", K::StoreFull.as_str())?;
     m.add("ERR_CANCELLED", K::Cancelled.as_str())?;
     m.add("ERR_OBJECT_LOST", K::ObjectLost.as_str())?;
+    m.add("ERR_OWNER_DIED", K::OwnerDied.as_str())?;
     m.add("INLINE_MAX", peer_node::protocol::INLINE_MAX)?;
     m.add("PeerNativeError", py.get_type::<errors::PeerNativeError>())?;
     m.add(

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use peer_gossip::PeerId;
 
-use crate::ids::{ObjectId, OwnerTag};
+use crate::ids::{ObjectId, OwnerTag, TaskId};
 use crate::peer_msg::PeerMsg;
 use crate::resources::Resources;
 use crate::state::State;
@@ -36,6 +36,9 @@ pub fn print_output(stream: u8, data: &[u8]) {
         std::io::stdout().write_all(data)
     };
 }
+
+/// Tasks held at most per missing function.
+const MAX_AWAITING_FN: usize = 100_000;
 
 impl State {
     /// Queue a message for a peer (dropped in laptop mode, where there are none).
@@ -77,6 +80,68 @@ impl State {
             PeerMsg::Bid { round, load } => self.on_bid(from, round, load),
             PeerMsg::Function { id, blob } => {
                 self.functions.entry(id).or_insert_with(|| Arc::new(blob));
+                for (from, msg) in self.remote.awaiting_fn.remove(&id).unwrap_or_default() {
+                    self.handle_peer(from, msg);
+                }
+            }
+            PeerMsg::NeedFunction { id } => {
+                if let Some(blob) = self.functions.get(&id).map(|b| (**b).clone()) {
+                    self.send_peer(from, PeerMsg::Function { id, blob });
+                    self.remote.fns_sent.entry(from).or_default().insert(id);
+                }
+            }
+            PeerMsg::Task {
+                spec,
+                deps,
+                owner,
+                hops,
+                expect_queue,
+            } if spec.kind != crate::protocol::TaskKind::ActorMethod
+                && !self.functions.contains_key(&spec.fn_id) =>
+            {
+                // Held until its function arrives (asked of the sender once).
+                let id = spec.fn_id;
+                let waiting = self.remote.awaiting_fn.entry(id).or_default();
+                if waiting.is_empty() {
+                    self.send_peer(from, PeerMsg::NeedFunction { id });
+                }
+                let msg = PeerMsg::Task {
+                    spec,
+                    deps,
+                    owner,
+                    hops,
+                    expect_queue,
+                };
+                if let Some(w) = self.remote.awaiting_fn.get_mut(&id)
+                    && w.len() < MAX_AWAITING_FN
+                {
+                    w.push((from, msg));
+                }
+            }
+            PeerMsg::Task {
+                spec,
+                deps,
+                owner,
+                hops,
+                expect_queue,
+            } if spec.return_ids().any(|r| self.pulls.contains_key(&r)) => {
+                // Being pulled here (an earlier copy): run it, or answer with
+                // the copy, once that pull ends.
+                let pulled = spec.return_ids().find(|r| self.pulls.contains_key(r));
+                let msg = PeerMsg::Task {
+                    spec,
+                    deps,
+                    owner,
+                    hops,
+                    expect_queue,
+                };
+                if let Some(r) = pulled {
+                    self.remote
+                        .after_pull
+                        .entry(r)
+                        .or_default()
+                        .push((from, msg));
+                }
             }
             PeerMsg::Task {
                 spec,
@@ -86,7 +151,13 @@ impl State {
                 expect_queue,
             } => self.receive_task(from, *spec, deps, &owner, (hops, expect_queue)),
             PeerMsg::Objects { values } => self.receive_objects(values),
-            PeerMsg::Fetch { id } => self.serve_fetch(from, id),
+            PeerMsg::Fetch { id, failed } => {
+                let failed: Vec<PeerId> = failed
+                    .iter()
+                    .filter_map(|p| PeerId::from_bytes(p).ok())
+                    .collect();
+                self.serve_fetch(from, id, &failed)
+            }
             PeerMsg::LocateActor { actor } => self.locate_actor(from, actor),
             PeerMsg::ActorAt { actor, host, error } => self.actor_located(actor, host, error),
             PeerMsg::LookupName { req, name } => {
@@ -96,6 +167,31 @@ impl State {
             PeerMsg::NameFound { req, handle } => self.name_found(req, handle),
             PeerMsg::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
             PeerMsg::Cancel { task, force } => self.cancel(ObjectId::for_return(task, 1), force),
+            PeerMsg::LinkReset => self.link_reset(from, false),
+            PeerMsg::Moved { task, to } => match PeerId::from_bytes(&to) {
+                Ok(to) => self.task_moved(task, to),
+                Err(_) => self.stats.bad_frames += 1,
+            },
+            PeerMsg::Which { tasks } => {
+                let parked: rustc_hash::FxHashSet<TaskId> = self
+                    .remote
+                    .awaiting_fn
+                    .values()
+                    .flatten()
+                    .filter_map(|(_, m)| match m {
+                        PeerMsg::Task { spec, .. } => Some(spec.task),
+                        _ => None,
+                    })
+                    .collect();
+                let tasks = tasks
+                    .into_iter()
+                    .filter(|t| {
+                        parked.contains(t) || self.tasks.get(t).is_some_and(|t| t.guest.is_some())
+                    })
+                    .collect();
+                self.send_peer(from, PeerMsg::Have { tasks });
+            }
+            PeerMsg::Have { tasks } => self.replace_missing(from, &tasks),
             PeerMsg::Located { id } => self.copy_located(id, from),
             PeerMsg::Free { ids } => self.owner_freed(&ids),
             PeerMsg::Output { task, stream, data } => self.forward_output(task, stream, data),

@@ -47,7 +47,16 @@ impl State {
             });
             if all_back {
                 self.stats.tasks_finished += 1;
-                self.finish_task(tid);
+                let elsewhere = spec
+                    .return_ids()
+                    .any(|id| self.objects.get(&id).is_some_and(|e| e.is_elsewhere()));
+                if elsewhere && self.keep_lineage(tid) {
+                    // Its inputs stay held: a rebuild needs them.
+                    self.tasks.remove(&tid);
+                    self.remote.sent_to.remove(&tid);
+                } else {
+                    self.finish_task(tid);
+                }
             }
         }
     }
@@ -217,7 +226,17 @@ impl State {
             None => return,
         }
         match self.peer_of(id.owner()) {
-            Some(owner) => self.send_peer(owner, PeerMsg::Fetch { id }),
+            Some(owner) => {
+                let failed = self
+                    .remote
+                    .failed_holders
+                    .remove(&id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| ByteBuf::from(p.to_bytes()))
+                    .collect();
+                self.send_peer(owner, PeerMsg::Fetch { id, failed })
+            }
             None => {
                 let err = ErrorInfo::new(
                     ErrorKind::ObjectLost,
@@ -233,11 +252,46 @@ impl State {
     }
 
     /// A peer wants the value of an object owned here.
-    pub(super) fn serve_fetch(&mut self, from: PeerId, id: ObjectId) {
+    pub(super) fn serve_fetch(&mut self, from: PeerId, id: ObjectId, failed: &[PeerId]) {
+        // A peer asking for it has no copy (any more: it may have dropped it,
+        // or restarted), whatever it said before; nor have the holders it
+        // could not pull it from.
+        if let Some(ew) = self.objects.get_mut(&id).and_then(|e| e.elsewhere.as_mut()) {
+            ew.copies.retain(|p| *p != from && !failed.contains(p));
+            ew.partial.retain(|p| *p != from && !failed.contains(p));
+        }
         match self.objects.get_mut(&id) {
+            Some(e)
+                if e.is_elsewhere()
+                    && e.elsewhere.as_ref().is_some_and(|ew| ew.copies.is_empty()) =>
+            {
+                // Only peers still pulling it, no complete copy: it is lost;
+                // answer once it is rebuilt.
+                e.escaped = true;
+                self.object_lost(id, "no peer holds a complete copy");
+                self.begin_wait(
+                    vec![id],
+                    1,
+                    true,
+                    Target::Peer {
+                        peer: from,
+                        free_after: false,
+                    },
+                    None,
+                    None,
+                );
+            }
             Some(e) if e.is_elsewhere() => {
                 e.escaped = true;
-                let value = self.wire_value(&id);
+                let value = match self.wire_value(&id) {
+                    // The asker is pulling it already and knows it lacks it.
+                    WireValue::At { len, holders } => {
+                        let asker = from.to_bytes();
+                        let holders = holders.into_iter().filter(|h| **h != asker).collect();
+                        WireValue::At { len, holders }
+                    }
+                    v => v,
+                };
                 self.note_puller(id, from);
                 self.send_peer(
                     from,
@@ -359,12 +413,15 @@ impl State {
 
     /// Whether every argument of a task has its value on this node.
     pub(crate) fn inputs_here(&self, spec: &TaskSpec) -> bool {
-        spec.deps
-            .iter()
-            .all(|d| self.objects.get(d).is_none_or(|e| !e.is_elsewhere()))
+        spec.deps.iter().all(|d| {
+            self.objects
+                .get(d)
+                .is_none_or(|e| matches!(e.state, ObjState::Ready(_)))
+        })
     }
 
-    /// A task that runs here needs arguments from other peers: it waits while they are pulled.
+    /// A task that runs here needs arguments from other peers: it waits while
+    /// they are pulled (or rebuilt, when their copies were lost meanwhile).
     pub(crate) fn pull_inputs(&mut self, tid: TaskId) {
         let Some(spec) = self.spec_of(&tid) else {
             return;
@@ -372,7 +429,7 @@ impl State {
         let mut missing = 0;
         for d in &spec.deps {
             if let Some(e) = self.objects.get_mut(d)
-                && e.is_elsewhere()
+                && matches!(e.state, ObjState::Pending)
             {
                 if !e.dependents.contains(&tid) {
                     e.dependents.push(tid);

@@ -16,6 +16,10 @@ use crate::state::{Guest, Holder, ObjState, ObjectEntry, State, Target, TaskStat
 /// peer; a task with larger ones runs where they are.
 const ARGS_IN_MESSAGE_MAX: usize = 64 * 1024 * 1024;
 
+/// How often tasks sent to other peers are checked on, and at most how many per peer.
+const AUDIT_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+const AUDIT_MAX: usize = 4096;
+
 impl State {
     /// Ship a runnable task to `peer`. Tasks owned here wait for their results;
     /// a guest task is handed on and forgotten (its owner gets the results).
@@ -32,6 +36,15 @@ impl State {
                 Some(b) if b.len() <= ARGS_IN_MESSAGE_MAX => wire.args = Value::Inline(b),
                 _ => return self.keep_local_after_all(tid),
             }
+        }
+        let rebuilding = spec.deps.iter().any(|d| {
+            self.objects
+                .get(d)
+                .is_some_and(|e| matches!(e.state, ObjState::Pending) && e.elsewhere.is_none())
+        });
+        if rebuilding {
+            // An input lost its copies and is being rebuilt: wait for it here.
+            return self.pull_inputs(tid);
         }
         let mut deps = Vec::with_capacity(spec.deps.len());
         for d in &spec.deps {
@@ -87,8 +100,16 @@ impl State {
             },
         );
         match guest {
-            Some(_) => {
+            Some(g) => {
                 self.stats.tasks_forwarded += 1;
+                // Its owner follows it: that is where it asks about it.
+                self.send_peer(
+                    g.owner,
+                    PeerMsg::Moved {
+                        task: tid,
+                        to: ByteBuf::from(peer.to_bytes()),
+                    },
+                );
                 self.forget_guest(tid);
             }
             None => {
@@ -163,17 +184,55 @@ impl State {
             self.stats.bad_frames += 1;
             return;
         };
-        self.stats.tasks_received += 1;
-        if let Some(t) = self.tasks.get_mut(&spec.task)
-            && t.guest.is_none()
-            && t.state == TaskState::Remote
+        if self
+            .tasks
+            .get(&spec.task)
+            .is_some_and(|t| t.guest.is_some())
         {
-            self.remote.sent_to.remove(&spec.task);
-            // A task of ours came back (placed again by a busier peer): it runs here.
-            t.state = TaskState::Queued;
-            t.stay_local = true;
-            self.ready.push_back(spec.task);
-            return self.schedule();
+            // A duplicate (sent again after a link reset): it is here already.
+            return;
+        }
+        self.stats.tasks_received += 1;
+        if let Some(t) = self.tasks.get_mut(&spec.task) {
+            if t.guest.is_none() && t.state == TaskState::Remote {
+                self.remote.sent_to.remove(&spec.task);
+                // A task of ours came back (placed again by a busier peer): it runs here.
+                t.state = TaskState::Queued;
+                t.stay_local = true;
+                self.ready.push_back(spec.task);
+                return self.schedule();
+            }
+            // Ours and already queued or running here again (it was re-placed
+            // while this copy travelled): nothing more to do.
+            return;
+        }
+        let returns: Vec<ObjectId> = spec.return_ids().collect();
+        if spec.kind == TaskKind::Normal
+            && !returns.is_empty()
+            && returns.iter().all(|id| {
+                self.objects
+                    .get(id)
+                    .is_some_and(|e| matches!(e.state, ObjState::Ready(_)))
+            })
+        {
+            // Run here before (sent again after a link reset, or to rebuild a
+            // copy its owner could not reach): the results are still here.
+            for id in &returns {
+                if let Some(e) = self.objects.get_mut(id) {
+                    e.cached = false;
+                }
+            }
+            return self.send_values_to_peer(owner, &returns, true);
+        }
+        for id in &returns {
+            // A stale part of an earlier run's results: this run makes them anew.
+            if self
+                .objects
+                .get(id)
+                .is_some_and(|e| matches!(e.state, ObjState::Ready(_)))
+            {
+                self.drop_copy(id);
+            }
         }
         // The creator holds an actor's name; this node only runs it.
         if let Some(o) = spec.actor_options.as_mut() {
@@ -190,7 +249,6 @@ impl State {
                 copies.push((*dep, value));
             }
         }
-        let returns: Vec<ObjectId> = spec.return_ids().collect();
         for id in &returns {
             self.objects.entry(*id).or_insert_with(ObjectEntry::pending);
         }
@@ -235,48 +293,91 @@ impl State {
         }
     }
 
-    /// A peer's link broke: re-place the tasks sent there that may not have run.
-    pub fn peer_unreachable(&mut self, peer: PeerId) {
-        self.remote.view.remove(peer);
+    /// The link with `peer` broke and came back (`ours`: our stream to it;
+    /// else it told us about its stream to us): messages in flight may be
+    /// lost. Ask which tasks sent to it it has; the others run again.
+    pub fn link_reset(&mut self, peer: PeerId, ours: bool) {
+        // It may be a new incarnation of that peer: it has none of our functions.
         self.remote.fns_sent.remove(&peer);
-        if let Some(r) = self.remote.round.as_mut() {
-            r.asked.retain(|p| *p != peer);
-            if r.bids.len() >= r.asked.len() {
-                self.finish_round();
-            }
+        if ours {
+            self.send_peer(peer, PeerMsg::LinkReset);
         }
-        let lost: Vec<TaskId> = self
-            .tasks
+        let tasks: Vec<TaskId> = self
+            .remote
+            .sent_to
             .iter()
-            .filter(|(id, t)| {
-                t.state == TaskState::Remote
-                    && t.spec.kind == TaskKind::Normal
-                    && self.remote.sent_to.get(id) == Some(&peer)
-            })
-            .map(|(id, _)| *id)
+            .filter(|(_, p)| **p == peer)
+            .map(|(t, _)| *t)
             .collect();
-        for tid in lost {
-            let Some(t) = self.tasks.get_mut(&tid) else {
+        if !tasks.is_empty() {
+            self.send_peer(peer, PeerMsg::Which { tasks });
+        }
+    }
+
+    /// `peer` answered which of our tasks it has: the rest never arrived (or
+    /// their results were lost): place them again.
+    pub(super) fn replace_missing(&mut self, peer: PeerId, have: &[TaskId]) {
+        let missing: Vec<TaskId> = self
+            .remote
+            .sent_to
+            .iter()
+            .filter(|(t, p)| **p == peer && !have.contains(t))
+            .map(|(t, _)| *t)
+            .collect();
+        for tid in missing {
+            let Some(t) = self.tasks.get(&tid) else {
                 continue;
             };
-            if t.retries_left == 0 {
-                let err = ErrorInfo::new(
-                    ErrorKind::WorkerCrashed,
-                    format!(
-                        "task {} was sent to peer {peer}, which became unreachable; it has no \
-                         retries left (max_retries)",
-                        t.spec.name
-                    ),
-                );
-                self.fail_task(tid, err);
-            } else {
-                if t.retries_left > 0 {
-                    t.retries_left -= 1;
-                }
-                self.stats.tasks_retried += 1;
-                self.await_placement(tid);
+            if t.state != TaskState::Remote || t.spec.kind == TaskKind::ActorMethod {
+                continue;
             }
+            self.remote.sent_to.remove(&tid);
+            self.stats.tasks_retried += 1;
+            self.await_placement(tid);
         }
         self.schedule();
+    }
+
+    /// A task of ours was placed once more by the peer we sent it to.
+    pub(super) fn task_moved(&mut self, tid: TaskId, to: PeerId) {
+        if self
+            .tasks
+            .get(&tid)
+            .is_none_or(|t| t.state != TaskState::Remote)
+        {
+            return;
+        }
+        if self.remote.gone_at.contains_key(&to) {
+            // Moved to a peer already gone: run it again.
+            self.remote.sent_to.remove(&tid);
+            self.stats.tasks_retried += 1;
+            self.await_placement(tid);
+            return self.schedule();
+        }
+        self.remote.sent_to.insert(tid, to);
+    }
+
+    /// Every few seconds: ask each peer which of the tasks sent to it it still
+    /// has, so a task lost on the way (or with a peer that died unnoticed) runs again.
+    pub fn audit_remote_tasks(&mut self, now: std::time::Instant) {
+        if now < self.remote.next_audit || self.remote.sent_to.is_empty() {
+            return;
+        }
+        self.remote.next_audit = now + AUDIT_PERIOD;
+        let mut by_peer: rustc_hash::FxHashMap<PeerId, Vec<TaskId>> = Default::default();
+        for (t, p) in &self.remote.sent_to {
+            let list = by_peer.entry(*p).or_default();
+            if list.len() < AUDIT_MAX {
+                list.push(*t);
+            }
+        }
+        for (peer, tasks) in by_peer {
+            self.send_peer(peer, PeerMsg::Which { tasks });
+        }
+    }
+
+    /// A peer's link broke: treat it as gone.
+    pub fn peer_unreachable(&mut self, peer: PeerId) {
+        self.peer_gone(peer, "its link broke");
     }
 }

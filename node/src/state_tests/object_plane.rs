@@ -197,12 +197,12 @@ fn a_large_result_stays_where_it_was_made_and_is_pulled_once_by_its_owner() {
 #[test]
 fn a_pull_that_fails_makes_the_object_an_error_instead_of_a_hang() {
     let mut h = Harness::new(1.0);
-    let (_rx, mut jobs) = join(&mut h);
+    let (mut out, mut jobs) = join(&mut h);
     let d = h.driver();
-    let id = ObjectId::for_put();
+    // Owned here, no lineage to rebuild it: the failure is the answer.
+    let id = ObjectId::for_put_by(h.st.owner_tag);
     h.add_refs(d, vec![id]);
-    let holder = PeerId::random();
-    h.st.object_located(id, BIG, vec![holder]);
+    h.st.object_located(id, BIG, vec![PeerId::random()]);
     h.send(
         d,
         ClientMsg::Get {
@@ -227,5 +227,39 @@ fn a_pull_that_fails_makes_the_object_an_error_instead_of_a_hang() {
         h.st.store.stats().used,
         0,
         "the space reserved for it is given back"
+    );
+
+    // Owned by another peer: its owner is asked again (it may rebuild it), naming the holder
+    // that failed, after a pause.
+    let owner = PeerId::random();
+    h.st.remote
+        .tags
+        .insert(crate::ids::OwnerTag::of_peer(&owner), owner);
+    let foreign = ObjectId::for_put_by(crate::ids::OwnerTag::of_peer(&owner));
+    h.add_refs(d, vec![foreign]);
+    let holder = PeerId::random();
+    h.st.object_located(foreign, BIG, vec![holder]);
+    h.send(
+        d,
+        ClientMsg::Get {
+            req: 2,
+            ids: vec![foreign],
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(drain(&mut jobs).len(), 1);
+    let failure = crate::pull::PullFailure {
+        why: "refused".into(),
+        bad: vec![holder],
+    };
+    h.st.pull_finished(foreign, Err(failure));
+    assert!(h.recv(d).is_empty(), "still waiting");
+    drain(&mut out);
+    h.st.refetch_due(Instant::now() + std::time::Duration::from_secs(1));
+    let asked = drain(&mut out);
+    assert!(
+        matches!(&asked[..], [(p, PeerMsg::Fetch { id, failed })]
+            if *p == owner && *id == foreign && failed == &vec![ByteBuf::from(holder.to_bytes())]),
+        "{asked:?}"
     );
 }

@@ -143,6 +143,10 @@ _KINDS: dict[str, tuple[type[exc.PeerError], str]] = {
         exc.ObjectLostError,
         "the value is gone and could not be recomputed; keep a reference or re-run the task",
     ),
+    _native.ERR_OWNER_DIED: (
+        exc.OwnerDiedError,
+        "the peer that created this ref is gone, and with it what the object was and where it was",
+    ),
 }
 
 

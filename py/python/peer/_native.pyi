@@ -31,6 +31,7 @@ ERR_ACTOR_DIED: str
 ERR_STORE_FULL: str
 ERR_CANCELLED: str
 ERR_OBJECT_LOST: str
+ERR_OWNER_DIED: str
 
 # executor task kinds
 TASK_NORMAL: int
