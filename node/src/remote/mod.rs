@@ -90,66 +90,7 @@ impl State {
                     self.remote.fns_sent.entry(from).or_default().insert(id);
                 }
             }
-            PeerMsg::Task {
-                spec,
-                deps,
-                owner,
-                hops,
-                expect_queue,
-            } if spec.kind != crate::protocol::TaskKind::ActorMethod
-                && !self.functions.contains_key(&spec.fn_id) =>
-            {
-                // Held until its function arrives (asked of the sender once).
-                let id = spec.fn_id;
-                let waiting = self.remote.awaiting_fn.entry(id).or_default();
-                if waiting.is_empty() {
-                    self.send_peer(from, PeerMsg::NeedFunction { id });
-                }
-                let msg = PeerMsg::Task {
-                    spec,
-                    deps,
-                    owner,
-                    hops,
-                    expect_queue,
-                };
-                if let Some(w) = self.remote.awaiting_fn.get_mut(&id)
-                    && w.len() < MAX_AWAITING_FN
-                {
-                    w.push((from, msg));
-                }
-            }
-            PeerMsg::Task {
-                spec,
-                deps,
-                owner,
-                hops,
-                expect_queue,
-            } if spec.return_ids().any(|r| self.pulls.contains_key(&r)) => {
-                // Being pulled here (an earlier copy): run it, or answer with
-                // the copy, once that pull ends.
-                let pulled = spec.return_ids().find(|r| self.pulls.contains_key(r));
-                let msg = PeerMsg::Task {
-                    spec,
-                    deps,
-                    owner,
-                    hops,
-                    expect_queue,
-                };
-                if let Some(r) = pulled {
-                    self.remote
-                        .after_pull
-                        .entry(r)
-                        .or_default()
-                        .push((from, msg));
-                }
-            }
-            PeerMsg::Task {
-                spec,
-                deps,
-                owner,
-                hops,
-                expect_queue,
-            } => self.receive_task(from, *spec, deps, &owner, (hops, expect_queue)),
+            msg @ PeerMsg::Task { .. } => self.on_task(from, msg),
             PeerMsg::Objects { values } => self.receive_objects(values),
             PeerMsg::Fetch { id, failed } => {
                 let failed: Vec<PeerId> = failed
@@ -195,6 +136,51 @@ impl State {
             PeerMsg::Located { id } => self.copy_located(id, from),
             PeerMsg::Free { ids } => self.owner_freed(&ids),
             PeerMsg::Output { task, stream, data } => self.forward_output(task, stream, data),
+        }
+    }
+
+    /// A task a peer placed here: held while its function or an earlier copy
+    /// of its result is on the way, else taken in.
+    fn on_task(&mut self, from: PeerId, msg: PeerMsg) {
+        let PeerMsg::Task { spec, .. } = &msg else {
+            return;
+        };
+        if spec.kind != crate::protocol::TaskKind::ActorMethod
+            && !self.functions.contains_key(&spec.fn_id)
+        {
+            // Asked of the sender once; the tasks wait for it.
+            let id = spec.fn_id;
+            let waiting = self.remote.awaiting_fn.entry(id).or_default();
+            if waiting.is_empty() {
+                self.send_peer(from, PeerMsg::NeedFunction { id });
+            }
+            if let Some(w) = self.remote.awaiting_fn.get_mut(&id)
+                && w.len() < MAX_AWAITING_FN
+            {
+                w.push((from, msg));
+            }
+            return;
+        }
+        let pulled = spec.return_ids().find(|r| self.pulls.contains_key(r));
+        if let Some(r) = pulled {
+            // An earlier copy of its result is being pulled here: run it, or
+            // answer with that copy, once the pull ends.
+            self.remote
+                .after_pull
+                .entry(r)
+                .or_default()
+                .push((from, msg));
+            return;
+        }
+        if let PeerMsg::Task {
+            spec,
+            deps,
+            owner,
+            hops,
+            expect_queue,
+        } = msg
+        {
+            self.receive_task(from, *spec, deps, &owner, (hops, expect_queue));
         }
     }
 }

@@ -251,6 +251,15 @@ impl State {
         }
     }
 
+    /// Send `peer` the value of `id` once it has one (now, if it has).
+    fn answer_when_ready(&mut self, id: ObjectId, peer: PeerId) {
+        let target = Target::Peer {
+            peer,
+            free_after: false,
+        };
+        self.begin_wait(vec![id], 1, true, target, None, None);
+    }
+
     /// A peer wants the value of an object owned here.
     pub(super) fn serve_fetch(&mut self, from: PeerId, id: ObjectId, failed: &[PeerId]) {
         // A peer asking for it has no copy (any more: it may have dropped it,
@@ -269,17 +278,7 @@ impl State {
                 // answer once it is rebuilt.
                 e.escaped = true;
                 self.object_lost(id, "no peer holds a complete copy");
-                self.begin_wait(
-                    vec![id],
-                    1,
-                    true,
-                    Target::Peer {
-                        peer: from,
-                        free_after: false,
-                    },
-                    None,
-                    None,
-                );
+                self.answer_when_ready(id, from);
             }
             Some(e) if e.is_elsewhere() => {
                 e.escaped = true;
@@ -302,17 +301,7 @@ impl State {
             }
             Some(e) => {
                 e.escaped = true;
-                self.begin_wait(
-                    vec![id],
-                    1,
-                    true,
-                    Target::Peer {
-                        peer: from,
-                        free_after: false,
-                    },
-                    None,
-                    None,
-                );
+                self.answer_when_ready(id, from);
             }
             None => {
                 let value = self.wire_value(&id);
