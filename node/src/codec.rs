@@ -1,6 +1,8 @@
 //! Length-prefixed postcard frames: a 4-byte little-endian length, then the
-//! message. The length is checked against [`MAX_FRAME`] before any buffer is
-//! allocated, so a peer cannot make us allocate more than that.
+//! message. The length is checked against [`MAX_FRAME`] before anything is
+//! allocated, and the payload buffer grows only as bytes actually arrive, so a
+//! peer can neither make us allocate more than that nor make a bare header
+//! cost its claimed size.
 
 use std::io::{self, Read};
 
@@ -10,6 +12,10 @@ use serde::{Serialize, de::DeserializeOwned};
 /// [`crate::protocol::INLINE_MAX`] go through the store, so real frames are far
 /// smaller.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// Most bytes reserved for a frame before its payload arrives (larger frames
+/// grow their buffer as the bytes come, so a lying header costs nothing).
+const PREALLOC_MAX: usize = 64 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +78,12 @@ pub fn read_blocking<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameE
         });
     }
     let len = check_len(header)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
+    // Grown as bytes arrive: a header alone cannot make us allocate its claim.
+    let mut payload = Vec::with_capacity(len.min(PREALLOC_MAX));
+    r.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(FrameError::Closed);
+    }
     decode(&payload)
 }
 
@@ -93,8 +103,16 @@ pub async fn read_async<T: DeserializeOwned>(
     }
     let len = check_len(header)?;
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
+    if buf.capacity() > PREALLOC_MAX {
+        // Do not keep a large frame's buffer for the connection's life.
+        buf.shrink_to(PREALLOC_MAX);
+    }
+    // Grown as bytes arrive: a header alone cannot make us allocate its claim.
+    buf.reserve(len.min(PREALLOC_MAX));
+    (&mut *r).take(len as u64).read_to_end(buf).await?;
+    if buf.len() < len {
+        return Err(FrameError::Closed);
+    }
     decode(buf)
 }
 
@@ -127,6 +145,22 @@ mod tests {
             read_blocking::<ClientMsg>(&mut &huge[..]),
             Err(FrameError::TooLarge { .. })
         ));
+        // A header claiming 200 MiB with 10 bytes behind it: the connection
+        // ended, and nothing near the claim was allocated.
+        let mut lying = (200u32 << 20).to_le_bytes().to_vec();
+        lying.extend_from_slice(&[0; 10]);
+        assert!(matches!(
+            read_blocking::<ClientMsg>(&mut &lying[..]),
+            Err(FrameError::Closed)
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut buf = Vec::new();
+        let got = rt.block_on(read_async::<ClientMsg>(&mut &lying[..], &mut buf));
+        assert!(matches!(got, Err(FrameError::Closed)));
+        assert!(buf.capacity() <= PREALLOC_MAX, "{}", buf.capacity());
+
         let garbage = [3, 0, 0, 0, 0xee, 0xee, 0xee];
         assert!(matches!(
             read_blocking::<ClientMsg>(&mut &garbage[..]),
