@@ -170,7 +170,7 @@ impl State {
             "workers": {"task": task_workers, "idle": idle, "starting": starting,
                         "blocked": blocked, "actor": actor_workers},
             "tasks": {"queued": self.ready.len(), "running": running,
-                      "oldest_pending": self.tasks.values().take(5).map(|t| json!({
+                      "pending_sample": self.tasks.values().take(5).map(|t| json!({
                           "task": t.spec.name, "state": format!("{:?}", t.state),
                           "missing_inputs": t.missing,
                       })).collect::<Vec<_>>(),
