@@ -29,6 +29,19 @@ pub struct Allocation {
     pub len: u64,
 }
 
+/// The state of one object in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryState {
+    /// Written and readable (else a writer is still filling it).
+    pub sealed: bool,
+    /// Deleted while pinned: invisible to new readers, freed on the last release.
+    pub deleted: bool,
+    /// Live readers.
+    pub pins: u64,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
 /// A snapshot of the store's occupancy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -264,6 +277,17 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
         self.objects.get(key).is_some_and(|e| e.pins > 0)
     }
 
+    /// What the store holds under `key`, for diagnostics and for callers deciding what to do
+    /// about [`StoreError::AlreadyExists`] (not a use).
+    pub fn entry_state(&self, key: &K) -> Option<EntryState> {
+        self.objects.get(key).map(|e| EntryState {
+            sealed: e.sealed,
+            deleted: e.deleted,
+            pins: e.pins,
+            len: e.alloc.len,
+        })
+    }
+
     /// Whether a sealed, not deleted object is in the store (not a use).
     pub fn contains(&self, key: &K) -> bool {
         self.objects
@@ -325,6 +349,18 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
         }
         self.remove(key);
         Ok(true)
+    }
+
+    /// Takes back a `delete` that is still waiting for its last release: the object is readable
+    /// again (its bytes were never freed). Returns whether there was such an object.
+    pub fn undelete(&mut self, key: &K) -> bool {
+        match self.objects.get_mut(key) {
+            Some(e) if e.deleted => {
+                e.deleted = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Occupancy figures.
