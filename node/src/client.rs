@@ -22,7 +22,7 @@ use crate::codec::{self, FrameError};
 use crate::error::NodeError;
 use crate::ids::{ActorId, FnId, ObjectId, TaskId};
 use crate::protocol::{
-    ClientMsg, ErrorInfo, Execution, NodeMsg, Outcome, Query, Role, TaskSpec, Value,
+    ClientMsg, ErrorInfo, Execution, NodeMsg, Outcome, Query, Reserved, Role, TaskSpec, Value,
 };
 
 /// How often a blocked reader wakes to let the caller check for Ctrl-C.
@@ -303,17 +303,8 @@ impl Client {
                 ) => {}
             Err(e) => return Err(FrameError::Io(e)),
         }
-        let mut msgs = Vec::new();
-        let mut at = 0;
-        while buf.len() - at >= 4 {
-            let len = codec::check_len([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])?;
-            if buf.len() - at - 4 < len {
-                break;
-            }
-            msgs.push(codec::decode(&buf[at + 4..at + 4 + len])?);
-            at += 4 + len;
-        }
-        buf.drain(..at);
+        let (msgs, used) = codec::split_frames(buf)?;
+        buf.drain(..used);
         Ok(msgs)
     }
 
@@ -399,7 +390,7 @@ impl Client {
         &self,
         id: ObjectId,
         len: u64,
-    ) -> Result<Result<u64, ErrorInfo>, NodeError> {
+    ) -> Result<Result<Reserved, ErrorInfo>, NodeError> {
         let req = self.req();
         match self.request(req, &ClientMsg::Create { req, id, len }, &mut || false)? {
             Some(NodeMsg::Created { result, .. }) => Ok(result),

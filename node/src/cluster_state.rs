@@ -76,6 +76,12 @@ pub struct ClusterState {
     pub pull_jobs: Option<tokio::sync::mpsc::UnboundedSender<crate::pull::PullJob>>,
     /// This node's PeerId.
     pub me: Option<PeerId>,
+    /// This run of the node (random at start): a node restarted under the
+    /// same PeerId is a new incarnation, which holds none of the old one's
+    /// tasks, objects or actors. Exchanged when a stream opens (`links`).
+    pub incarnation: u64,
+    /// Each peer's incarnation as last heard.
+    pub incarnations: FxHashMap<PeerId, u64>,
     /// Other peers: capacity and load as last heard.
     pub view: PeerTable<PeerId>,
     /// Owner tags of known peers.
@@ -103,6 +109,9 @@ pub struct ClusterState {
     pub failed_holders: FxHashMap<crate::ids::ObjectId, Vec<PeerId>>,
     /// Tasks received while one of their results was being pulled here, by that result.
     pub after_pull: FxHashMap<crate::ids::ObjectId, Vec<(PeerId, crate::peer_msg::PeerMsg)>>,
+    /// Clients' `Create`s of an object a pull is writing into the store
+    /// (connection, request, length): answered when the pull ends.
+    pub creates_after_pull: FxHashMap<crate::ids::ObjectId, Vec<(u64, u64, u64)>>,
     /// Tasks received before their function, by function.
     pub awaiting_fn: FxHashMap<FnId, Vec<(PeerId, crate::peer_msg::PeerMsg)>>,
     pub next_req: u64,
@@ -125,6 +134,8 @@ impl ClusterState {
             out: None,
             pull_jobs: None,
             me: None,
+            incarnation: rand::random(),
+            incarnations: FxHashMap::default(),
             view: PeerTable::new(),
             tags: FxHashMap::default(),
             // Two choices is never zero: `new` cannot fail here.
@@ -142,6 +153,7 @@ impl ClusterState {
             awaiting_fn: FxHashMap::default(),
             failed_holders: FxHashMap::default(),
             after_pull: FxHashMap::default(),
+            creates_after_pull: FxHashMap::default(),
             next_req: 1,
             fns_sent: FxHashMap::default(),
             proxies: FxHashMap::default(),

@@ -59,10 +59,22 @@ impl State {
         }
         self.waits
             .retain(|_, w| !matches!(w.target, Target::Peer { peer: p, .. } if p == peer));
+        self.functions_awaited_from(peer, true);
         self.replace_tasks_sent_to(peer, why);
         self.recover_actors_on(peer, why);
         self.forget_copies_on(peer, why);
         self.schedule();
+    }
+
+    /// A stream with `peer` opened and it said which run of it this is: if an
+    /// earlier run was known, that one is gone (it restarted), with all it had.
+    pub fn peer_incarnation(&mut self, peer: PeerId, incarnation: u64) {
+        let before = self.remote.incarnations.insert(peer, incarnation);
+        if before.is_some_and(|b| b != incarnation) {
+            self.peer_gone(peer, "it restarted");
+            // The new run is not gone: work may be moved to it at once.
+            self.remote.gone_at.remove(&peer);
+        }
     }
 
     /// Tasks sent to `peer` run elsewhere (while retries allow); calls of its actors fail.

@@ -102,8 +102,7 @@ impl State {
                 After::Continue
             }
             (Some(_), ClientMsg::Create { req, id, len }) => {
-                let result = self.create_object(holder, id, len);
-                self.send_to(conn, &NodeMsg::Created { req, result });
+                self.create_for_client(conn, req, id, len);
                 After::Continue
             }
             (Some(_), ClientMsg::Seal { id, contained }) => {

@@ -8,6 +8,10 @@
 //! decode frames (size-checked before allocating) and apply them to the state
 //! with [`State::handle_peer`](crate::state::State::handle_peer); a malformed
 //! frame closes that one stream and is logged.
+//!
+//! Every stream starts with both ends sending their incarnation (8 bytes,
+//! little endian, each way): how a node learns that a peer restarted under
+//! the same PeerId (`State::peer_incarnation`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,10 +97,16 @@ async fn write_loop(
 ) -> Result<(), String> {
     let mut pending: Option<Vec<u8>> = None;
     let mut first = true;
+    let mine = shared.state.lock().remote.incarnation;
     loop {
-        let stream = open(client, peer).await?.compat();
-        if !first {
-            shared.state.lock().link_reset(peer, true);
+        let mut stream = open(client, peer).await?.compat();
+        let theirs = exchange_incarnations(&mut stream, mine).await?;
+        {
+            let mut state = shared.state.lock();
+            state.peer_incarnation(peer, theirs);
+            if !first {
+                state.link_reset(peer, true);
+            }
         }
         first = false;
         let (mut closed, mut writer) = tokio::io::split(stream);
@@ -165,6 +175,25 @@ async fn open(client: &peer_gossip::Client, peer: PeerId) -> Result<peer_gossip:
     }
 }
 
+/// Send this node's incarnation and read the peer's (see the module doc).
+async fn exchange_incarnations<S>(stream: &mut S, mine: u64) -> Result<u64, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let exchange = async {
+        stream.write_all(&mine.to_le_bytes()).await?;
+        stream.flush().await?;
+        let mut theirs = [0u8; 8];
+        stream.read_exact(&mut theirs).await?;
+        Ok::<_, std::io::Error>(u64::from_le_bytes(theirs))
+    };
+    match tokio::time::timeout(OPEN_TIMEOUT, exchange).await {
+        Ok(Ok(theirs)) => Ok(theirs),
+        Ok(Err(e)) => Err(format!("opening handshake failed: {e}")),
+        Err(_) => Err(format!("no opening handshake within {OPEN_TIMEOUT:?}")),
+    }
+}
+
 async fn accept_loop(mut incoming: peer_gossip::IncomingStreams, shared: Arc<Shared>) {
     while let Some((peer, stream)) = incoming.next().await {
         tokio::spawn(read_loop(peer, stream, Arc::clone(&shared)));
@@ -173,6 +202,14 @@ async fn accept_loop(mut incoming: peer_gossip::IncomingStreams, shared: Arc<Sha
 
 async fn read_loop(peer: PeerId, stream: peer_gossip::Stream, shared: Arc<Shared>) {
     let mut stream = stream.compat();
+    let mine = shared.state.lock().remote.incarnation;
+    match exchange_incarnations(&mut stream, mine).await {
+        Ok(theirs) => shared.state.lock().peer_incarnation(peer, theirs),
+        Err(e) => {
+            tracing::warn!(%peer, "closing a stream from peer: {e}");
+            return;
+        }
+    }
     let mut buf = Vec::new();
     loop {
         match codec::read_async::<PeerMsg>(&mut stream, &mut buf).await {

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::ids::{ActorId, FnId, NodeId, ObjectId, WorkerId};
-use crate::protocol::{ErrorInfo, Query, TaskSpec, Value};
+use crate::protocol::{ErrorInfo, Query, Reserved, TaskSpec, Value};
 use crate::state::{LocalSignal, SpawnRequest, State, Target, WaitId};
 
 /// State shared by the runtime's tasks and the embedded driver.
@@ -381,8 +381,9 @@ impl Node {
         }
     }
 
-    /// Reserve store space for a `put` or large arguments.
-    pub fn create_object(&self, id: ObjectId, len: u64) -> Result<u64, ErrorInfo> {
+    /// Reserve store space for a `put` or large arguments (or learn that the
+    /// object is already there).
+    pub fn create_object(&self, id: ObjectId, len: u64) -> Result<Reserved, ErrorInfo> {
         self.shared
             .state
             .lock()

@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_bytes::ByteBuf;
 
 use crate::ids::{ObjectId, WorkerId};
-use crate::protocol::{ErrorInfo, ErrorKind, NodeMsg, Value};
+use crate::protocol::{ErrorInfo, ErrorKind, NodeMsg, Reserved, Value};
 use crate::state::{Holder, ObjState, ObjectEntry, PendingWait, State, Target, WaitId};
 
 fn lost(id: &ObjectId) -> Value {
@@ -303,13 +303,42 @@ impl State {
         }
     }
 
-    /// Reserve store space for an object a client is about to write.
+    /// Reserve store space for an object a client is about to write, or say
+    /// that the store already holds its value.
+    ///
+    /// A task run again (to rebuild a lost object, or re-placed after a peer
+    /// died) can finish on a node that already has a copy of its result: a
+    /// sealed one (kept, pulled, or deleted but still read by someone) is the
+    /// object's value as much as the new one, so it is kept and the writer
+    /// writes nothing. An object still being written (a pull in progress) is
+    /// waited for by [`State::create_for_client`].
     pub fn create_object(
         &mut self,
         holder: Holder,
         id: ObjectId,
         len: u64,
-    ) -> Result<u64, ErrorInfo> {
+    ) -> Result<Reserved, ErrorInfo> {
+        if let Some(present) = self.store.entry_state(&id) {
+            if !present.sealed {
+                return Err(ErrorInfo::new(
+                    ErrorKind::StoreFull,
+                    format!(
+                        "object {id} is already being written into this node's store (by another \
+                         run of the task that makes it, or a pull from a peer)"
+                    ),
+                ));
+            }
+            if present.deleted {
+                self.store.undelete(&id);
+            }
+            if let Some(a) = self.store.get(&id) {
+                tracing::debug!("object {id} is already in the store; the new run writes nothing");
+                return Ok(Reserved::Present {
+                    offset: a.offset,
+                    len: a.len,
+                });
+            }
+        }
         self.make_room(len);
         match self.store.create_or_spill(id, len, &self.spill_dir) {
             Ok((a, spilled)) => {
@@ -319,10 +348,26 @@ impl State {
                 {
                     conn.unsealed.insert(id);
                 }
-                Ok(a.offset)
+                Ok(Reserved::Write { offset: a.offset })
             }
             Err(e) => Err(self.store_error(e)),
         }
+    }
+
+    /// A client's `Create`: answered now, or once a pull writing the same
+    /// object into this store ends (it succeeds: the value is present; it
+    /// fails: the client writes it).
+    pub fn create_for_client(&mut self, conn: u64, req: u64, id: ObjectId, len: u64) {
+        if self.pulls.contains_key(&id) {
+            self.remote
+                .creates_after_pull
+                .entry(id)
+                .or_default()
+                .push((conn, req, len));
+            return;
+        }
+        let result = self.create_object(Holder::Conn(conn), id, len);
+        self.send_to(conn, &NodeMsg::Created { req, result });
     }
 
     /// Drop cached copies of other peers' objects (oldest first) until `len`
@@ -353,24 +398,31 @@ impl State {
         {
             conn.unsealed.remove(&id);
         }
-        match self.store.seal(id) {
-            Ok(a) => {
-                if self.cluster.is_some()
-                    && a.len >= crate::cluster::ANNOUNCE_MIN_BYTES
-                    && self.to_announce.len() < crate::cluster::ANNOUNCE_QUEUE_MAX
-                {
-                    self.to_announce.push((id, a.len));
-                }
-                self.object_ready(
-                    id,
-                    Value::Stored {
-                        offset: a.offset,
-                        len: a.len,
-                    },
-                );
+        let sealed = match self.store.seal(id) {
+            Ok(a) => Some(a),
+            // Written before (see `create_object`): the value is what is there.
+            Err(peer_objstore::StoreError::AlreadySealed) => self.store.get(&id),
+            Err(e) => {
+                tracing::warn!("sealing object {id}: {e}");
+                None
             }
-            Err(e) => tracing::warn!("sealing object {id}: {e}"),
+        };
+        let Some(a) = sealed else {
+            return;
+        };
+        if self.cluster.is_some()
+            && a.len >= crate::cluster::ANNOUNCE_MIN_BYTES
+            && self.to_announce.len() < crate::cluster::ANNOUNCE_QUEUE_MAX
+        {
+            self.to_announce.push((id, a.len));
         }
+        self.object_ready(
+            id,
+            Value::Stored {
+                offset: a.offset,
+                len: a.len,
+            },
+        );
     }
 
     /// A small `put`.
@@ -384,7 +436,11 @@ impl State {
         let e = self.objects.entry(id).or_insert_with(ObjectEntry::pending);
         if matches!(e.state, ObjState::Ready(_)) {
             tracing::debug!("object {id} got a second value; keeping the first");
-            if let Value::Stored { .. } = value {
+            // A stored second value lives under the same key as a stored first one:
+            // delete it only when the first is not in the store.
+            if let (Value::Stored { .. }, ObjState::Ready(first)) = (&value, &e.state)
+                && !matches!(first, Value::Stored { .. })
+            {
                 let _ = self.store.delete(&id);
             }
             return;

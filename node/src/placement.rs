@@ -345,10 +345,12 @@ impl State {
         for p in stale {
             self.remote.view.remove(p);
         }
+        let mut joined = false;
         for (peer, load) in peers {
             if Some(peer) == me {
                 continue;
             }
+            joined |= self.remote.view.get(peer).is_none();
             let mut capacity = peer_placement::Resources::none();
             let _ = capacity.set(peer_placement::CPU, load.cpus_total.max(0.0));
             for (name, total, _) in &load.resources {
@@ -385,6 +387,10 @@ impl State {
                 self.remote.unplaced.extend(retry);
                 self.start_round();
             }
+        }
+        if joined && !self.ready.is_empty() {
+            // Queued tasks that do not fit here may go to the peer that (re)joined.
+            self.schedule();
         }
     }
 

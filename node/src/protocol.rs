@@ -33,6 +33,17 @@ pub enum Value {
     Error(ErrorInfo),
 }
 
+/// The answer to [`ClientMsg::Create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reserved {
+    /// Write the object's bytes at this offset of the arena, then seal it.
+    Write { offset: u64 },
+    /// The store already holds this object's value (another run of the task
+    /// that makes it, or a copy pulled from a peer, got there first): write
+    /// nothing and report it as stored here.
+    Present { offset: u64, len: u64 },
+}
+
 /// What kind of failure an error value records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -311,7 +322,7 @@ pub enum NodeMsg {
     },
     Created {
         req: u64,
-        result: Result<u64, ErrorInfo>,
+        result: Result<Reserved, ErrorInfo>,
     },
     ActorHandle {
         req: u64,

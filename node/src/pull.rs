@@ -34,8 +34,8 @@ use crate::codec;
 use crate::ids::ObjectId;
 use crate::node::Shared;
 use crate::peer_msg::{PULL_PROTOCOL, PeerMsg, PullReply, PullRequest};
-use crate::protocol::{ErrorInfo, ErrorKind, Value};
-use crate::state::{Holder, ObjState, State};
+use crate::protocol::{ErrorInfo, ErrorKind, Reserved, Value};
+use crate::state::{Holder, ObjState, State, TaskState};
 
 /// Bytes per chunk request.
 pub const CHUNK: u64 = 4 * 1024 * 1024;
@@ -53,6 +53,10 @@ const REFETCH_TRIES: u8 = 30;
 const REFETCH_PAUSE: Duration = Duration::from_millis(500);
 /// The largest range one request may ask for.
 const MAX_REQUEST: u64 = 64 * 1024 * 1024;
+/// Largest pull request or reply header frame (both are a few dozen bytes).
+const PULL_FRAME_MAX: usize = 64 * 1024;
+/// How long a peer that opened a pull stream may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transport failures in a row after which a source is given up (a stream can
 /// fail while a duplicate connection between two peers is being closed).
 const SOURCE_STRIKES: u32 = 3;
@@ -155,7 +159,7 @@ impl State {
     /// Bring an object that is only on other peers into this node's store
     /// (once: later needs share the pull in flight).
     pub fn start_pull(&mut self, id: ObjectId) {
-        if self.pulls.contains_key(&id) {
+        if self.pulls.contains_key(&id) || self.made_here_soon(&id) {
             return;
         }
         let Some(e) = self.objects.get(&id) else {
@@ -176,7 +180,11 @@ impl State {
             return self.pull_finished(id, Err("no other peer holds a copy".into()));
         }
         let offset = match self.create_object(Holder::Local, id, ew.len) {
-            Ok(offset) => offset,
+            Ok(Reserved::Write { offset }) => offset,
+            Ok(Reserved::Present { offset, len }) => {
+                // A copy is here already (a run of its task on this node made it).
+                return self.object_ready(id, Value::Stored { offset, len });
+            }
             Err(err) => return self.object_ready(id, Value::Error(err)),
         };
         let progress = Arc::new(PullProgress::new(offset, ew.len));
@@ -186,12 +194,33 @@ impl State {
         }
     }
 
+    /// Whether the task that makes `id` is about to run or running on this
+    /// node (run again after its copies were lost): its result will be here
+    /// without a pull.
+    fn made_here_soon(&self, id: &ObjectId) -> bool {
+        self.tasks.get(&id.task()).is_some_and(|t| {
+            matches!(t.state, TaskState::Queued | TaskState::Running(_))
+                && t.spec.return_ids().any(|r| r == *id)
+        })
+    }
+
     /// A pull ended: seal the object (and tell its owner there is a copy here), or fail it.
     pub fn pull_finished(&mut self, id: ObjectId, result: Result<(), PullFailure>) {
         if self.pulls.remove(&id).is_none() {
             return;
         }
         self.pull_ended(id, result);
+        // Writers of the same object waited for the pull: now it is there, or they write it.
+        for (conn, req, len) in self
+            .remote
+            .creates_after_pull
+            .remove(&id)
+            .unwrap_or_default()
+        {
+            if self.conns.contains_key(&conn) {
+                self.create_for_client(conn, req, id, len);
+            }
+        }
         // Tasks that would make this object again waited for the pull.
         for (from, msg) in self.remote.after_pull.remove(&id).unwrap_or_default() {
             self.handle_peer(from, msg);
@@ -483,7 +512,7 @@ async fn fetch_chunk(
         .map_err(|e| transport(&e))?;
     stream.flush().await.map_err(|e| transport(&e))?;
     let mut buf = Vec::new();
-    let reply: PullReply = codec::read_async(&mut stream, &mut buf)
+    let reply: PullReply = codec::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX)
         .await
         .map_err(|e| transport(&e))?;
     let crc = match reply {
@@ -505,10 +534,17 @@ async fn fetch_chunk(
 async fn serve(peer: PeerId, stream: peer_gossip::Stream, shared: Arc<Shared>) {
     let mut stream = stream.compat();
     let mut buf = Vec::new();
-    let req: PullRequest = match codec::read_async(&mut stream, &mut buf).await {
-        Ok(r) => r,
-        Err(e) => {
+    let read = codec::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX);
+    let req: PullRequest = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(codec::FrameError::Closed)) => return,
+        Ok(Err(e)) => {
+            shared.state.lock().stats.bad_frames += 1;
             tracing::debug!(%peer, "bad pull request: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no pull request within {REQUEST_TIMEOUT:?}");
             return;
         }
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use peer_node::client::Client;
 use peer_node::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
-use peer_node::protocol::{ErrorInfo, Query, TaskSpec, Value};
+use peer_node::protocol::{ErrorInfo, Query, Reserved, TaskSpec, Value};
 use peer_node::{Node, NodeError};
 use peer_objstore::Arena;
 use pyo3::prelude::*;
@@ -167,7 +167,7 @@ impl Runtime {
         &self,
         id: ObjectId,
         len: u64,
-    ) -> Result<Result<u64, ErrorInfo>, NodeError> {
+    ) -> Result<Result<Reserved, ErrorInfo>, NodeError> {
         match &self.backend {
             Backend::Embedded(n) => Ok(n.create_object(id, len)),
             Backend::Remote(c) => c.create_object(id, len),

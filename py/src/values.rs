@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use peer_node::blob::{self, Layout};
 use peer_node::ids::ObjectId;
-use peer_node::protocol::{INLINE_MAX, Value};
+use peer_node::protocol::{INLINE_MAX, Reserved, Value};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice, PyTuple};
@@ -39,10 +39,15 @@ pub fn encode_value(
     if layout.total <= INLINE_MAX {
         return Ok(Value::Inline(ByteBuf::from(blob::encode(pickle, &slices))));
     }
-    let offset = py
+    let offset = match py
         .detach(|| rt.create_object(id, layout.total as u64))
         .map_err(node_err)?
-        .map_err(wire_err)?;
+        .map_err(wire_err)?
+    {
+        Reserved::Write { offset } => offset,
+        // Another run of the task that makes this object already stored it.
+        Reserved::Present { offset, len } => return Ok(Value::Stored { offset, len }),
+    };
     let header = layout.header();
     let mut parts: Vec<(u64, &[u8])> = Vec::with_capacity(slices.len() + 2);
     parts.push((offset, &header));

@@ -39,6 +39,9 @@ pub fn print_output(stream: u8, data: &[u8]) {
 
 /// Tasks held at most per missing function.
 const MAX_AWAITING_FN: usize = 100_000;
+/// Missing functions waited for at once (a function normally arrives just
+/// before its first task, so only a peer that never sends them fills this).
+const MAX_AWAITED_FNS: usize = 256;
 
 impl State {
     /// Queue a message for a peer (dropped in laptop mode, where there are none).
@@ -139,6 +142,30 @@ impl State {
         }
     }
 
+    /// Tasks waiting here for a function from `peer`, which is gone (`gone`:
+    /// they are dropped; their results have nowhere to go) or whose link was
+    /// reset (the question may be lost: ask again).
+    pub(crate) fn functions_awaited_from(&mut self, peer: PeerId, gone: bool) {
+        let mut ask = Vec::new();
+        for (id, waiting) in self.remote.awaiting_fn.iter_mut() {
+            let before = waiting.len();
+            if gone {
+                waiting.retain(|(_, m)| task_owner(m) != Some(peer));
+                if waiting.len() < before
+                    && let Some(next) = waiting.first().and_then(|(_, m)| task_owner(m))
+                {
+                    ask.push((next, *id));
+                }
+            } else if waiting.iter().any(|(_, m)| task_owner(m) == Some(peer)) {
+                ask.push((peer, *id));
+            }
+        }
+        self.remote.awaiting_fn.retain(|_, w| !w.is_empty());
+        for (peer, id) in ask {
+            self.send_peer(peer, PeerMsg::NeedFunction { id });
+        }
+    }
+
     /// A task a peer placed here: held while its function or an earlier copy
     /// of its result is on the way, else taken in.
     fn on_task(&mut self, from: PeerId, msg: PeerMsg) {
@@ -148,11 +175,21 @@ impl State {
         if spec.kind != crate::protocol::TaskKind::ActorMethod
             && !self.functions.contains_key(&spec.fn_id)
         {
-            // Asked of the sender once; the tasks wait for it.
+            // Asked once of the task's owner (which registered it; the sender
+            // may be a peer that only passed the task on, and may die); the
+            // tasks wait for it.
             let id = spec.fn_id;
+            let ask = task_owner(&msg).unwrap_or(from);
+            if !self.remote.awaiting_fn.contains_key(&id)
+                && self.remote.awaiting_fn.len() >= MAX_AWAITED_FNS
+            {
+                // Its owner's audit places it again (`Which` does not list it).
+                tracing::warn!(%from, "too many functions awaited from peers; a task waiting for one is dropped");
+                return;
+            }
             let waiting = self.remote.awaiting_fn.entry(id).or_default();
             if waiting.is_empty() {
-                self.send_peer(from, PeerMsg::NeedFunction { id });
+                self.send_peer(ask, PeerMsg::NeedFunction { id });
             }
             if let Some(w) = self.remote.awaiting_fn.get_mut(&id)
                 && w.len() < MAX_AWAITING_FN
@@ -182,5 +219,13 @@ impl State {
         {
             self.receive_task(from, *spec, deps, &owner, (hops, expect_queue));
         }
+    }
+}
+
+/// The owner a task message names (where its results and function come from).
+fn task_owner(msg: &PeerMsg) -> Option<PeerId> {
+    match msg {
+        PeerMsg::Task { owner, .. } => PeerId::from_bytes(owner).ok(),
+        _ => None,
     }
 }

@@ -11,7 +11,7 @@ use serde_bytes::ByteBuf;
 use crate::ids::{ObjectId, TaskId};
 use crate::peer_msg::{IN_MESSAGE_MAX, PeerMsg, WireValue};
 use crate::protocol::TaskSpec;
-use crate::protocol::{ErrorInfo, ErrorKind, INLINE_MAX, Value};
+use crate::protocol::{ErrorInfo, ErrorKind, INLINE_MAX, Reserved, Value};
 use crate::state::{Elsewhere, Holder, ObjState, ObjectEntry, State, Target, TaskState};
 
 impl State {
@@ -74,7 +74,8 @@ impl State {
             WireValue::Error(e) => Value::Error(e),
             WireValue::Blob(b) if b.len() <= INLINE_MAX => Value::Inline(b),
             WireValue::Blob(b) => match self.create_object(Holder::Local, id, b.len() as u64) {
-                Ok(offset) => match self.store.arena().write(offset, &b) {
+                Ok(Reserved::Present { offset, len }) => Value::Stored { offset, len },
+                Ok(Reserved::Write { offset }) => match self.store.arena().write(offset, &b) {
                     Ok(()) => {
                         self.seal_object(Holder::Local, id, Vec::new());
                         return;

@@ -312,6 +312,7 @@ impl State {
         if !tasks.is_empty() {
             self.send_peer(peer, PeerMsg::Which { tasks });
         }
+        self.functions_awaited_from(peer, false);
     }
 
     /// `peer` answered which of our tasks it has: the rest never arrived (or

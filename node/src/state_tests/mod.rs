@@ -18,8 +18,8 @@ use crate::handle::After;
 use crate::ids::{ActorId, FnId, NodeId, ObjectId, TaskId, WorkerId};
 use crate::outbox::Outbox;
 use crate::protocol::{
-    ActorOptions, ClientMsg, ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, Query, Role,
-    TaskKind, TaskSpec, Value,
+    ActorOptions, ClientMsg, ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, Query, Reserved,
+    Role, TaskKind, TaskSpec, Value,
 };
 use crate::state::{ActorState, Conn, ConnId, ObjState, SpawnRequest, State, TaskState, WaitId};
 
@@ -319,6 +319,7 @@ mod actors;
 mod object_plane;
 mod objects;
 mod placement;
+mod reruns;
 mod robustness;
 mod scheduling;
 mod tasks;

@@ -43,7 +43,8 @@ fn stored_result(h: &mut Harness, worker: ConnId, task: TaskId) -> Value {
     );
     let [
         NodeMsg::Created {
-            result: Ok(offset), ..
+            result: Ok(Reserved::Write { offset }),
+            ..
         },
     ] = h.recv(worker)[..]
     else {

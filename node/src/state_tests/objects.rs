@@ -119,7 +119,7 @@ fn stored_objects_are_pinned_per_value_sent_and_freed_after_the_last_release() {
     let [
         NodeMsg::Created {
             req: 1,
-            result: Ok(offset),
+            result: Ok(Reserved::Write { offset }),
         },
     ] = h.recv(d)[..]
     else {
@@ -244,7 +244,8 @@ fn stored_returns_are_sealed_and_pinned_for_the_tasks_that_read_them() {
     );
     let [
         NodeMsg::Created {
-            result: Ok(offset), ..
+            result: Ok(Reserved::Write { offset }),
+            ..
         },
     ] = h.recv(wc)[..]
     else {
