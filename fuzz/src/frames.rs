@@ -1,13 +1,8 @@
 //! The framed readers of `peer_node::codec` driven over a byte slice, several frames in a row:
-//! the blocking reader and the async one (which the node's socket, peer streams and pull
-//! streams use) must read the same messages and stop at the same error, each message must pass
-//! [`roundtrip::check`], and all of them framed again must read back the same.
-//!
-//! The async reader zero-fills the whole length a header claims (up to `MAX_FRAME`) before it
-//! reads a byte, which would slow the target from tens of thousands of runs a second to about
-//! a hundred; so a stream with a frame that claims more than [`CLAIM_SLACK`] bytes past the end
-//! of the input goes through the blocking reader only (which allocates the claim without
-//! touching it).
+//! the blocking reader, the async one (which the node's socket, peer streams and pull streams
+//! use) and `split_frames` (the client's socket reader) must read the same messages and stop at
+//! the same error, each message must pass [`roundtrip::check`], and all of them framed again
+//! must read back the same.
 
 use std::future::Future;
 use std::pin::pin;
@@ -16,26 +11,6 @@ use std::task::{Context, Poll, Waker};
 use peer_node::codec::{self, FrameError};
 
 use crate::roundtrip::{self, Message, same};
-
-/// How far past the end of the input a frame may claim to reach and still be read by both
-/// readers.
-pub const CLAIM_SLACK: usize = 64 * 1024;
-
-/// Whether a frame of `data` claims more than [`CLAIM_SLACK`] bytes past its end (frames after
-/// one over `MAX_FRAME`, which both readers refuse at once, are never read).
-fn claims_far_past_end(data: &[u8]) -> bool {
-    let mut rest = data;
-    while let Some((header, after)) = rest.split_first_chunk::<4>() {
-        let Ok(len) = codec::check_len(*header) else {
-            return false;
-        };
-        if len > after.len() {
-            return len - after.len() > CLAIM_SLACK;
-        }
-        rest = &after[len..];
-    }
-    false
-}
 
 /// The messages read (each with its payload length) and the error that ended the reading.
 struct Read<T> {
@@ -91,20 +66,35 @@ pub fn check<T: Message>(data: &[u8]) {
     for (msg, len) in &blocking.messages {
         roundtrip::check(msg, *len);
     }
-    if !claims_far_past_end(data) {
-        let not_blocking = read_async::<T>(data);
-        assert_eq!(
-            blocking.messages.len(),
-            not_blocking.messages.len(),
-            "blocking and async readers read different numbers of frames"
+    let not_blocking = read_async::<T>(data);
+    assert_eq!(
+        blocking.messages.len(),
+        not_blocking.messages.len(),
+        "blocking and async readers read different numbers of frames"
+    );
+    for ((a, len_a), (b, len_b)) in blocking.messages.iter().zip(&not_blocking.messages) {
+        assert!(
+            same(a, b) && len_a == len_b,
+            "blocking read {a:?}, async {b:?}"
         );
-        for ((a, len_a), (b, len_b)) in blocking.messages.iter().zip(&not_blocking.messages) {
+    }
+    assert_eq!(describe(&blocking.end), describe(&not_blocking.end));
+
+    match codec::split_frames::<T>(data) {
+        Ok((messages, used)) => {
             assert!(
-                same(a, b) && len_a == len_b,
-                "blocking read {a:?}, async {b:?}"
+                matches!(blocking.end, FrameError::Closed | FrameError::Io(_)),
+                "split_frames read to the end where the blocking reader stopped at {}",
+                blocking.end
             );
+            assert_eq!(messages.len(), blocking.messages.len());
+            let want: usize = blocking.messages.iter().map(|(_, len)| len + 4).sum();
+            assert_eq!(used, want, "split_frames used a different number of bytes");
+            for ((a, _), b) in blocking.messages.iter().zip(&messages) {
+                assert!(same(a, b), "blocking read {a:?}, split_frames {b:?}");
+            }
         }
-        assert_eq!(describe(&blocking.end), describe(&not_blocking.end));
+        Err(end) => assert_eq!(describe(&end), describe(&blocking.end)),
     }
 
     let mut again = Vec::new();
@@ -133,25 +123,14 @@ mod tests {
         check::<ClientMsg>(&data);
         for read in [read_blocking::<ClientMsg>(&data), read_async(&data)] {
             assert_eq!(read.messages.len(), 2);
-            assert_eq!(describe(&read.end), "i/o error: UnexpectedEof");
+            assert_eq!(
+                describe(&read.end),
+                "connection closed",
+                "a frame cut short"
+            );
         }
         let huge = [0xff; 4];
         let read = read_async::<ClientMsg>(&huge);
         assert!(matches!(read.end, FrameError::TooLarge { .. }));
-    }
-
-    #[test]
-    fn finds_claims_far_past_the_end() {
-        let mut data = codec::encode(&ClientMsg::Shutdown);
-        assert!(!claims_far_past_end(&data));
-        data.extend_from_slice(&((CLAIM_SLACK + 1) as u32).to_le_bytes());
-        assert!(claims_far_past_end(&data));
-        data.push(0);
-        assert!(
-            !claims_far_past_end(&data),
-            "exactly the slack past the end"
-        );
-        let too_large = [&[0xff; 4][..], &(u32::MAX).to_le_bytes()].concat();
-        assert!(!claims_far_past_end(&too_large));
     }
 }

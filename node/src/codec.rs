@@ -52,12 +52,15 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Check a frame header; returns the payload length.
 pub fn check_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    check_len_max(header, MAX_FRAME)
+}
+
+/// Check a frame header against a protocol's own limit `max` (at most [`MAX_FRAME`]).
+pub fn check_len_max(header: [u8; 4], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME,
-        });
+    let max = max.min(MAX_FRAME);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     Ok(len)
 }
@@ -65,6 +68,23 @@ pub fn check_len(header: [u8; 4]) -> Result<usize, FrameError> {
 /// Decode a frame payload.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     Ok(postcard::from_bytes(payload)?)
+}
+
+/// The complete frames at the start of `buf`, decoded, and how many bytes
+/// they took; an incomplete last frame is left for when more bytes arrive.
+/// For readers that gather bytes themselves (the client's socket reader).
+pub fn split_frames<T: DeserializeOwned>(buf: &[u8]) -> Result<(Vec<T>, usize), FrameError> {
+    let mut msgs = Vec::new();
+    let mut at = 0;
+    while let Some(header) = buf[at..].first_chunk::<4>() {
+        let len = check_len(*header)?;
+        let Some(payload) = buf.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        msgs.push(decode(payload)?);
+        at += 4 + len;
+    }
+    Ok((msgs, at))
 }
 
 /// Read one message from a blocking reader.
@@ -92,6 +112,16 @@ pub async fn read_async<T: DeserializeOwned>(
     r: &mut (impl tokio::io::AsyncRead + Unpin),
     buf: &mut Vec<u8>,
 ) -> Result<T, FrameError> {
+    read_async_max(r, buf, MAX_FRAME).await
+}
+
+/// Read one message of at most `max` bytes from a tokio reader (protocols
+/// whose messages are small refuse large frames before reading them).
+pub async fn read_async_max<T: DeserializeOwned>(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<T, FrameError> {
     use tokio::io::AsyncReadExt;
     let mut header = [0u8; 4];
     if let Err(e) = r.read_exact(&mut header).await {
@@ -101,7 +131,7 @@ pub async fn read_async<T: DeserializeOwned>(
             FrameError::Io(e)
         });
     }
-    let len = check_len(header)?;
+    let len = check_len_max(header, max)?;
     buf.clear();
     if buf.capacity() > PREALLOC_MAX {
         // Do not keep a large frame's buffer for the connection's life.
@@ -160,6 +190,15 @@ mod tests {
         let got = rt.block_on(read_async::<ClientMsg>(&mut &lying[..], &mut buf));
         assert!(matches!(got, Err(FrameError::Closed)));
         assert!(buf.capacity() <= PREALLOC_MAX, "{}", buf.capacity());
+        // A protocol's own, smaller limit refuses the header before any payload is read.
+        let small = encode(&msg);
+        let got = rt.block_on(read_async_max::<ClientMsg>(&mut &small[..], &mut buf, 2));
+        assert!(
+            matches!(got, Err(FrameError::TooLarge { max: 2, .. })),
+            "{got:?}"
+        );
+        let got = rt.block_on(read_async_max::<ClientMsg>(&mut &small[..], &mut buf, 64));
+        assert_eq!(got.unwrap(), msg);
 
         let garbage = [3, 0, 0, 0, 0xee, 0xee, 0xee];
         assert!(matches!(
