@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -242,6 +243,13 @@ def run_driver(daemon: Daemon, body: str, timeout: float = 120) -> dict:  # type
     assert r.returncode == 0, f"driver failed:\n{r.stdout}\n{r.stderr}\nlog of {daemon.name}:\n{daemon.log_text()}"
     out: dict = json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
     return out
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str | None:
+    """The driver's next line of output; ``None`` when none came within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else None
 
 
 def start_driver(daemon: Daemon, body: str) -> subprocess.Popen[str]:

@@ -192,3 +192,59 @@ def test_tasks_and_an_actor_on_a_killed_peer_run_again_elsewhere(launcher: Launc
     finally:
         driver.kill()
         driver.communicate()
+
+
+RESTART = """
+import hashlib, sys
+import numpy as np
+
+@ray.remote(resources={"bee": 1}, max_retries=2, num_returns=2)
+def make(seed):
+    arr = np.random.default_rng(seed).integers(0, 2**62, size=250_000, dtype=np.int64)  # 2 MB
+    return ray.get_runtime_context().get_node_id(), arr
+
+def digest(arr):
+    return hashlib.blake2b(memoryview(arr), digest_size=16).hexdigest()
+
+before = [make.remote(s) for s in range(4)]
+print(json.dumps(sorted(set(ray.get([h for h, _ in before])))), flush=True)
+sys.stdin.readline()  # the peer that made them (and holds the arrays) was killed and started again
+start = time.monotonic()
+arrays = ray.get([a for _, a in before], timeout=60)
+after = [make.remote(s) for s in range(4, 8)]
+arrays += ray.get([a for _, a in after], timeout=60)
+want = [digest(np.random.default_rng(s).integers(0, 2**62, size=250_000, dtype=np.int64)) for s in range(8)]
+print(json.dumps({
+    "digests_ok": [digest(a) for a in arrays] == want,
+    "hosts": sorted(set(ray.get([h for h, _ in after]))),
+    "took": time.monotonic() - start,
+}), flush=True)
+"""
+
+
+def test_a_restarted_peer_rejoins_with_its_identity_and_runs_work_again(launcher: Launcher) -> None:
+    """The only peer with the "bee" resource is killed and started again from its state directory:
+    it comes back under the same PeerId, every peer learns it is a new run (what the old one held
+    is gone: its objects are rebuilt), and it gets work again."""
+    a, b = cluster(launcher, [("a", ["--num-cpus", "1"]), ("b", ["--num-cpus", "2", "--resource", "bee=2"])], store=STORE)
+    driver = start_driver(a, RESTART)
+    try:
+        assert json.loads(talk(driver)) == [b.peer_id]
+        b.kill9()
+        again = launcher.up(
+            "b-again", "--no-mdns", "--num-cpus", "2", "--resource", "bee=2",
+            "--key", (a.state_dir / "cluster.key").read_text().strip(), "--bootstrap", a.join,
+            store=STORE, state_dir=b.state_dir,
+        )  # fmt: skip
+        assert again.peer_id == b.peer_id, "a restarted peer keeps its identity"
+        go(driver)
+        out = json.loads(talk(driver))
+        print(f"restarted peer rejoined; 4 lost objects rebuilt and 4 new tasks ran in {out['took']:.2f} s")
+        assert out["digests_ok"], out
+        assert out["hosts"] == [b.peer_id], "all of it ran on the restarted peer (the only one with bee)"
+        assert a.logged("peer gone"), "a treated the old run as gone"
+        stats = a.status()["tasks"]["stats"]
+        assert stats["objects_rebuilt"] == 4, stats
+    finally:
+        driver.kill()
+        driver.communicate()
