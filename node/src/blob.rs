@@ -30,6 +30,10 @@ pub enum BlobError {
     BadHeader,
     #[error("object blob section {0:?} lies outside its {1} bytes")]
     OutOfBounds(Range<usize>, usize),
+    /// The sections are in bounds but not where `encode` puts them (overlapping,
+    /// unaligned, or with bytes to spare).
+    #[error("object blob sections are not laid out as encoded")]
+    BadLayout,
 }
 
 /// Where each part of a blob goes.
@@ -134,11 +138,17 @@ pub fn parse(blob: &[u8]) -> Result<Layout, BlobError> {
             checked(read_u64(blob, at), read_u64(blob, at + 8), blob.len())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Layout {
+    let layout = Layout {
         total: blob.len(),
         pickle,
         buffers,
-    })
+    };
+    // Every part's place follows from the lengths: anything else was not made by `encode`.
+    let lens: Vec<usize> = layout.buffers.iter().map(|b| b.len()).collect();
+    if Layout::new(layout.pickle.len(), &lens) != layout {
+        return Err(BlobError::BadLayout);
+    }
+    Ok(layout)
 }
 
 #[cfg(test)]
@@ -170,5 +180,12 @@ mod tests {
         let mut blob = encode(b"p", &[b"xyz"]);
         blob[32..40].copy_from_slice(&u64::MAX.to_le_bytes()); // buffer len
         assert!(matches!(parse(&blob), Err(BlobError::OutOfBounds(..))));
+        let mut blob = encode(b"p", &[b"xyz", b"abc"]);
+        let first = blob[24..32].to_vec();
+        blob[40..48].copy_from_slice(&first); // the second buffer starts where the first does
+        assert_eq!(parse(&blob), Err(BlobError::BadLayout));
+        let mut blob = encode(b"p", &[b"xyz"]);
+        blob.push(0); // a byte to spare
+        assert_eq!(parse(&blob), Err(BlobError::BadLayout));
     }
 }

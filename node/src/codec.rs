@@ -24,6 +24,8 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("malformed frame: {0} bytes after the message")]
+    TrailingBytes(usize),
     #[error("connection closed")]
     Closed,
     #[error("i/o error on the connection: {0}")]
@@ -65,9 +67,13 @@ pub fn check_len_max(header: [u8; 4], max: usize) -> Result<usize, FrameError> {
     Ok(len)
 }
 
-/// Decode a frame payload.
+/// Decode a frame payload: exactly one message, nothing after it.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    Ok(postcard::from_bytes(payload)?)
+    let (msg, rest) = postcard::take_from_bytes(payload)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes(rest.len()));
+    }
+    Ok(msg)
 }
 
 /// The complete frames at the start of `buf`, decoded, and how many bytes
@@ -199,6 +205,14 @@ mod tests {
         );
         let got = rt.block_on(read_async_max::<ClientMsg>(&mut &small[..], &mut buf, 64));
         assert_eq!(got.unwrap(), msg);
+
+        let mut trailing = encode(&ClientMsg::Shutdown);
+        trailing[0] += 2;
+        trailing.extend_from_slice(&[0, 0]);
+        assert!(matches!(
+            read_blocking::<ClientMsg>(&mut &trailing[..]),
+            Err(FrameError::TrailingBytes(2))
+        ));
 
         let garbage = [3, 0, 0, 0, 0xee, 0xee, 0xee];
         assert!(matches!(

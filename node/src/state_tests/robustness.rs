@@ -214,7 +214,9 @@ fn mangled_but_decodable_messages_never_panic_the_state() {
     for _ in 0..3000 {
         let pick = rng.random_range(0..samples.len());
         let bytes = mutate(&mut rng, &samples[pick]);
-        let Ok(msg) = codec::decode::<ClientMsg>(&bytes) else {
+        // Leniently (trailing bytes allowed, unlike `codec::decode`): what matters
+        // here is what the state makes of odd but well-typed messages.
+        let Ok((msg, _)) = postcard::take_from_bytes::<ClientMsg>(&bytes) else {
             continue;
         };
         if matches!(msg, ClientMsg::Hello { .. }) {
