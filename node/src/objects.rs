@@ -318,26 +318,12 @@ impl State {
         id: ObjectId,
         len: u64,
     ) -> Result<Reserved, ErrorInfo> {
-        if let Some(present) = self.store.entry_state(&id) {
-            if !present.sealed {
-                return Err(ErrorInfo::new(
-                    ErrorKind::StoreFull,
-                    format!(
-                        "object {id} is already being written into this node's store (by another \
-                         run of the task that makes it, or a pull from a peer)"
-                    ),
-                ));
-            }
-            if present.deleted {
-                self.store.undelete(&id);
-            }
-            if let Some(a) = self.store.get(&id) {
-                tracing::debug!("object {id} is already in the store; the new run writes nothing");
-                return Ok(Reserved::Present {
-                    offset: a.offset,
-                    len: a.len,
-                });
-            }
+        if let Some(a) = self.store.revive(&id) {
+            tracing::debug!("object {id} is already in the store; the new run writes nothing");
+            return Ok(Reserved::Present {
+                offset: a.offset,
+                len: a.len,
+            });
         }
         self.make_room(len);
         match self.store.create_or_spill(id, len, &self.spill_dir) {
@@ -350,6 +336,13 @@ impl State {
                 }
                 Ok(Reserved::Write { offset: a.offset })
             }
+            Err(peer_objstore::StoreError::AlreadyExists) => Err(ErrorInfo::new(
+                ErrorKind::StoreFull,
+                format!(
+                    "object {id} is already being written into this node's store (by another \
+                     run of the task that makes it, or a pull from a peer)"
+                ),
+            )),
             Err(e) => Err(self.store_error(e)),
         }
     }

@@ -23,6 +23,6 @@ pub use alloc::{ALIGN, Allocator};
 pub use arena::{Arena, RESERVE_SLACK, WARM_LIMIT, default_capacity};
 pub use error::StoreError;
 pub use spill::Spilled;
-pub use store::{Allocation, EntryState, Store, StoreStats};
+pub use store::{Allocation, Store, StoreStats};
 #[cfg(test)]
 mod cost_tests;

@@ -29,19 +29,6 @@ pub struct Allocation {
     pub len: u64,
 }
 
-/// The state of one object in the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryState {
-    /// Written and readable (else a writer is still filling it).
-    pub sealed: bool,
-    /// Deleted while pinned: invisible to new readers, freed on the last release.
-    pub deleted: bool,
-    /// Live readers.
-    pub pins: u64,
-    /// Its length in bytes.
-    pub len: u64,
-}
-
 /// A snapshot of the store's occupancy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -277,17 +264,6 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
         self.objects.get(key).is_some_and(|e| e.pins > 0)
     }
 
-    /// What the store holds under `key`, for diagnostics and for callers deciding what to do
-    /// about [`StoreError::AlreadyExists`] (not a use).
-    pub fn entry_state(&self, key: &K) -> Option<EntryState> {
-        self.objects.get(key).map(|e| EntryState {
-            sealed: e.sealed,
-            deleted: e.deleted,
-            pins: e.pins,
-            len: e.alloc.len,
-        })
-    }
-
     /// Whether a sealed, not deleted object is in the store (not a use).
     pub fn contains(&self, key: &K) -> bool {
         self.objects
@@ -351,16 +327,15 @@ impl<K: Hash + Eq + Copy + Debug> Store<K> {
         Ok(true)
     }
 
-    /// Takes back a `delete` that is still waiting for its last release: the object is readable
-    /// again (its bytes were never freed). Returns whether there was such an object.
-    pub fn undelete(&mut self, key: &K) -> bool {
-        match self.objects.get_mut(key) {
-            Some(e) if e.deleted => {
-                e.deleted = false;
-                true
-            }
-            _ => false,
-        }
+    /// The sealed object under `key`, deleted or not: a `delete` still waiting for its last
+    /// release is taken back, since its bytes were never freed. `None` when there is no sealed
+    /// object under `key`. Counts as a use for LRU spilling.
+    pub fn revive(&mut self, key: &K) -> Option<Allocation> {
+        let now = self.tick();
+        let e = self.objects.get_mut(key).filter(|e| e.sealed)?;
+        e.deleted = false;
+        e.last_use.store(now, Ordering::Relaxed);
+        Some(e.alloc)
     }
 
     /// Occupancy figures.

@@ -170,28 +170,21 @@ fn filling_up_never_corrupts_existing_objects() {
 }
 
 #[test]
-fn undelete_brings_back_an_object_still_pinned() {
-    let (mut s, _dir) = store("undelete", 1 << 16);
+fn revive_brings_back_an_object_still_pinned() {
+    let (mut s, _dir) = store("revive", 1 << 16);
     let a = put(&mut s, 1, 500).unwrap();
     s.pin(&1).unwrap();
     assert!(!s.delete(&1).unwrap());
-    assert_eq!(
-        s.entry_state(&1),
-        Some(EntryState {
-            sealed: true,
-            deleted: true,
-            pins: 1,
-            len: 500
-        })
-    );
-    assert!(s.undelete(&1));
-    assert!(!s.undelete(&1), "only a pending delete can be taken back");
+    assert!(s.is_pinned(&1) && !s.contains(&1), "deleted, still read");
+    assert_eq!(s.revive(&1), Some(a));
     assert_eq!(s.get(&1), Some(a));
     assert!(intact(&s, 1));
     s.release(&1).unwrap();
     assert!(intact(&s, 1), "the last release no longer frees it");
-    assert!(!s.undelete(&2));
-    assert_eq!(s.entry_state(&2), None);
+    assert_eq!(s.revive(&1), Some(a), "a live object is simply there");
+    s.create(2, 10).unwrap();
+    assert_eq!(s.revive(&2), None, "an unsealed object is not a value yet");
+    assert_eq!(s.revive(&3), None);
 }
 
 #[test]

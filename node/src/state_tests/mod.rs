@@ -315,6 +315,29 @@ fn is_ready(st: &State, id: &ObjectId) -> bool {
         .is_some_and(|e| matches!(e.state, ObjState::Ready(_)))
 }
 
+/// Makes `h` a member of a pretend cluster: returns what it sends to peers
+/// and the pulls it starts.
+fn join_cluster(
+    h: &mut Harness,
+) -> (
+    mpsc::UnboundedReceiver<(peer_gossip::PeerId, crate::peer_msg::PeerMsg)>,
+    mpsc::UnboundedReceiver<crate::pull::PullJob>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    h.st.remote.out = Some(tx);
+    h.st.remote.pull_jobs = Some(jobs_tx);
+    let me = peer_gossip::PeerId::random();
+    h.st.remote.me = Some(me);
+    h.st.owner_tag = crate::ids::OwnerTag::of_peer(&me);
+    (rx, jobs_rx)
+}
+
+/// Everything queued on `rx` now.
+fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
 mod actors;
 mod object_plane;
 mod objects;

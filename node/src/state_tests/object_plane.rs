@@ -10,26 +10,6 @@ use crate::peer_msg::{PeerMsg, WireValue};
 
 const BIG: u64 = 2 * 1024 * 1024;
 
-fn join(
-    h: &mut Harness,
-) -> (
-    mpsc::UnboundedReceiver<(PeerId, PeerMsg)>,
-    mpsc::UnboundedReceiver<crate::pull::PullJob>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    h.st.remote.out = Some(tx);
-    h.st.remote.pull_jobs = Some(jobs_tx);
-    let me = PeerId::random();
-    h.st.remote.me = Some(me);
-    h.st.owner_tag = crate::ids::OwnerTag::of_peer(&me);
-    (rx, jobs_rx)
-}
-
-fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
-}
-
 /// A worker of `h` writes a `BIG`-byte result for `task` into the store.
 fn stored_result(h: &mut Harness, worker: ConnId, task: TaskId) -> Value {
     let id = ObjectId::for_return(task, 1);
@@ -60,9 +40,9 @@ fn stored_result(h: &mut Harness, worker: ConnId, task: TaskId) -> Value {
 #[test]
 fn a_large_result_stays_where_it_was_made_and_is_pulled_once_by_its_owner() {
     let mut owner = Harness::new(1.0);
-    let (mut owner_rx, mut owner_jobs) = join(&mut owner);
+    let (mut owner_rx, mut owner_jobs) = join_cluster(&mut owner);
     let mut guest = Harness::new(1.0);
-    let (mut guest_rx, _guest_jobs) = join(&mut guest);
+    let (mut guest_rx, _guest_jobs) = join_cluster(&mut guest);
     let (owner_id, guest_id) = (owner.st.remote.me.unwrap(), guest.st.remote.me.unwrap());
     owner.st.update_view(vec![(
         guest_id,
@@ -198,7 +178,7 @@ fn a_large_result_stays_where_it_was_made_and_is_pulled_once_by_its_owner() {
 #[test]
 fn a_pull_that_fails_makes_the_object_an_error_instead_of_a_hang() {
     let mut h = Harness::new(1.0);
-    let (mut out, mut jobs) = join(&mut h);
+    let (mut out, mut jobs) = join_cluster(&mut h);
     let d = h.driver();
     // Owned here, no lineage to rebuild it: the failure is the answer.
     let id = ObjectId::for_put_by(h.st.owner_tag);

@@ -29,10 +29,6 @@ fn load(cpus: f64, free: f64, queue: u64, gpus: f64) -> peer_gossip::Load {
     }
 }
 
-fn drain(rx: &mut mpsc::UnboundedReceiver<(PeerId, PeerMsg)>) -> Vec<(PeerId, PeerMsg)> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
-}
-
 fn bid_requests(msgs: &[(PeerId, PeerMsg)]) -> Vec<(PeerId, u64)> {
     msgs.iter()
         .filter_map(|(p, m)| match m {

@@ -10,23 +10,6 @@ use crate::peer_msg::PeerMsg;
 
 const BIG: u64 = 2 * 1024 * 1024;
 
-/// Makes `h` a cluster member; returns its outbox to peers and its pull jobs.
-fn join(
-    h: &mut Harness,
-) -> (
-    mpsc::UnboundedReceiver<(PeerId, PeerMsg)>,
-    mpsc::UnboundedReceiver<crate::pull::PullJob>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    h.st.remote.out = Some(tx);
-    h.st.remote.pull_jobs = Some(jobs_tx);
-    let me = PeerId::random();
-    h.st.remote.me = Some(me);
-    h.st.owner_tag = crate::ids::OwnerTag::of_peer(&me);
-    (rx, jobs_rx)
-}
-
 fn create(h: &mut Harness, conn: ConnId, id: ObjectId, len: u64) -> Vec<NodeMsg> {
     h.send(conn, ClientMsg::Create { req: 5, id, len });
     h.recv(conn)
@@ -67,9 +50,7 @@ fn a_rerun_whose_result_is_still_in_the_store_writes_nothing_and_completes() {
     h.send(d, ClientMsg::DecRefs { ids: vec![r] });
     assert!(!h.st.objects.contains_key(&r));
     assert!(
-        h.st.store
-            .entry_state(&r)
-            .is_some_and(|s| s.deleted && s.pins == 1),
+        h.st.store.is_pinned(&r) && !h.st.store.contains(&r),
         "deleted, but still read"
     );
 
@@ -101,7 +82,7 @@ fn a_rerun_whose_result_is_still_in_the_store_writes_nothing_and_completes() {
 fn a_writer_of_an_object_being_pulled_waits_for_the_pull() {
     for pull_succeeds in [true, false] {
         let mut h = Harness::new(1.0);
-        let (_out, mut jobs) = join(&mut h);
+        let (_out, mut jobs) = join_cluster(&mut h);
         let d = h.driver();
         let id = ObjectId::for_put_by(h.st.owner_tag);
         h.add_refs(d, vec![id]);
@@ -114,9 +95,7 @@ fn a_writer_of_an_object_being_pulled_waits_for_the_pull() {
                 timeout_ms: None,
             },
         );
-        let [(_, progress, _)] =
-            &std::iter::from_fn(|| jobs.try_recv().ok()).collect::<Vec<_>>()[..]
-        else {
+        let [(_, progress, _)] = &drain(&mut jobs)[..] else {
             panic!("expected one pull")
         };
         let pulled_at = progress.offset;
@@ -158,7 +137,7 @@ fn a_writer_of_an_object_being_pulled_waits_for_the_pull() {
 #[test]
 fn a_peer_that_restarted_under_the_same_id_is_gone_and_back() {
     let mut h = Harness::new(1.0);
-    let (_out, _jobs) = join(&mut h);
+    let (_out, _jobs) = join_cluster(&mut h);
     let peer = PeerId::random();
     h.st.peer_incarnation(peer, 1);
     h.st.peer_incarnation(peer, 1);
@@ -197,7 +176,7 @@ fn a_peer_that_restarted_under_the_same_id_is_gone_and_back() {
 #[test]
 fn tasks_waiting_for_a_function_ask_their_owner_and_go_when_it_does() {
     let mut h = Harness::new(1.0);
-    let (mut out, _jobs) = join(&mut h);
+    let (mut out, _jobs) = join_cluster(&mut h);
     let (owner, forwarder) = (PeerId::random(), PeerId::random());
     let f = FnId::random();
     let mut spec = task(f, vec![]);
@@ -212,7 +191,7 @@ fn tasks_waiting_for_a_function_ask_their_owner_and_go_when_it_does() {
             expect_queue: 0,
         },
     );
-    let asked: Vec<_> = std::iter::from_fn(|| out.try_recv().ok()).collect();
+    let asked: Vec<_> = drain(&mut out);
     assert!(
         matches!(&asked[..], [(p, PeerMsg::NeedFunction { id })] if *p == owner && *id == f),
         "the owner is asked, not the peer that passed the task on: {asked:?}"
@@ -220,7 +199,7 @@ fn tasks_waiting_for_a_function_ask_their_owner_and_go_when_it_does() {
 
     // The link to the owner is reset: asked again.
     h.st.link_reset(owner, false);
-    let again: Vec<_> = std::iter::from_fn(|| out.try_recv().ok()).collect();
+    let again: Vec<_> = drain(&mut out);
     assert!(
         again
             .iter()
