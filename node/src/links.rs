@@ -9,6 +9,9 @@
 //! with [`State::handle_peer`](crate::state::State::handle_peer); a malformed
 //! frame closes that one stream and is logged.
 //!
+//! A message the state addresses to this node itself is handed straight back
+//! to it.
+//!
 //! Every stream starts with both ends sending their incarnation (8 bytes,
 //! little endian, each way): how a node learns that a peer restarted under
 //! the same PeerId (`State::peer_incarnation`).
@@ -56,7 +59,18 @@ async fn dispatch(
     shared: Arc<Shared>,
 ) {
     let mut writers: FxHashMap<PeerId, mpsc::UnboundedSender<Vec<u8>>> = FxHashMap::default();
+    let me = client.local_peer_id();
     while let Some((peer, msg)) = rx.recv().await {
+        if peer == me {
+            // No stream leads to ourselves (opening one fails after OPEN_TIMEOUT
+            // and the message would be lost): deliver it as a peer's would be.
+            tracing::debug!(
+                "a {} message to this node itself, delivered here",
+                msg.name()
+            );
+            shared.state.lock().handle_peer(peer, msg);
+            continue;
+        }
         let frame = codec::encode(&msg);
         let writer = writers
             .entry(peer)
