@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peer_node::blob::{self, ALIGN, Layout};
+use peer_node::core::wire::blob::{self, ALIGN, Layout};
 
 // Linked for its global allocator.
 use peer_fuzz as _;

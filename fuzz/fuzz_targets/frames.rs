@@ -1,12 +1,12 @@
 //! A byte stream of length-prefixed frames, as a socket or a peer stream delivers it: the first
 //! byte picks the message type the stream carries, the rest is read frame after frame by both
-//! framed readers of `peer_node::codec` (see `peer_fuzz::frames`).
+//! framed readers of `peer_node::core::wire::codec` (see `peer_fuzz::frames`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use peer_fuzz::frames::check;
-use peer_node::peer_msg::{PeerMsg, PullReply, PullRequest};
-use peer_node::protocol::{ClientMsg, NodeMsg};
+use peer_node::core::wire::local::{ClientMsg, NodeMsg};
+use peer_node::core::wire::peer::{PeerMsg, PullReply, PullRequest};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, stream)) = data.split_first() else {

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peer_node::codec;
-use peer_node::peer_msg::PeerMsg;
+use peer_node::core::wire::codec;
+use peer_node::core::wire::peer::PeerMsg;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = codec::decode::<PeerMsg>(data) {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peer_node::codec;
-use peer_node::peer_msg::{PullReply, PullRequest};
+use peer_node::core::wire::codec;
+use peer_node::core::wire::peer::{PullReply, PullRequest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = codec::decode::<PullRequest>(data) {

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use peer_node::codec::MAX_FRAME;
+use peer_node::core::wire::codec::MAX_FRAME;
 
 /// Most bytes in use at once: one frame buffer and what its contents decode to.
 pub const LIVE_LIMIT: usize = 2 * MAX_FRAME;

@@ -1,4 +1,4 @@
-//! The framed readers of `peer_node::codec` driven over a byte slice, several frames in a row:
+//! The framed readers of `peer_node::core::wire::codec` driven over a byte slice, several frames in a row:
 //! the blocking reader, the async one (which the node's socket, peer streams and pull streams
 //! use) and `split_frames` (the client's socket reader) must read the same messages and stop at
 //! the same error, each message must pass [`roundtrip::check`], and all of them framed again
@@ -8,7 +8,8 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use peer_node::codec::{self, FrameError};
+use peer_node::core::wire::codec::{self, FrameError};
+use peer_node::frames;
 
 use crate::roundtrip::{self, Message, same};
 
@@ -36,7 +37,7 @@ fn read_async<T: Message>(data: &[u8]) -> Read<T> {
     let mut messages = Vec::new();
     loop {
         let before = rest.len();
-        match ready(codec::read_async::<T>(&mut rest, &mut buf)) {
+        match ready(frames::read_async::<T>(&mut rest, &mut buf)) {
             Ok(msg) => messages.push((msg, before - rest.len() - 4)),
             Err(end) => return Read { messages, end },
         }
@@ -111,7 +112,7 @@ pub fn check<T: Message>(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use peer_node::protocol::ClientMsg;
+    use peer_node::core::wire::local::ClientMsg;
 
     use super::*;
 

@@ -4,7 +4,7 @@
 //!
 //! Each target feeds libFuzzer's bytes to one decoder of bytes from a socket or a peer, and
 //! fails (a panic, or an abort from the allocator) when the decoder panics, asks for one
-//! allocation over `peer_node::codec::MAX_FRAME`, or accepts something that does not survive a
+//! allocation over `peer_node::core::wire::codec::MAX_FRAME`, or accepts something that does not survive a
 //! re-encode.
 
 pub mod alloc;

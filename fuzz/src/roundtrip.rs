@@ -5,7 +5,7 @@
 
 use std::fmt::Debug;
 
-use peer_node::codec;
+use peer_node::core::wire::codec;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A message type the targets decode.
@@ -42,7 +42,7 @@ pub fn check<T: Message>(value: &T, payload_len: usize) {
 
 #[cfg(test)]
 mod tests {
-    use peer_node::protocol::{ClientMsg, Role};
+    use peer_node::core::wire::local::{ClientMsg, Role};
 
     use super::*;
 

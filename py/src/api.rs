@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peer_node::client::Client;
+use peer_node::Client;
 use peer_node::config::NodeConfig;
-use peer_node::ids::{ActorId, FnId, ObjectId, TaskId};
-use peer_node::node::daemon_socket_path;
-use peer_node::protocol::{ActorOptions, Query, Role, TaskKind, TaskSpec, Value, args_object_id};
-use peer_node::{Node, NodeError};
+use peer_node::local::socket::daemon_socket_path;
+use peer_node::{Node, NodeApi, NodeError};
+use peer_node_core::ids::{ActorId, FnId, ObjectId, TaskId};
+use peer_node_core::wire::local::{
+    ActorOptions, Query, Role, TaskKind, TaskSpec, Value, args_object_id,
+};
 use peer_objstore::Arena;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -18,7 +20,7 @@ use serde_bytes::ByteBuf;
 
 use crate::errors::node_err;
 use crate::object_ref::ObjectRefBase;
-use crate::runtime::{self, Backend, Runtime, RuntimeInfo};
+use crate::runtime::{self, Runtime, RuntimeInfo};
 use crate::values::{self, encode_value, raw_buffers, value_to_py};
 
 fn info_dict<'py>(py: Python<'py>, info: &RuntimeInfo) -> PyResult<Bound<'py, PyDict>> {
@@ -174,7 +176,7 @@ pub fn init_embedded<'py>(
         owner_tag: node.owner_tag(),
     };
     let arena = node.arena();
-    let rt = Arc::new(Runtime::new(Backend::Embedded(node), arena, info, None));
+    let rt = Arc::new(Runtime::embedded(Arc::new(node), arena, info));
     let d = info_dict(py, &rt.info)?;
     if let Some(c) = cluster {
         d.set_item("peer_id", c.peer_id.to_string())?;
@@ -188,13 +190,13 @@ pub fn init_embedded<'py>(
 
 /// Connect to a node's socket and map its store.
 pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, NodeError> {
-    let client = Client::connect(socket, role)?;
+    let client = Arc::new(Client::connect(socket, role)?);
     let w = client.welcome().clone();
     let arena = Arena::open(std::path::Path::new(&w.arena_path))?;
     let (num_cpus, resources) = match role {
         Role::Worker(_) => (0.0, Vec::new()),
         _ => {
-            let total = client.query(Query::ClusterResources)?;
+            let total = NodeApi::query(&*client, Query::ClusterResources)?;
             let mut cpus = 0.0;
             let mut res = Vec::new();
             if let Some(m) = total.as_object() {
@@ -223,12 +225,7 @@ pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, 
         Role::Worker(w) => Some(w),
         _ => None,
     };
-    Ok(Runtime::new(
-        Backend::Remote(client),
-        Arc::new(arena),
-        info,
-        worker_id,
-    ))
+    Ok(Runtime::connected(client, Arc::new(arena), info, worker_id))
 }
 
 #[pyfunction]
@@ -260,7 +257,7 @@ pub fn daemon_socket(state_dir: PathBuf) -> Option<String> {
 #[pyfunction]
 pub fn shutdown(py: Python<'_>) {
     if let Some(rt) = runtime::uninstall() {
-        py.detach(|| rt.stop());
+        py.detach(|| rt.node.close());
     }
 }
 
@@ -273,7 +270,7 @@ pub fn is_initialized() -> bool {
 pub fn register_function(fn_id: &[u8], blob: Vec<u8>) -> PyResult<()> {
     let rt = runtime::current()?;
     let id = id16(fn_id, "function", FnId)?;
-    rt.register_function(id, blob).map_err(node_err)
+    rt.node.register_function(id, blob).map_err(node_err)
 }
 
 /// Encode arguments and build a task spec.
@@ -325,7 +322,7 @@ fn return_ids<'py>(py: Python<'py>, spec: &TaskSpec) -> Bound<'py, PyList> {
 }
 
 fn submit_spec(rt: &Runtime, spec: TaskSpec) -> PyResult<()> {
-    rt.submit(spec).map_err(node_err)
+    rt.node.submit(spec).map_err(node_err)
 }
 
 #[pyfunction]
@@ -462,7 +459,7 @@ pub fn get_actor<'py>(
     name: &str,
 ) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
     let rt = runtime::current()?;
-    let stored = py.detach(|| rt.get_actor(name)).map_err(node_err)?;
+    let stored = py.detach(|| rt.node.get_actor(name)).map_err(node_err)?;
     Ok(stored
         .filter(|b| b.len() >= 16)
         .map(|b| (PyBytes::new(py, &b[..16]), PyBytes::new(py, &b[16..]))))
@@ -471,14 +468,16 @@ pub fn get_actor<'py>(
 #[pyfunction]
 pub fn kill_actor(actor_id: &[u8], no_restart: bool) -> PyResult<()> {
     let rt = runtime::current()?;
-    rt.kill_actor(id16(actor_id, "actor", ActorId)?, no_restart)
+    rt.node
+        .kill_actor(id16(actor_id, "actor", ActorId)?, no_restart)
         .map_err(node_err)
 }
 
 #[pyfunction]
 pub fn cancel(object_id: &[u8], force: bool) -> PyResult<()> {
     let rt = runtime::current()?;
-    rt.cancel(ObjectRefBase::parse_id(object_id)?, force)
+    rt.node
+        .cancel(ObjectRefBase::parse_id(object_id)?, force)
         .map_err(node_err)
 }
 
@@ -496,9 +495,10 @@ pub fn put<'py>(
     let bufs = raw_buffers(buffers)?;
     match encode_value(py, &rt, id, pickle, &bufs)? {
         Value::Inline(b) => rt
+            .node
             .put_inline(id, b.into_vec(), contained)
             .map_err(node_err)?,
-        Value::Stored { .. } => rt.seal(id, contained).map_err(node_err)?,
+        Value::Stored { .. } => rt.node.seal(id, contained).map_err(node_err)?,
         Value::Error(_) => unreachable!("encode_value never makes errors"),
     }
     Ok(PyBytes::new(py, &id.0))
@@ -517,7 +517,7 @@ pub fn get<'py>(
     let mut sig_err = None;
     let values = {
         let mut check = signal_checker(&mut sig_err);
-        py.detach(|| rt.get(&ids, timeout, &mut check))
+        py.detach(|| rt.node.get(&ids, timeout, &mut check))
     };
     if let Some(e) = sig_err {
         return Err(e);
@@ -546,7 +546,7 @@ pub fn wait(
     let mut sig_err = None;
     let ready = {
         let mut check = signal_checker(&mut sig_err);
-        py.detach(|| rt.wait(&ids, num_returns, timeout, &mut check))
+        py.detach(|| rt.node.wait(&ids, num_returns, timeout, &mut check))
     };
     if let Some(e) = sig_err {
         return Err(e);
@@ -565,14 +565,14 @@ pub fn decode<'py>(
 #[pyfunction]
 pub fn ref_escaped(object_id: &[u8]) -> PyResult<()> {
     if let Some(rt) = runtime::current_opt() {
-        rt.mark_escaped(&[ObjectRefBase::parse_id(object_id)?]);
+        rt.node.mark_escaped(&[ObjectRefBase::parse_id(object_id)?]);
     }
     Ok(())
 }
 
 fn query(py: Python<'_>, q: Query) -> PyResult<Py<PyAny>> {
     let rt = runtime::current()?;
-    let v = py.detach(|| rt.query(q)).map_err(node_err)?;
+    let v = py.detach(|| rt.node.query(q)).map_err(node_err)?;
     json_to_py(py, &v)
 }
 

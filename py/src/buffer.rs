@@ -9,7 +9,7 @@
 use std::os::raw::c_int;
 use std::sync::Arc;
 
-use peer_node::ids::ObjectId;
+use peer_node_core::ids::ObjectId;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -33,7 +33,7 @@ impl PinnedBuffer {
         let arena = runtime.arena();
         let end = offset.checked_add(len).filter(|&e| e <= arena.len() as u64);
         if end.is_none() {
-            runtime.release(&[id]);
+            runtime.node.release(&[id]);
             return Err(PyBufferError::new_err(format!(
                 "object {id} at {offset}+{len} lies outside the store ({} bytes)",
                 arena.len()
@@ -104,7 +104,7 @@ impl PinnedBuffer {
 
 impl Drop for PinnedBuffer {
     fn drop(&mut self) {
-        self.runtime.release(&[self.id]);
+        self.runtime.node.release(&[self.id]);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Exceptions raised by the native layer, and the mapping from node errors.
 
 use peer_node::NodeError;
-use peer_node::protocol::{ErrorInfo as WireError, ErrorKind};
+use peer_node_core::wire::local::{ErrorInfo as WireError, ErrorKind};
 use pyo3::exceptions::{PyConnectionError, PyException, PyValueError};
 use pyo3::prelude::*;
 

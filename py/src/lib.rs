@@ -23,7 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TASK_NORMAL", worker::TASK_NORMAL)?;
     m.add("TASK_ACTOR_CREATE", worker::TASK_ACTOR_CREATE)?;
     m.add("TASK_ACTOR_METHOD", worker::TASK_ACTOR_METHOD)?;
-    use peer_node::protocol::ErrorKind as K;
+    use peer_node_core::wire::local::ErrorKind as K;
     m.add("ERR_TASK", K::Task.as_str())?;
     m.add("ERR_WORKER_CRASHED", K::WorkerCrashed.as_str())?;
     m.add("ERR_ACTOR_DIED", K::ActorDied.as_str())?;
@@ -31,7 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ERR_CANCELLED", K::Cancelled.as_str())?;
     m.add("ERR_OBJECT_LOST", K::ObjectLost.as_str())?;
     m.add("ERR_OWNER_DIED", K::OwnerDied.as_str())?;
-    m.add("INLINE_MAX", peer_node::protocol::INLINE_MAX)?;
+    m.add("INLINE_MAX", peer_node_core::wire::local::INLINE_MAX)?;
     m.add("PeerNativeError", py.get_type::<errors::PeerNativeError>())?;
     m.add(
         "NativeStoreFullError",

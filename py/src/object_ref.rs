@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
-use peer_node::ids::{OBJECT_ID_LEN, ObjectId};
+use peer_node_core::ids::{OBJECT_ID_LEN, ObjectId};
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -40,7 +40,7 @@ impl ObjectRefBase {
         let id = Self::parse_id(id)?;
         let rt = runtime::current_opt();
         if let Some(rt) = &rt {
-            rt.add_refs(&[id]);
+            rt.node.add_refs(&[id]);
         }
         Ok(Self {
             id,
@@ -86,7 +86,7 @@ impl ObjectRefBase {
 impl Drop for ObjectRefBase {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.upgrade() {
-            rt.dec_refs(&[self.id]);
+            rt.node.dec_refs(&[self.id]);
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use peer_node::blob::{self, Layout};
-use peer_node::ids::ObjectId;
-use peer_node::protocol::{INLINE_MAX, Reserved, Value};
+use peer_node_core::ids::ObjectId;
+use peer_node_core::wire::blob::{self, Layout};
+use peer_node_core::wire::local::{INLINE_MAX, Reserved, Value};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice, PyTuple};
@@ -40,7 +40,7 @@ pub fn encode_value(
         return Ok(Value::Inline(ByteBuf::from(blob::encode(pickle, &slices))));
     }
     let offset = match py
-        .detach(|| rt.create_object(id, layout.total as u64))
+        .detach(|| rt.node.create_object(id, layout.total as u64))
         .map_err(node_err)?
         .map_err(wire_err)?
     {

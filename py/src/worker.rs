@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use peer_node::NodeError;
-use peer_node::ids::{ObjectId, WorkerId};
-use peer_node::protocol::{
+use peer_node_core::ids::{ObjectId, WorkerId};
+use peer_node_core::wire::local::{
     ErrorInfo, ErrorKind, Execution, Outcome, Role, TaskKind, args_object_id,
 };
 use pyo3::exceptions::{PyConnectionError, PyValueError};
@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::api::{connect_runtime, contained_ids};
 use crate::errors::NativeStoreFullError;
-use crate::runtime::{self, Backend, Context, Runtime};
+use crate::runtime::{self, Context, Runtime};
 use crate::values::{encode_value, raw_buffers, value_to_py};
 
 pub const TASK_NORMAL: u8 = 0;
@@ -44,8 +44,7 @@ pub fn emit_output(py: Python<'_>, stream: u8, data: &[u8]) -> bool {
         return false;
     };
     let ctx = *rt.context.lock();
-    let (Some(task), true, Backend::Remote(client)) = (ctx.task, ctx.forward_output, &rt.backend)
-    else {
+    let (Some(task), true, Some(client)) = (ctx.task, ctx.forward_output, &rt.client) else {
         return false;
     };
     let data = data.to_vec();
@@ -70,12 +69,12 @@ pub fn worker_main(
     runtime::install(Arc::clone(&rt));
     let result = serve(py, &rt, &executor);
     runtime::uninstall();
-    rt.stop();
+    rt.node.close();
     result
 }
 
 fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyResult<()> {
-    let Backend::Remote(client) = &rt.backend else {
+    let Some(client) = &rt.client else {
         return Err(PyValueError::new_err("a worker needs a socket connection"));
     };
     while let Some(exec) = py.detach(|| client.next_execution()) {

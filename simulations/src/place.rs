@@ -196,10 +196,10 @@ mod tests {
 
     #[test]
     fn the_simulator_runs_the_nodes_own_placement_code() {
-        // 1. The policy this binary was compiled from is the crate in node/placement, the one
+        // 1. The policy this binary was compiled from is the crate in placement/, the one
         //    the node builds on — a path dependency, not a copy or a published version.
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let node_policy = here.join("../node/placement").canonicalize().unwrap();
+        let node_policy = here.join("../placement").canonicalize().unwrap();
         let linked = Path::new(peer_placement::SOURCE_DIR)
             .canonicalize()
             .unwrap();

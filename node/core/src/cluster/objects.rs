@@ -1,0 +1,440 @@
+//! Values crossing peers: results coming home, refs owned elsewhere fetched
+//! from their owner, values served to peers, where copies of large values
+//! are (they travel as locations and are pulled, see `pulls`), and what may
+//! no longer be freed because another peer can hold refs to it.
+
+use std::sync::Arc;
+
+use serde_bytes::ByteBuf;
+
+use crate::core::Core;
+use crate::ids::{ObjectId, PeerId, TaskId};
+use crate::local::objects::{Elsewhere, Holder, ObjState, ObjectEntry};
+use crate::local::tasks::TaskState;
+use crate::local::waits::Target;
+use crate::wire::local::{ErrorInfo, ErrorKind, INLINE_MAX, Reserved, TaskSpec, Value};
+use crate::wire::peer::{IN_MESSAGE_MAX, PeerMsg, WireValue};
+
+fn peer_bytes(p: &PeerId) -> ByteBuf {
+    ByteBuf::from(p.as_bytes().to_vec())
+}
+
+impl Core {
+    /// Results of tasks this node sent away, or fetched values.
+    pub(super) fn receive_objects(&mut self, values: Vec<(ObjectId, WireValue)>) {
+        let mut tasks: Vec<TaskId> = Vec::new();
+        for (id, value) in values {
+            let pending = self
+                .objects
+                .get(&id)
+                .is_some_and(|e| e.is_pending() && e.elsewhere.is_none());
+            if !pending {
+                continue;
+            }
+            self.set_value(id, value);
+            let tid = id.task();
+            if !tasks.contains(&tid) {
+                tasks.push(tid);
+            }
+        }
+        for tid in tasks {
+            let Some(t) = self.tasks.get(&tid) else {
+                continue;
+            };
+            if t.state != TaskState::Remote {
+                continue;
+            }
+            let spec = Arc::clone(&t.spec);
+            let all_back = spec.return_ids().all(|id| {
+                self.objects
+                    .get(&id)
+                    .is_none_or(|e| e.is_ready() || e.is_elsewhere())
+            });
+            if all_back {
+                self.stats.tasks_finished += 1;
+                let elsewhere = spec.return_ids().any(|id| self.objects.is_elsewhere(&id));
+                if elsewhere && self.keep_lineage(tid) {
+                    // Its inputs stay held: a rebuild needs them.
+                    self.tasks.remove(&tid);
+                    self.cluster.forget_sent(&tid);
+                } else {
+                    self.finish_task(tid);
+                }
+            }
+        }
+    }
+
+    /// Give a pending object the value that came from a peer (large ones go into the store).
+    pub(super) fn set_value(&mut self, id: ObjectId, value: WireValue) {
+        let value = match value {
+            WireValue::At { len, holders } => {
+                let holders = holders
+                    .iter()
+                    .filter_map(|h| PeerId::from_bytes(h).ok())
+                    .collect();
+                return self.object_located(id, len, holders);
+            }
+            WireValue::Error(e) => Value::Error(e),
+            WireValue::Blob(b) if b.len() <= INLINE_MAX => Value::Inline(b),
+            WireValue::Blob(b) => match self.create_object(Holder::Local, id, b.len() as u64) {
+                Ok(Reserved::Present { offset, len }) => Value::Stored { offset, len },
+                Ok(Reserved::Write { offset }) => match self.store.write(offset, &b) {
+                    Ok(()) => {
+                        self.seal_object(Holder::Local, id, Vec::new());
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = self.store.abort(id);
+                        Value::Error(self.store_error(e))
+                    }
+                },
+                Err(e) => Value::Error(e),
+            },
+        };
+        self.object_ready(id, value);
+    }
+
+    /// A copy of a stored object's bytes.
+    pub(crate) fn stored_bytes(&mut self, id: &ObjectId) -> Option<ByteBuf> {
+        // Pinned while copied, so a restore or compaction cannot move it.
+        match self.value_for(id, Holder::Local) {
+            Value::Stored { offset, len } => {
+                let bytes = self.store.read(offset, len).map(ByteBuf::from);
+                self.release_pins(Holder::Local, &[*id]);
+                bytes.ok()
+            }
+            Value::Inline(b) => Some(b),
+            Value::Error(_) => None,
+        }
+    }
+
+    /// An object's value as it travels to a peer.
+    pub(crate) fn wire_value(&mut self, id: &ObjectId) -> WireValue {
+        let Some(e) = self.objects.get(id) else {
+            return WireValue::Error(ErrorInfo::new(
+                ErrorKind::ObjectLost,
+                format!("object {id} is not known to its owner (it was freed)"),
+            ));
+        };
+        let me = self.cluster.me();
+        let at = |len: u64, here: bool, ew: Option<&Elsewhere>| WireValue::At {
+            len,
+            holders: me
+                .filter(|_| here)
+                .into_iter()
+                .chain(ew.into_iter().flat_map(|ew| ew.holders()))
+                .map(|p| peer_bytes(&p))
+                .collect(),
+        };
+        match &e.state {
+            ObjState::Pending if e.elsewhere.is_some() => at(
+                e.elsewhere.as_ref().map_or(0, |ew| ew.len),
+                false,
+                e.elsewhere.as_deref(),
+            ),
+            ObjState::Pending => WireValue::Error(ErrorInfo::new(
+                ErrorKind::ObjectLost,
+                format!("object {id} has no value yet"),
+            )),
+            ObjState::Ready(Value::Inline(b)) => WireValue::Blob(b.clone()),
+            ObjState::Ready(Value::Error(err)) => WireValue::Error(err.clone()),
+            ObjState::Ready(Value::Stored { len, .. }) => {
+                let len = *len;
+                if len as usize > IN_MESSAGE_MAX {
+                    // Too big for a message: the peer pulls it from the stores that have it.
+                    return at(len, true, e.elsewhere.as_deref());
+                }
+                match self.stored_bytes(id) {
+                    Some(b) => WireValue::Blob(b),
+                    None => WireValue::Error(ErrorInfo::new(
+                        ErrorKind::ObjectLost,
+                        format!("object {id} could not be read from the store"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A wait on behalf of a peer completed: send it the values.
+    pub(crate) fn send_values_to_peer(&mut self, peer: PeerId, ids: &[ObjectId], free_after: bool) {
+        let values: Vec<(ObjectId, WireValue)> =
+            ids.iter().map(|id| (*id, self.wire_value(id))).collect();
+        let inside: Vec<ObjectId> = ids
+            .iter()
+            .filter_map(|id| self.objects.get(id))
+            .flat_map(|e| e.contains.iter().copied())
+            .collect();
+        self.escape_with_contents(&inside);
+        let kept: Vec<bool> = values
+            .iter()
+            .map(|(_, v)| matches!(v, WireValue::At { .. }))
+            .collect();
+        self.send_peer(peer, PeerMsg::Objects { values });
+        if free_after {
+            for (id, kept) in ids.iter().zip(kept) {
+                if let Some(e) = self.objects.get_mut(id) {
+                    e.had_handle = true;
+                    // The owner pulls it from here (or tells others to): keep it until it says.
+                    e.held_for_owner = kept;
+                }
+                self.maybe_free(id);
+            }
+        }
+    }
+
+    /// Objects (and the refs inside their values) that another peer may now
+    /// hold refs to: the ones owned here are never freed under it (there is no
+    /// counting of references across peers yet).
+    pub(super) fn escape_with_contents(&mut self, ids: &[ObjectId]) {
+        let mut owned: Vec<ObjectId> = Vec::new();
+        for id in ids {
+            if self.is_foreign(id.owner()) {
+                continue;
+            }
+            owned.push(*id);
+            if let Some(e) = self.objects.get(id) {
+                owned.extend(e.contains.iter().filter(|c| !self.is_foreign(c.owner())));
+            }
+        }
+        self.mark_escaped(&owned);
+    }
+
+    /// A handle of a ref owned by another peer arrived: an entry to count it,
+    /// with nothing asked of the owner yet.
+    pub(crate) fn note_foreign(&mut self, id: ObjectId) {
+        if !self.is_foreign(id.owner()) || self.objects.contains(&id) {
+            return;
+        }
+        let mut e = ObjectEntry::pending();
+        e.had_handle = true;
+        e.unfetched = true;
+        self.objects.insert(id, e);
+    }
+
+    /// The value of a ref is needed here: if another peer owns it and it was
+    /// not asked for yet, ask the owner.
+    pub(crate) fn fetch_foreign(&mut self, id: ObjectId) {
+        let foreign = self.is_foreign(id.owner());
+        match self.objects.get_mut(&id) {
+            Some(e) if e.unfetched => e.unfetched = false,
+            Some(_) => return,
+            None if foreign => {
+                let mut e = ObjectEntry::pending();
+                e.had_handle = true;
+                self.objects.insert(id, e);
+            }
+            None => return,
+        }
+        match self.peer_of(id.owner()) {
+            Some(owner) => {
+                let failed = self
+                    .cluster
+                    .pulls
+                    .take_failed_holders(&id)
+                    .iter()
+                    .map(peer_bytes)
+                    .collect();
+                self.send_peer(owner, PeerMsg::Fetch { id, failed })
+            }
+            None => {
+                let err = ErrorInfo::new(
+                    ErrorKind::ObjectLost,
+                    format!(
+                        "object {id} belongs to peer {} (by its id), which is not in this node's \
+                         view: it left the cluster, or never was in it",
+                        id.owner()
+                    ),
+                );
+                self.object_ready(id, Value::Error(err));
+            }
+        }
+    }
+
+    /// Send `peer` the value of `id` once it has one (now, if it has).
+    fn answer_when_ready(&mut self, id: ObjectId, peer: PeerId) {
+        let target = Target::Peer {
+            peer,
+            free_after: false,
+        };
+        self.begin_wait(vec![id], 1, true, target, None, None);
+    }
+
+    /// A peer wants the value of an object owned here.
+    pub(super) fn serve_fetch(&mut self, from: PeerId, id: ObjectId, failed: &[PeerId]) {
+        // A peer asking for it has no copy (any more: it may have dropped it,
+        // or restarted), whatever it said before; nor have the holders it
+        // could not pull it from.
+        if let Some(ew) = self.objects.get_mut(&id).and_then(|e| e.elsewhere.as_mut()) {
+            ew.copies.retain(|p| *p != from && !failed.contains(p));
+            ew.partial.retain(|p| *p != from && !failed.contains(p));
+        }
+        match self.objects.get_mut(&id) {
+            Some(e)
+                if e.is_elsewhere()
+                    && e.elsewhere.as_ref().is_some_and(|ew| ew.copies.is_empty()) =>
+            {
+                // Only peers still pulling it, no complete copy: it is lost;
+                // answer once it is rebuilt.
+                e.escaped = true;
+                self.object_lost(id, "no peer holds a complete copy");
+                self.answer_when_ready(id, from);
+            }
+            Some(e) if e.is_elsewhere() => {
+                e.escaped = true;
+                let value = match self.wire_value(&id) {
+                    // The asker is pulling it already and knows it lacks it.
+                    WireValue::At { len, holders } => {
+                        let asker = from.as_bytes();
+                        let holders = holders.into_iter().filter(|h| **h != *asker).collect();
+                        WireValue::At { len, holders }
+                    }
+                    v => v,
+                };
+                self.note_puller(id, from);
+                self.send_peer(
+                    from,
+                    PeerMsg::Objects {
+                        values: vec![(id, value)],
+                    },
+                );
+            }
+            Some(e) => {
+                e.escaped = true;
+                self.answer_when_ready(id, from);
+            }
+            None => {
+                let value = self.wire_value(&id);
+                self.send_peer(
+                    from,
+                    PeerMsg::Objects {
+                        values: vec![(id, value)],
+                    },
+                );
+            }
+        }
+    }
+
+    /// An object now has a value in other peers' stores (`holders`, complete
+    /// copies first). Peers waiting for it are told where; local needs pull it.
+    pub(crate) fn object_located(&mut self, id: ObjectId, len: u64, holders: Vec<PeerId>) {
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        if !e.is_pending() {
+            return;
+        }
+        let was_located = e.elsewhere.is_some();
+        let ew = e.elsewhere.get_or_insert_with(Box::default);
+        ew.len = len;
+        for h in holders {
+            if !ew.copies.contains(&h) {
+                ew.copies.push(h);
+            }
+        }
+        if was_located {
+            return;
+        }
+        let dependents = std::mem::take(&mut e.dependents);
+        let waiters = std::mem::take(&mut e.waiters);
+        let (for_peers, local): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(w, _)| {
+            matches!(
+                self.waits.get(w).map(|w| &w.target),
+                Some(Target::Peer { .. })
+            )
+        });
+        if let Some(e) = self.objects.get_mut(&id) {
+            e.waiters = local;
+        }
+        for (wid, idx) in for_peers {
+            self.wait_item_ready(wid, idx);
+        }
+        if self.objects.get(&id).is_some_and(|e| !e.waiters.is_empty()) {
+            self.start_pull(id);
+        }
+        for tid in dependents {
+            self.dep_located(tid);
+        }
+    }
+
+    /// A peer asked for an object whose copies are elsewhere: it pulls one
+    /// and serves what it has meanwhile, so it is a holder for the next asker.
+    pub(crate) fn note_puller(&mut self, id: ObjectId, peer: PeerId) {
+        let len = self.store.get(&id).map(|a| a.len);
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        let ew = e.elsewhere.get_or_insert_with(|| {
+            Box::new(Elsewhere {
+                len: len.unwrap_or(0),
+                ..Elsewhere::default()
+            })
+        });
+        if !ew.copies.contains(&peer) && !ew.partial.contains(&peer) {
+            ew.partial.push(peer);
+        }
+    }
+
+    /// A peer holds a complete copy of an object owned here.
+    pub(super) fn copy_located(&mut self, id: ObjectId, peer: PeerId) {
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        let ew = e.elsewhere.get_or_insert_with(Box::default);
+        ew.partial.retain(|p| *p != peer);
+        if !ew.copies.contains(&peer) {
+            ew.copies.push(peer);
+        }
+    }
+
+    /// The owner freed objects this node kept copies of for it.
+    pub(super) fn owner_freed(&mut self, ids: &[ObjectId]) {
+        for id in ids {
+            self.drop_copy(id);
+        }
+    }
+
+    /// Whether every argument of a task has its value on this node.
+    pub(crate) fn inputs_here(&self, spec: &TaskSpec) -> bool {
+        spec.deps.iter().all(|d| {
+            self.objects
+                .get(d)
+                .is_none_or(|e| matches!(e.state, ObjState::Ready(_)))
+        })
+    }
+
+    /// A task that runs here needs arguments from other peers: it waits while
+    /// they are pulled (or rebuilt, when their copies were lost meanwhile).
+    pub(crate) fn pull_inputs(&mut self, tid: TaskId) {
+        let Some(spec) = self.tasks.spec(&tid) else {
+            return;
+        };
+        let mut missing = 0;
+        for d in &spec.deps {
+            if let Some(e) = self.objects.get_mut(d)
+                && e.is_pending()
+            {
+                if !e.dependents.contains(&tid) {
+                    e.dependents.push(tid);
+                }
+                missing += 1;
+            }
+        }
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.inputs_elsewhere = false;
+            t.missing += missing;
+            t.state = if t.missing > 0 {
+                TaskState::Waiting
+            } else {
+                TaskState::Queued
+            };
+        }
+        for d in &spec.deps {
+            if self.objects.is_elsewhere(d) {
+                self.start_pull(*d);
+            }
+        }
+        if missing == 0 {
+            self.make_runnable(tid);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Actors created or hosted here: a dedicated worker each, method calls run
+//! one at a time in submission order (pipelined to the worker), names,
+//! restart and death. (Calls of actors on other peers: `cluster::actors`.)
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde_bytes::ByteBuf;
+
+use crate::core::Core;
+use crate::error::SubmitError;
+use crate::ids::{ActorId, TaskId, WorkerId};
+use crate::local::tasks::{TaskEntry, TaskState, resources_of};
+use crate::local::workers::WorkerKind;
+use crate::resources::Resources;
+use crate::wire::local::{ErrorInfo, ErrorKind, TaskSpec};
+
+/// Life of an actor.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ActorState {
+    /// Creation task waits for arguments or resources.
+    Pending,
+    /// Its worker is starting or running the constructor.
+    Creating,
+    Alive,
+    Dead(ErrorInfo),
+}
+
+/// One actor.
+#[derive(Debug)]
+pub(crate) struct ActorEntry {
+    pub(crate) creation: Arc<TaskSpec>,
+    pub(crate) worker: Option<WorkerId>,
+    pub(crate) state: ActorState,
+    /// Method calls not yet sent, in submission order.
+    pub(crate) queue: VecDeque<TaskId>,
+    /// Method calls sent to the worker, in order.
+    pub(crate) inflight: VecDeque<TaskId>,
+    pub(crate) name: Option<String>,
+    pub(crate) handle_blob: ByteBuf,
+    pub(crate) resources: Resources,
+    pub(crate) holds_resources: bool,
+    pub(crate) restarts_left: i32,
+}
+
+/// The actors created here (wherever they run) and hosted here.
+#[derive(Debug, Default)]
+pub(crate) struct Actors {
+    entries: FxHashMap<ActorId, ActorEntry>,
+    /// Names of live actors created here.
+    named: FxHashMap<String, ActorId>,
+}
+
+impl Actors {
+    pub(crate) fn get(&self, id: &ActorId) -> Option<&ActorEntry> {
+        self.entries.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &ActorId) -> Option<&mut ActorEntry> {
+        self.entries.get_mut(id)
+    }
+
+    pub(crate) fn contains(&self, id: &ActorId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &ActorEntry> {
+        self.entries.values()
+    }
+
+    pub(crate) fn named_count(&self) -> usize {
+        self.named.len()
+    }
+
+    /// Mark an actor dead for good; its name is free again.
+    pub(crate) fn set_dead(&mut self, aid: ActorId, err: ErrorInfo) {
+        let Some(a) = self.entries.get_mut(&aid) else {
+            return;
+        };
+        a.state = ActorState::Dead(err);
+        if let Some(name) = a.name.clone()
+            && self.named.get(&name) == Some(&aid)
+        {
+            self.named.remove(&name);
+        }
+    }
+
+    /// Take the calls queued for an actor (they follow it to another peer).
+    pub(crate) fn take_queue(&mut self, aid: &ActorId) -> VecDeque<TaskId> {
+        self.entries
+            .get_mut(aid)
+            .map(|a| std::mem::take(&mut a.queue))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+impl Actors {
+    pub(crate) fn is_named(&self, name: &str) -> bool {
+        self.named.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&ActorId> for Actors {
+    type Output = ActorEntry;
+    fn index(&self, id: &ActorId) -> &ActorEntry {
+        &self.entries[id]
+    }
+}
+
+impl Core {
+    /// Register the actor an actor-creation task makes (its name must be free).
+    pub(crate) fn register_actor(&mut self, spec: &TaskSpec) -> Result<(), SubmitError> {
+        let Some(opts) = &spec.actor_options else {
+            return Err(SubmitError::NoActorOptions);
+        };
+        if spec.actor != Some(opts.actor) {
+            return Err(SubmitError::ActorMismatch);
+        }
+        if let Some(name) = &opts.name {
+            if let Some(old) = self.actors.named.get(name)
+                && self
+                    .actors
+                    .get(old)
+                    .is_some_and(|a| !matches!(a.state, ActorState::Dead(_)))
+            {
+                return Err(SubmitError::NameTaken(name.clone()));
+            }
+            self.actors.named.insert(name.clone(), opts.actor);
+        }
+        self.actors.entries.insert(
+            opts.actor,
+            ActorEntry {
+                creation: Arc::new(spec.clone()),
+                worker: None,
+                state: ActorState::Pending,
+                queue: Default::default(),
+                inflight: Default::default(),
+                name: opts.name.clone(),
+                handle_blob: opts.handle_blob.clone(),
+                resources: resources_of(spec),
+                holds_resources: false,
+                restarts_left: opts.max_restarts,
+            },
+        );
+        Ok(())
+    }
+
+    /// Queue a method call behind the actor's earlier ones (here, or for an
+    /// actor on another peer, at its proxy).
+    pub(crate) fn queue_actor_call(&mut self, aid: ActorId, tid: TaskId) -> Result<(), ErrorInfo> {
+        if self.cluster.queue_at_proxy(aid, tid) {
+            return Ok(());
+        }
+        if let Some(a) = self.actors.entries.get_mut(&aid) {
+            a.queue.push_back(tid);
+            return Ok(());
+        }
+        if self.is_foreign(aid.owner()) {
+            self.start_proxy(aid);
+            self.cluster.queue_at_proxy(aid, tid);
+            return Ok(());
+        }
+        Err(ErrorInfo::new(
+            ErrorKind::ActorDied,
+            format!("actor {aid} is not known to this node"),
+        ))
+    }
+
+    /// A call leaves the actor's queues (it failed or was cancelled).
+    pub(crate) fn unqueue_actor_call(&mut self, aid: ActorId, tid: TaskId) {
+        if let Some(a) = self.actors.entries.get_mut(&aid) {
+            a.queue.retain(|x| *x != tid);
+        }
+        self.cluster.unqueue_at_proxy(aid, tid);
+    }
+
+    /// The actor's worker reported call (or constructor) `tid`.
+    pub(crate) fn actor_call_done(&mut self, aid: ActorId, tid: TaskId) {
+        if let Some(a) = self.actors.entries.get_mut(&aid)
+            && let Some(pos) = a.inflight.iter().position(|t| *t == tid)
+        {
+            a.inflight.remove(pos);
+        }
+    }
+
+    /// Whether `wid` is the worker the actor runs in now.
+    pub(crate) fn actor_worker_is(&self, aid: ActorId, wid: WorkerId) -> bool {
+        self.actors.get(&aid).is_some_and(|a| a.worker == Some(wid))
+    }
+
+    /// The actor's class name, for messages.
+    pub(crate) fn actor_class(&self, aid: ActorId) -> Option<String> {
+        self.actors
+            .get(&aid)
+            .map(|a| a.creation.actor_name().to_string())
+    }
+
+    /// The task that creates the actor.
+    pub(crate) fn actor_creation_task(&self, aid: ActorId) -> Option<TaskId> {
+        self.actors.get(&aid).map(|a| a.creation.task)
+    }
+
+    /// The creation task is runnable and fits: give the actor its worker.
+    pub(crate) fn start_actor(&mut self, tid: TaskId) {
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        let Some(aid) = t.spec.actor else {
+            return;
+        };
+        let res = t.resources.clone();
+        let Some(a) = self.actors.entries.get_mut(&aid) else {
+            return;
+        };
+        if let ActorState::Dead(err) = &a.state {
+            let err = err.clone();
+            self.fail_task(tid, err);
+            return;
+        }
+        a.state = ActorState::Creating;
+        a.holds_resources = true;
+        self.available.take(&res);
+        let wid = self.spawn_worker(WorkerKind::Actor(aid));
+        if let Some(me) = self.cluster.me() {
+            self.actor_placed(aid, me);
+        }
+        if let Some(a) = self.actors.entries.get_mut(&aid) {
+            a.worker = Some(wid);
+        }
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.state = TaskState::Running(wid);
+        }
+    }
+
+    /// An actor worker said hello: run the constructor.
+    pub(crate) fn actor_worker_ready(&mut self, aid: ActorId, wid: WorkerId) {
+        let Some(a) = self.actors.get(&aid) else {
+            return;
+        };
+        if a.worker != Some(wid) {
+            return;
+        }
+        let tid = a.creation.task;
+        self.send_execution(tid, wid);
+    }
+
+    /// The constructor returned.
+    pub(crate) fn actor_created(&mut self, spec: &TaskSpec) {
+        let Some(aid) = spec.actor else {
+            return;
+        };
+        if let Some(a) = self.actors.entries.get_mut(&aid)
+            && a.state == ActorState::Creating
+        {
+            a.state = ActorState::Alive;
+        }
+        self.pump_actor(aid);
+    }
+
+    /// Send runnable method calls, in order, stopping at the first that waits for arguments.
+    pub(crate) fn pump_actor(&mut self, aid: ActorId) {
+        if self.cluster.has_proxy(&aid) {
+            self.pump_proxy(aid);
+            return;
+        }
+        let Some(a) = self.actors.entries.get_mut(&aid) else {
+            return;
+        };
+        if let ActorState::Dead(err) = &a.state {
+            let err = err.clone();
+            let queued: Vec<TaskId> = a.queue.drain(..).collect();
+            for tid in queued {
+                self.fail_task(tid, err.clone());
+            }
+            return;
+        }
+        if a.state != ActorState::Alive {
+            return;
+        }
+        let Some(wid) = a.worker else {
+            return;
+        };
+        let mut to_send = Vec::new();
+        let was_idle = a.inflight.is_empty();
+        let mut to_pull = None;
+        while let Some(&tid) = a.queue.front() {
+            match self.tasks.get(&tid) {
+                Some(t) if t.missing == 0 && t.inputs_elsewhere => {
+                    // Its arguments are pulled first; the calls behind it wait (order).
+                    to_pull = Some(tid);
+                    break;
+                }
+                Some(t) if t.missing == 0 => {
+                    a.queue.pop_front();
+                    a.inflight.push_back(tid);
+                    to_send.push(tid);
+                }
+                Some(_) => break,
+                None => {
+                    a.queue.pop_front();
+                }
+            }
+        }
+        if let Some(tid) = to_pull {
+            if self
+                .tasks
+                .spec(&tid)
+                .is_some_and(|spec| self.inputs_here(&spec))
+            {
+                if let Some(t) = self.tasks.get_mut(&tid) {
+                    t.inputs_elsewhere = false;
+                }
+                // Pulled already: send it along with the ones before it.
+                self.send_actor_calls(wid, to_send, was_idle);
+                return self.pump_actor(aid);
+            }
+            self.pull_inputs(tid);
+        }
+        self.send_actor_calls(wid, to_send, was_idle);
+    }
+
+    fn send_actor_calls(&mut self, wid: WorkerId, to_send: Vec<TaskId>, was_idle: bool) {
+        for (i, tid) in to_send.into_iter().enumerate() {
+            // Only a call the actor is waiting for goes out at once; calls
+            // queued behind it leave with the batching writer.
+            self.send_execution_via(tid, wid, i == 0 && was_idle);
+        }
+    }
+
+    /// The actor's process died or it was killed: fail its calls, maybe restart it.
+    pub(crate) fn actor_died(&mut self, aid: ActorId, err: ErrorInfo, allow_restart: bool) {
+        let Some(a) = self.actors.entries.get_mut(&aid) else {
+            return;
+        };
+        if matches!(a.state, ActorState::Dead(_)) {
+            return;
+        }
+        a.worker = None;
+        if a.holds_resources {
+            a.holds_resources = false;
+            self.available.give(&a.resources);
+        }
+        let inflight: Vec<TaskId> = a.inflight.drain(..).collect();
+        let restart = allow_restart && a.restarts_left != 0;
+        let creation = Arc::clone(&a.creation);
+        if restart {
+            if a.restarts_left > 0 {
+                a.restarts_left -= 1;
+            }
+            a.state = ActorState::Pending;
+        } else {
+            self.actors.set_dead(aid, err.clone());
+        }
+        for tid in inflight {
+            self.fail_task(tid, err.clone());
+        }
+        // A constructor that was running when the process died.
+        if let Some(t) = self.tasks.get_mut(&creation.task) {
+            if restart {
+                t.state = TaskState::Queued;
+                self.tasks.push_ready(creation.task);
+            } else {
+                self.fail_task(creation.task, err.clone());
+            }
+        } else if restart {
+            tracing::info!("restarting actor {}", creation.actor_name());
+            let mut entry = TaskEntry::new(Arc::clone(&creation), 0);
+            entry.retries_left = 0;
+            entry.state = TaskState::Queued;
+            self.tasks.insert(creation.task, entry);
+            self.tasks.push_ready(creation.task);
+        } else if creation
+            .actor_options
+            .as_ref()
+            .is_some_and(|o| o.max_restarts != 0)
+        {
+            // The inputs were kept for restarts; no more restarts will come.
+            self.release_task_inputs(&creation);
+        }
+        self.pump_actor(aid);
+        self.schedule();
+    }
+
+    /// `peer.kill(actor)`.
+    pub(crate) fn kill_actor(&mut self, aid: ActorId, no_restart: bool) {
+        if self.kill_remote_actor(aid, no_restart) {
+            return;
+        }
+        let Some(a) = self.actors.entries.get_mut(&aid) else {
+            return;
+        };
+        if no_restart {
+            a.restarts_left = 0;
+        }
+        let name = a.creation.actor_name().to_string();
+        let pid = a
+            .worker
+            .and_then(|w| self.workers.get(&w))
+            .and_then(|w| w.pid);
+        if let Some(pid) = pid {
+            self.kill_process(pid);
+        }
+        let err = ErrorInfo::new(
+            ErrorKind::ActorDied,
+            format!("the actor {name} was killed with peer.kill()"),
+        );
+        self.actor_died(aid, err, !no_restart);
+    }
+
+    /// The pickled handle of a live named actor.
+    pub(crate) fn named_actor_handle(&self, name: &str) -> Option<ByteBuf> {
+        let aid = self.actors.named.get(name)?;
+        let a = self.actors.get(aid)?;
+        match a.state {
+            ActorState::Dead(_) => None,
+            _ => Some(a.handle_blob.clone()),
+        }
+    }
+}
+
+impl crate::wire::local::TaskKind {
+    /// Whether tasks of this kind run on an actor's worker.
+    pub fn is_actor(self) -> bool {
+        !matches!(self, crate::wire::local::TaskKind::Normal)
+    }
+}

@@ -1,0 +1,206 @@
+//! Which ready task runs where: idle workers first, then (with every worker
+//! busy) known-short tasks queued behind running ones, then more workers;
+//! tasks that do not fit here go to the next bid round (`cluster::placement`).
+
+use std::sync::Arc;
+
+use crate::core::Core;
+use crate::ids::{TaskId, WorkerId};
+use crate::local::objects::Holder;
+use crate::local::tasks::TaskState;
+use crate::wire::local::{
+    ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, TaskKind, Value, args_object_id,
+};
+
+/// How many queue entries one scheduling pass looks at past tasks that do not fit.
+const SCAN_LIMIT: usize = 256;
+/// Tasks queued behind a running one, for functions that take under 200 µs.
+const PIPELINE_DEPTH_TINY: usize = 4;
+
+impl Core {
+    /// Start queued tasks that fit on idle workers; ask for more workers when short.
+    pub(crate) fn schedule(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        if self.workers.spawn_failure().is_some() {
+            self.fail_unservable();
+        }
+        let mut i = 0;
+        let mut skipped = 0;
+        let mut cpu_free = 0;
+        while i < self.tasks.ready_len() && skipped < SCAN_LIMIT {
+            let Some(tid) = self.tasks.ready_at(i) else {
+                break;
+            };
+            let Some(t) = self.tasks.get(&tid) else {
+                self.tasks.remove_ready_at(i);
+                continue;
+            };
+            if t.inputs_elsewhere && !self.inputs_here(&t.spec) {
+                // Its arguments are on other peers: near them, or pull them first.
+                let leave = self.placement_active() && self.may_leave(t);
+                self.tasks.remove_ready_at(i);
+                if leave {
+                    self.await_placement(tid);
+                } else {
+                    self.pull_inputs(tid);
+                }
+                continue;
+            }
+            let fits = self.available.fits(&t.resources);
+            if (!fits || self.wants_a_free_cpu(t)) && self.placement_active() && self.may_leave(t) {
+                // Another peer may run it sooner: it joins the next bid round.
+                self.tasks.remove_ready_at(i);
+                self.await_placement(tid);
+                continue;
+            }
+            if !fits {
+                if !self.total.fits(&t.resources) && !self.placement_active() {
+                    let (name, needs) = (t.spec.name.clone(), t.resources.to_map());
+                    if self.tasks.warn_once(tid) {
+                        tracing::warn!(
+                            "task {name} needs {needs:?} but this node has only {:?}; it waits \
+                             until a node with those resources joins",
+                            self.total.to_map()
+                        );
+                    }
+                }
+                i += 1;
+                skipped += 1;
+                continue;
+            }
+            match t.spec.kind {
+                TaskKind::ActorCreate => {
+                    self.tasks.remove_ready_at(i);
+                    self.start_actor(tid);
+                }
+                _ => {
+                    let res = t.resources.clone();
+                    let Some(wid) = self.workers.pop_idle() else {
+                        if res.get("CPU") == 0.0 {
+                            // Needs no CPU: it gets a worker of its own (below).
+                            cpu_free += 1;
+                            i += 1;
+                            skipped += 1;
+                            continue;
+                        }
+                        break;
+                    };
+                    self.tasks.remove_ready_at(i);
+                    self.available.take(&res);
+                    if let Some(w) = self.workers.get_mut(&wid) {
+                        w.held = res;
+                        w.busy = Some(tid);
+                    }
+                    self.send_execution(tid, wid);
+                }
+            }
+        }
+        if !self.tasks.ready_is_empty() && !self.workers.has_idle() {
+            self.pipeline_short_tasks();
+        }
+        if !self.tasks.ready_is_empty() && !self.workers.has_idle() {
+            self.grow_pool(cpu_free);
+        }
+        if self.cluster.has_unplaced() {
+            self.start_round();
+        }
+    }
+
+    /// With every worker busy, queue known-short tasks behind running ones so a
+    /// worker never waits a round trip between two of them (and reads several
+    /// per syscall). Long or unknown functions are never queued behind anything.
+    fn pipeline_short_tasks(&mut self) {
+        while let Some(tid) = self.tasks.ready_front() {
+            let Some(t) = self.tasks.get(&tid) else {
+                self.tasks.pop_ready_front();
+                continue;
+            };
+            if t.spec.kind != TaskKind::Normal {
+                return;
+            }
+            let depth = match self.tasks.mean_run_us(&t.spec.fn_id, 3) {
+                Some(mean) if mean < 200.0 => PIPELINE_DEPTH_TINY,
+                Some(mean) if mean < 1000.0 => 1,
+                _ => return,
+            };
+            let Some(wid) = self.workers.least_queued_busy(&t.resources, depth) else {
+                return;
+            };
+            self.tasks.pop_ready_front();
+            if let Some(w) = self.workers.get_mut(&wid) {
+                w.queued.push_back(tid);
+            }
+            self.send_execution_via(tid, wid, false);
+        }
+    }
+
+    /// Hand task `tid` to worker `wid`.
+    pub(crate) fn send_execution(&mut self, tid: TaskId, wid: WorkerId) {
+        self.send_execution_via(tid, wid, true);
+    }
+
+    /// Hand task `tid` to worker `wid`; `at_once`: write it at once if possible
+    /// (the worker is waiting for it), else leave it to the batching writer.
+    pub(crate) fn send_execution_via(&mut self, tid: TaskId, wid: WorkerId, at_once: bool) {
+        let Some(conn) = self.workers.get(&wid).and_then(|w| w.conn) else {
+            return;
+        };
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        t.state = TaskState::Running(wid);
+        let spec = Arc::clone(&t.spec);
+        let forward_output = t.output_to.is_some() || t.guest.is_some();
+        let fn_blob = match self.workers.get_mut(&wid) {
+            Some(w) if !w.known_fns.contains(&spec.fn_id) && spec.kind != TaskKind::ActorMethod => {
+                match self.tasks.function(&spec.fn_id) {
+                    Some(b) => {
+                        w.known_fns.insert(spec.fn_id);
+                        Some((**b).clone())
+                    }
+                    None => {
+                        let err = ErrorInfo::new(
+                            ErrorKind::Task,
+                            format!("function of task {} was never registered", spec.name),
+                        );
+                        self.task_done(wid, tid, Outcome::Failed(err), Vec::new());
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let args = match &spec.args {
+            Value::Stored { .. } => self.value_for(&args_object_id(tid), Holder::Conn(conn)),
+            v => v.clone(),
+        };
+        let deps = spec
+            .deps
+            .iter()
+            .map(|d| self.value_for(d, Holder::Conn(conn)))
+            .collect();
+        let exec = Execution {
+            kind: spec.kind,
+            task: tid,
+            fn_id: spec.fn_id,
+            fn_blob,
+            method: spec.method.clone(),
+            name: spec.name.clone(),
+            actor: spec.actor,
+            args,
+            dep_ids: spec.deps.clone(),
+            deps,
+            num_returns: spec.num_returns,
+            forward_output,
+        };
+        if self.conns.contains(conn) {
+            self.emit(crate::Command::Send {
+                conn,
+                msg: NodeMsg::Execute(Box::new(exec)),
+                at_once,
+            });
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The worker pool: asking the shell for worker processes, workers saying
+//! Hello, the idle list, resources a worker holds for its task (given back
+//! while it blocks in `get`), and workers dying.
+
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::command::Command;
+use crate::core::Core;
+use crate::error::ProtocolError;
+use crate::ids::{ActorId, ConnId, FnId, TaskId, WorkerId};
+use crate::local::objects::Holder;
+use crate::local::tasks::{TaskState, cancelled_error};
+use crate::resources::Resources;
+use crate::wire::local::{ErrorInfo, ErrorKind, NodeMsg, Role, TaskKind};
+
+/// What a worker process is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerKind {
+    Task,
+    Actor(ActorId),
+}
+
+/// One worker process.
+#[derive(Debug)]
+pub(crate) struct WorkerEntry {
+    pub(crate) kind: WorkerKind,
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) pid: Option<u32>,
+    /// The task it runs (task workers).
+    pub(crate) busy: Option<TaskId>,
+    /// Short tasks sent to it to start right after `busy` (pipelining).
+    pub(crate) queued: VecDeque<TaskId>,
+    /// Resources it holds for its task.
+    pub(crate) held: Resources,
+    /// Nesting depth of gets/waits it is blocked in.
+    pub(crate) blocked: u32,
+    pub(crate) known_fns: FxHashSet<FnId>,
+}
+
+/// The worker processes of this node.
+#[derive(Debug, Default)]
+pub(crate) struct Workers {
+    entries: FxHashMap<WorkerId, WorkerEntry>,
+    /// Task workers with nothing to run.
+    idle: Vec<WorkerId>,
+    /// Set when the worker fork server failed: why tasks cannot run.
+    spawn_failure: Option<String>,
+}
+
+impl Workers {
+    pub(crate) fn get(&self, id: &WorkerId) -> Option<&WorkerEntry> {
+        self.entries.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &WorkerId) -> Option<&mut WorkerEntry> {
+        self.entries.get_mut(id)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &WorkerEntry> {
+        self.entries.values()
+    }
+
+    pub(crate) fn pop_idle(&mut self) -> Option<WorkerId> {
+        self.idle.pop()
+    }
+
+    pub(crate) fn has_idle(&self) -> bool {
+        !self.idle.is_empty()
+    }
+
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+
+    pub(crate) fn spawn_failure(&self) -> Option<&str> {
+        self.spawn_failure.as_deref()
+    }
+
+    /// The pids of every worker process (to wait for them at shutdown).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.entries.values().filter_map(|w| w.pid).collect()
+    }
+
+    /// Task workers: (alive or starting, starting, blocked).
+    fn task_worker_counts(&self) -> (usize, usize, usize) {
+        let mut all = 0;
+        let mut starting = 0;
+        let mut blocked = 0;
+        for w in self.entries.values() {
+            if w.kind == WorkerKind::Task {
+                all += 1;
+                starting += usize::from(w.conn.is_none());
+                blocked += usize::from(w.blocked > 0);
+            }
+        }
+        (all, starting, blocked)
+    }
+
+    /// The busy task worker with the fewest tasks queued behind its own, below
+    /// `depth`, holding exactly `resources` (a pipelined task inherits its slot).
+    pub(crate) fn least_queued_busy(
+        &self,
+        resources: &Resources,
+        depth: usize,
+    ) -> Option<WorkerId> {
+        self.entries
+            .iter()
+            .filter(|(_, w)| {
+                w.kind == WorkerKind::Task
+                    && w.busy.is_some()
+                    && w.blocked == 0
+                    && w.conn.is_some()
+                    && w.queued.len() < depth
+                    && w.held == *resources
+            })
+            .min_by_key(|(_, w)| w.queued.len())
+            .map(|(wid, _)| *wid)
+    }
+}
+
+#[cfg(test)]
+impl Workers {
+    pub(crate) fn idle_list(&self) -> Vec<WorkerId> {
+        self.idle.clone()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<WorkerId> {
+        self.entries.keys().copied().collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&WorkerId> for Workers {
+    type Output = WorkerEntry;
+    fn index(&self, id: &WorkerId) -> &WorkerEntry {
+        &self.entries[id]
+    }
+}
+
+impl Core {
+    /// Ask the shell for one more worker process.
+    pub(crate) fn spawn_worker(&mut self, kind: WorkerKind) -> WorkerId {
+        let wid = WorkerId::from_rng(&mut self.rng);
+        self.workers.entries.insert(
+            wid,
+            WorkerEntry {
+                kind,
+                conn: None,
+                pid: None,
+                busy: None,
+                queued: Default::default(),
+                held: Default::default(),
+                blocked: 0,
+                known_fns: Default::default(),
+            },
+        );
+        self.stats.workers_started += 1;
+        if !self.shutting_down {
+            self.emit(Command::SpawnWorker { worker: wid });
+        }
+        wid
+    }
+
+    /// Start the initial pool: one task worker per CPU.
+    pub fn start_pool(&mut self) {
+        let n = self.pool_size();
+        for _ in 0..n {
+            self.spawn_worker(WorkerKind::Task);
+        }
+    }
+
+    fn pool_size(&self) -> usize {
+        self.config.num_cpus.ceil().max(1.0) as usize
+    }
+
+    /// More runnable tasks than idle workers: start workers, up to one per CPU
+    /// plus one for each worker blocked in `get` (so nested tasks never deadlock).
+    /// `cpu_free`: ready tasks that need no CPU and found no idle worker.
+    pub(crate) fn grow_pool(&mut self, cpu_free: usize) {
+        if self.shutting_down || self.workers.spawn_failure.is_some() {
+            return;
+        }
+        let (all, starting, blocked) = self.workers.task_worker_counts();
+        // A task that takes no CPU (`num_cpus=0`) never waits for one: it
+        // gets a worker beyond the pool's size.
+        let cap = self.pool_size() + blocked + cpu_free;
+        let want = self
+            .tasks
+            .ready_len()
+            .saturating_sub(starting)
+            .min(cap.saturating_sub(all));
+        for _ in 0..want {
+            self.spawn_worker(WorkerKind::Task);
+        }
+    }
+
+    /// A connection said who it is.
+    pub(crate) fn hello(
+        &mut self,
+        conn: ConnId,
+        role: Role,
+        pid: u32,
+    ) -> Result<(), ProtocolError> {
+        if self.shutting_down {
+            // A worker forked just before shutdown: tell it to go.
+            if self.conns.contains(conn) {
+                self.send_to(conn, NodeMsg::Exit);
+                self.emit(Command::Close { conn });
+            }
+            return Ok(());
+        }
+        if let Role::Worker(wid) = role {
+            let Some(w) = self.workers.entries.get_mut(&wid) else {
+                return Err(ProtocolError::UnknownWorker(wid));
+            };
+            if w.conn.is_some() {
+                return Err(ProtocolError::WorkerTwice(wid));
+            }
+            w.conn = Some(conn);
+            w.pid = Some(pid);
+            let kind = w.kind;
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.role = Some(role);
+                c.pid = pid;
+            }
+            self.send_welcome(conn);
+            match kind {
+                WorkerKind::Task => {
+                    self.workers.idle.push(wid);
+                    self.schedule();
+                }
+                WorkerKind::Actor(aid) => self.actor_worker_ready(aid, wid),
+            }
+        } else {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.role = Some(role);
+                c.pid = pid;
+            }
+            self.send_welcome(conn);
+        }
+        Ok(())
+    }
+
+    fn send_welcome(&mut self, conn: ConnId) {
+        let msg = NodeMsg::Welcome {
+            node_id: self.node_name(),
+            owner_tag: self.owner_tag,
+            arena_path: self.config.store_path.to_string_lossy().into_owned(),
+            arena_size: self.config.store_size,
+        };
+        self.send_to(conn, msg);
+    }
+
+    /// A connection closed (or sent garbage): release what it held.
+    pub(crate) fn conn_closed(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(conn) else {
+            return;
+        };
+        for (id, n) in c.pins {
+            for _ in 0..n {
+                let _ = self.store.release(&id);
+            }
+        }
+        for id in c.unsealed {
+            let _ = self.store.abort(id);
+        }
+        // The process's handles are gone with it.
+        for (id, n) in c.refs {
+            if let Some(e) = self.objects.get_mut(&id) {
+                e.refs = e.refs.saturating_sub(n);
+            }
+            self.maybe_free(&id);
+        }
+        self.waits.forget(|w| {
+            matches!(w.target, crate::local::waits::Target::Conn { conn: c2, .. } if c2 == conn)
+        });
+        if let Some(Role::Worker(wid)) = c.role {
+            self.worker_lost(wid, c.pid);
+        }
+    }
+
+    /// A worker process is gone.
+    pub(crate) fn worker_lost(&mut self, wid: WorkerId, pid: u32) {
+        let Some(w) = self.workers.entries.remove(&wid) else {
+            return;
+        };
+        self.workers.idle.retain(|x| *x != wid);
+        if !self.shutting_down {
+            self.stats.workers_died += 1;
+        }
+        match w.kind {
+            WorkerKind::Task => {
+                if w.blocked > 0 {
+                    self.available.take(&w.held.cpu_only());
+                }
+                self.available.give(&w.held);
+                // Queued tasks never started: run them elsewhere, retries untouched.
+                for tid in w.queued.iter().rev() {
+                    if let Some(t) = self.tasks.get_mut(tid) {
+                        t.state = TaskState::Queued;
+                        self.tasks.push_ready_front(*tid);
+                    }
+                }
+                if let Some(tid) = w.busy {
+                    self.task_lost_worker(tid, pid);
+                }
+                if !self.shutting_down && self.workers.spawn_failure.is_none() {
+                    let (all, _, _) = self.workers.task_worker_counts();
+                    if all < self.pool_size() {
+                        self.spawn_worker(WorkerKind::Task);
+                    }
+                }
+            }
+            WorkerKind::Actor(aid) => {
+                if self.actor_worker_is(aid, wid) && !self.shutting_down {
+                    let name = self.actor_class(aid).unwrap_or_default();
+                    let err = ErrorInfo::new(
+                        ErrorKind::ActorDied,
+                        format!(
+                            "the actor {name} died: its worker process (pid {pid}) exited \
+                             unexpectedly; check its output above for the cause"
+                        ),
+                    );
+                    self.actor_died(aid, err, true);
+                }
+            }
+        }
+        self.schedule();
+    }
+
+    /// The worker running `tid` died: retry or fail the task.
+    fn task_lost_worker(&mut self, tid: TaskId, pid: u32) {
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        if t.cancelled {
+            let name = t.spec.name.clone();
+            self.fail_task(tid, cancelled_error(&name));
+            return;
+        }
+        if t.retries_left != 0 && !self.shutting_down {
+            if t.retries_left > 0 {
+                t.retries_left -= 1;
+            }
+            t.state = TaskState::Queued;
+            self.stats.tasks_retried += 1;
+            tracing::warn!(
+                "worker (pid {pid}) died running task {}; retrying it",
+                t.spec.name
+            );
+            self.tasks.push_ready_front(tid);
+            return;
+        }
+        let used = t.spec.max_retries.max(0);
+        let msg = format!(
+            "the worker process (pid {pid}) running task {} died unexpectedly (e.g. killed, \
+             out of memory, or os._exit) after {used} retries; set max_retries to retry more",
+            t.spec.name
+        );
+        self.fail_task(tid, ErrorInfo::new(ErrorKind::WorkerCrashed, msg));
+    }
+
+    /// A worker finished `tid`: its slot passes to the next task queued
+    /// behind it, or it becomes idle. Returns the actor it runs, if any.
+    pub(crate) fn worker_finished(&mut self, wid: WorkerId, tid: TaskId) -> Option<ActorId> {
+        let w = self.workers.entries.get_mut(&wid)?;
+        match w.kind {
+            WorkerKind::Task => {
+                if w.busy == Some(tid) {
+                    if w.blocked > 0 {
+                        // It returned while still blocked in a get (from another
+                        // thread): take back the CPU it had lent first.
+                        w.blocked = 0;
+                        self.available.take(&w.held.cpu_only());
+                    }
+                    // A pipelined task starts at once and inherits the slot.
+                    w.busy = w.queued.pop_front();
+                    if w.busy.is_none() {
+                        let held = std::mem::take(&mut w.held);
+                        self.available.give(&held);
+                        self.workers.idle.push(wid);
+                    }
+                }
+                None
+            }
+            WorkerKind::Actor(aid) => {
+                self.actor_call_done(aid, tid);
+                Some(aid)
+            }
+        }
+    }
+
+    /// A task worker waits in `get`: give its CPU back so others can run.
+    pub(crate) fn block_worker(&mut self, wid: WorkerId) {
+        let Some(w) = self.workers.entries.get_mut(&wid) else {
+            return;
+        };
+        if w.kind != WorkerKind::Task || w.busy.is_none() {
+            return;
+        }
+        w.blocked += 1;
+        if w.blocked == 1 {
+            let cpu = w.held.cpu_only();
+            let revoked: Vec<_> = w.queued.drain(..).collect();
+            let conn = w.conn;
+            self.available.give(&cpu);
+            if !revoked.is_empty() {
+                // They would wait behind a blocked task (maybe for each other): take them back.
+                for tid in revoked.iter().rev() {
+                    if let Some(t) = self.tasks.get_mut(tid) {
+                        t.state = TaskState::Queued;
+                        self.tasks.push_ready_front(*tid);
+                    }
+                }
+                if let Some(c) = conn {
+                    self.send_to(c, NodeMsg::Revoke { tasks: revoked });
+                }
+            }
+            self.schedule();
+        }
+    }
+
+    /// Its get returned: take the CPU again (possibly oversubscribing for a moment).
+    pub(crate) fn unblock_worker(&mut self, wid: WorkerId) {
+        let Some(w) = self.workers.entries.get_mut(&wid) else {
+            return;
+        };
+        if w.blocked == 0 {
+            return;
+        }
+        w.blocked -= 1;
+        if w.blocked == 0 {
+            let cpu = w.held.cpu_only();
+            self.available.take(&cpu);
+        }
+    }
+
+    /// The worker a connection belongs to, if it is a task worker running a task.
+    pub(crate) fn task_worker_of(&self, conn: ConnId) -> Option<WorkerId> {
+        match self.conns.role(conn)? {
+            Role::Worker(wid) => {
+                let w = self.workers.get(&wid)?;
+                (w.kind == WorkerKind::Task && w.busy.is_some()).then_some(wid)
+            }
+            _ => None,
+        }
+    }
+
+    /// The task a worker works for: its running task, or its actor's creation.
+    pub(crate) fn task_of_worker(&self, wid: WorkerId) -> Option<TaskId> {
+        let worker = self.workers.get(&wid)?;
+        match worker.kind {
+            WorkerKind::Task => worker.busy,
+            WorkerKind::Actor(a) => self.actor_creation_task(a),
+        }
+    }
+
+    /// The fork server is gone: fail what cannot run.
+    pub(crate) fn spawner_failed(&mut self, why: String) {
+        if self.shutting_down {
+            return;
+        }
+        tracing::error!("cannot start worker processes: {why}");
+        self.workers.spawn_failure = Some(why);
+        // Workers that were asked for will never come.
+        let never: Vec<WorkerId> = self
+            .workers
+            .entries
+            .iter()
+            .filter(|(_, w)| w.conn.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for wid in never {
+            self.worker_lost(wid, 0);
+        }
+        self.fail_unservable();
+    }
+
+    /// With no way to start workers, fail what nothing can run: actor
+    /// creations, and every task once no task worker is left.
+    pub(crate) fn fail_unservable(&mut self) {
+        let Some(why) = self.workers.spawn_failure.clone() else {
+            return;
+        };
+        let err = ErrorInfo::new(
+            ErrorKind::WorkerCrashed,
+            format!("no worker process could be started: {why}"),
+        );
+        let no_task_workers = !self
+            .workers
+            .entries
+            .values()
+            .any(|w| w.kind == WorkerKind::Task && w.conn.is_some());
+        let doomed: Vec<_> = self
+            .tasks
+            .ready()
+            .filter(|tid| {
+                self.tasks
+                    .get(tid)
+                    .is_some_and(|t| t.spec.kind == TaskKind::ActorCreate || no_task_workers)
+            })
+            .collect();
+        for tid in doomed {
+            let actor = self.tasks.get(&tid).and_then(|t| t.spec.actor);
+            self.fail_task(tid, err.clone());
+            if let Some(aid) = actor {
+                self.actor_died(aid, err.clone(), false);
+            }
+        }
+    }
+
+    /// Pins of the embedded driver.
+    pub(crate) fn release_local(&mut self, ids: &[crate::ids::ObjectId]) {
+        self.release_pins(Holder::Local, ids);
+    }
+
+    /// Pids of the worker processes (the shell waits for them at shutdown).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.pids()
+    }
+
+    /// The node is stopping: every local client is told to exit and closed,
+    /// and no more workers start.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        for conn in self.conns.ids() {
+            self.send_to(conn, NodeMsg::Exit);
+            self.emit(Command::Close { conn });
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Actors (ordering, death, restart, names) and cancellation.
+
+use super::*;
+
+#[test]
+fn actor_methods_run_in_submission_order_pipelined_and_a_waiting_one_holds_back_the_rest() {
+    let mut h = Harness::new(2.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, None, 0);
+    let aid = create.actor.expect("actor id");
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 5,
+            spec: Box::new(create.clone()),
+        },
+    );
+    assert_eq!(
+        h.recv(d),
+        vec![NodeMsg::Reply {
+            req: 5,
+            result: Ok(String::new())
+        }]
+    );
+    assert_eq!(h.st.actors[&aid].state, ActorState::Creating);
+    assert_eq!(h.available_cpu(), 1.0, "the actor holds its CPU");
+    let [aw] = h.spawned()[..] else {
+        panic!("one worker for the actor")
+    };
+
+    let m: Vec<TaskSpec> = (0..3)
+        .map(|i| method(&create, &format!("m{i}"), vec![]))
+        .collect();
+    for s in &m {
+        h.submit(d, s);
+    }
+    let (ac, msgs) = h.hello(Role::Worker(aw));
+    let e = one_execution(&msgs);
+    assert_eq!(e.kind, TaskKind::ActorCreate);
+    assert_eq!(e.task, create.task);
+    assert_eq!(e.fn_blob.as_deref().map(|b| &b[..]), Some(CLASS_BLOB));
+
+    h.returns(ac, create.task, inline(b"None"));
+    assert_eq!(h.st.actors[&aid].state, ActorState::Alive);
+    let execs = executions(&h.recv(ac));
+    assert_eq!(
+        execs.iter().map(|e| e.task).collect::<Vec<_>>(),
+        m.iter().map(|s| s.task).collect::<Vec<_>>(),
+        "all three, in order, without waiting for each other"
+    );
+    assert!(
+        execs.iter().all(|e| e.kind == TaskKind::ActorMethod
+            && e.fn_blob.is_none()
+            && e.actor == Some(aid))
+    );
+    assert_eq!(execs[1].method, "m1");
+    assert_eq!(h.st.actors[&aid].inflight.len(), 3);
+    for s in &m {
+        h.returns(ac, s.task, inline(s.method.as_bytes()));
+    }
+    assert!(h.st.actors[&aid].inflight.is_empty());
+    assert_eq!(h.get_now(d, &[ret(&m[2])]), vec![inline(b"m2")]);
+
+    // A method waiting for an argument holds back the calls behind it.
+    let p = ObjectId::for_put();
+    h.add_refs(d, vec![p]);
+    let waiting = method(&create, "needs_p", vec![p]);
+    let behind = method(&create, "behind", vec![]);
+    h.submit(d, &waiting);
+    h.submit(d, &behind);
+    assert!(h.recv(ac).is_empty());
+    assert_eq!(h.st.actors[&aid].queue.len(), 2);
+    h.send(
+        d,
+        ClientMsg::PutInline {
+            contained: vec![],
+            id: p,
+            blob: ByteBuf::from(b"p".to_vec()),
+        },
+    );
+    let execs = executions(&h.recv(ac));
+    assert_eq!(
+        execs.iter().map(|e| e.task).collect::<Vec<_>>(),
+        vec![waiting.task, behind.task]
+    );
+    assert_eq!(execs[0].deps, vec![inline(b"p")]);
+    assert_eq!(h.available_cpu(), 1.0, "methods take no CPU of their own");
+}
+
+#[test]
+fn actor_death_fails_inflight_calls_and_restarts_while_allowed() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, Some("survivor"), 1);
+    let aid = create.actor.expect("actor id");
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 1,
+            spec: Box::new(create.clone()),
+        },
+    );
+    h.recv(d);
+    let [aw] = h.spawned()[..] else {
+        panic!("one actor worker")
+    };
+    let (ac, _) = h.hello(Role::Worker(aw));
+    h.returns(ac, create.task, inline(b"None"));
+    assert_eq!(h.available_cpu(), 0.0);
+
+    let m1 = method(&create, "m1", vec![]);
+    let m2 = method(&create, "m2", vec![]);
+    let p = ObjectId::for_put();
+    h.add_refs(d, vec![p]);
+    let m3 = method(&create, "m3", vec![p]);
+    for s in [&m1, &m2, &m3] {
+        h.submit(d, s);
+    }
+    assert_eq!(executions(&h.recv(ac)).len(), 2);
+
+    h.st.conn_closed(ac);
+    for s in [&m1, &m2] {
+        let v = h.get_now(d, &[ret(s)]);
+        assert_eq!(error_kind(&v[0]), Some(ErrorKind::ActorDied));
+    }
+    assert!(!is_ready(&h.st, &ret(&m3)), "m3 was never sent: it waits");
+    let a = &h.st.actors[&aid];
+    assert_eq!(a.state, ActorState::Creating, "restarting");
+    assert_eq!(a.restarts_left, 0);
+    assert_eq!(a.queue.len(), 1);
+    assert_eq!(h.available_cpu(), 0.0, "the restarted actor holds the CPU");
+    let [aw2] = h.spawned()[..] else {
+        panic!("a new worker for the restart")
+    };
+    let (ac2, msgs) = h.hello(Role::Worker(aw2));
+    let e = one_execution(&msgs);
+    assert_eq!(e.task, create.task);
+    assert!(e.fn_blob.is_some());
+    h.returns(ac2, create.task, inline(b"None"));
+    assert_eq!(h.st.actors[&aid].state, ActorState::Alive);
+    h.send(
+        d,
+        ClientMsg::GetActor {
+            req: 2,
+            name: "survivor".into(),
+        },
+    );
+    assert!(matches!(
+        &h.recv(d)[..],
+        [NodeMsg::ActorHandle {
+            req: 2,
+            blob: Some(_)
+        }]
+    ));
+
+    // No restarts left: the actor is dead, and so is every call still queued.
+    h.st.conn_closed(ac2);
+    assert!(matches!(
+        h.st.actors[&aid].state,
+        ActorState::Dead(ErrorInfo {
+            kind: ErrorKind::ActorDied,
+            ..
+        })
+    ));
+    let v = h.get_now(d, &[ret(&m3)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::ActorDied));
+    assert!(h.spawned().is_empty());
+    assert_eq!(h.available_cpu(), 1.0);
+    assert!(!h.st.actors.is_named("survivor"));
+    let late = method(&create, "late", vec![]);
+    h.submit(d, &late);
+    let v = h.get_now(d, &[ret(&late)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::ActorDied));
+    assert!(h.st.tasks.is_empty());
+}
+
+#[test]
+fn named_actors_are_found_by_name_and_names_are_unique_while_alive() {
+    let mut h = Harness::new(2.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let first = actor_spec(class, Some("counter"), 0);
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 1,
+            spec: Box::new(first.clone()),
+        },
+    );
+    assert_eq!(
+        h.recv(d),
+        vec![NodeMsg::Reply {
+            req: 1,
+            result: Ok(String::new())
+        }]
+    );
+    let lookup = |h: &mut Harness, name: &str| {
+        h.send(
+            d,
+            ClientMsg::GetActor {
+                req: 9,
+                name: name.into(),
+            },
+        );
+        match &h.recv(d)[..] {
+            [NodeMsg::ActorHandle { req: 9, blob }] => blob.clone(),
+            other => panic!("expected an ActorHandle, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        lookup(&mut h, "counter").as_deref().map(|b| &b[..]),
+        Some(&b"actor handle"[..])
+    );
+    assert_eq!(lookup(&mut h, "nobody"), None);
+
+    let second = actor_spec(class, Some("counter"), 0);
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 2,
+            spec: Box::new(second.clone()),
+        },
+    );
+    let [
+        NodeMsg::Reply {
+            req: 2,
+            result: Err(msg),
+        },
+    ] = &h.recv(d)[..]
+    else {
+        panic!("a taken name is an error")
+    };
+    assert!(msg.contains("already exists"));
+    assert!(!h.st.actors.contains(&second.actor.expect("id")));
+    assert!(!h.st.tasks.contains(&second.task));
+    assert_eq!(h.spawned().len(), 1, "only the first actor got a worker");
+
+    let aid = first.actor.expect("id");
+    h.send(
+        d,
+        ClientMsg::KillActor {
+            actor: aid,
+            no_restart: true,
+        },
+    );
+    assert!(matches!(h.st.actors[&aid].state, ActorState::Dead(_)));
+    assert_eq!(lookup(&mut h, "counter"), None);
+    assert_eq!(h.available_cpu(), 2.0);
+    // The creation task never ran: it fails with the actor.
+    let v = h.get_now(d, &[ret(&first)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::ActorDied));
+
+    // The name is free again.
+    let third = actor_spec(class, Some("counter"), 0);
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 3,
+            spec: Box::new(third.clone()),
+        },
+    );
+    assert!(matches!(
+        &h.recv(d)[..],
+        [NodeMsg::Reply {
+            req: 3,
+            result: Ok(_)
+        }]
+    ));
+    assert!(lookup(&mut h, "counter").is_some());
+}
+
+#[test]
+fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let [(_, wc)] = h.pool()[..] else {
+        unreachable!()
+    };
+    let running = task(f, vec![]);
+    let queued = task(f, vec![]);
+    let p = ObjectId::for_put();
+    h.add_refs(d, vec![p]);
+    let waiting = task(f, vec![p]);
+    for t in [&running, &queued, &waiting] {
+        h.submit(d, t);
+    }
+    h.recv(wc);
+    assert_eq!(h.st.tasks.ready_list(), vec![queued.task]);
+    assert_eq!(h.st.objects[&p].holds, 1);
+
+    for t in [&queued, &waiting] {
+        h.send(
+            d,
+            ClientMsg::Cancel {
+                id: ret(t),
+                force: false,
+            },
+        );
+        let v = h.get_now(d, &[ret(t)]);
+        assert_eq!(error_kind(&v[0]), Some(ErrorKind::Cancelled));
+    }
+    assert!(h.st.tasks.ready_list().is_empty());
+    assert_eq!(h.st.objects[&p].holds, 0);
+    assert!(h.st.objects[&p].dependents.is_empty());
+
+    h.send(
+        d,
+        ClientMsg::Cancel {
+            id: ret(&running),
+            force: false,
+        },
+    );
+    assert!(h.st.tasks[&running.task].cancelled);
+    h.returns(wc, running.task, inline(b"too late"));
+    let v = h.get_now(d, &[ret(&running)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::Cancelled));
+    assert!(h.st.tasks.is_empty());
+    assert_eq!(h.available_cpu(), 1.0);
+    // Cancelling what is over, or unknown, does nothing.
+    h.send(
+        d,
+        ClientMsg::Cancel {
+            id: ret(&running),
+            force: true,
+        },
+    );
+    h.send(
+        d,
+        ClientMsg::Cancel {
+            id: ObjectId::for_put(),
+            force: true,
+        },
+    );
+    assert!(h.recv(wc).is_empty());
+}

@@ -1,0 +1,376 @@
+//! Wire messages between a node and its local clients (workers, attached
+//! drivers, the `peer` CLI) over the node's Unix socket.
+//!
+//! Every message is a postcard-encoded [`ClientMsg`] or [`NodeMsg`] inside a
+//! length-prefixed frame (see [`crate::wire::codec`]). A client opens with
+//! [`ClientMsg::Hello`]; the node answers [`NodeMsg::Welcome`]. Requests that
+//! need an answer carry a `req` number that the answer repeats.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
+
+/// Values up to this many encoded bytes travel inside messages; larger ones
+/// go through the shared-memory store.
+pub const INLINE_MAX: usize = 100 * 1024;
+
+/// The object id under which a task's arguments are stored when they are too
+/// large to travel inline.
+pub fn args_object_id(task: TaskId) -> ObjectId {
+    ObjectId::for_return(task, u32::MAX)
+}
+
+/// The value of an object, as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// An encoded object blob (see [`crate::wire::blob`]), carried in the message.
+    Inline(ByteBuf),
+    /// An encoded object blob in the node's store at `offset`, `len` bytes.
+    /// A receiver holds one pin on it and must send [`ClientMsg::Release`].
+    Stored { offset: u64, len: u64 },
+    /// The object is an error.
+    Error(ErrorInfo),
+}
+
+/// The answer to [`ClientMsg::Create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reserved {
+    /// Write the object's bytes at this offset of the arena, then seal it.
+    Write { offset: u64 },
+    /// The store already holds this object's value (another run of the task
+    /// that makes it, or a copy pulled from a peer, got there first): write
+    /// nothing and report it as stored here.
+    Present { offset: u64, len: u64 },
+}
+
+/// What kind of failure an error value records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The task raised; the blob is the pickled exception.
+    Task,
+    WorkerCrashed,
+    ActorDied,
+    StoreFull,
+    Cancelled,
+    ObjectLost,
+    /// The peer that owns the object (made its ref) is gone.
+    OwnerDied,
+}
+
+impl ErrorKind {
+    /// Name shown to Python (`peer._native.ERR_*`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Task => "task",
+            ErrorKind::WorkerCrashed => "worker_crashed",
+            ErrorKind::ActorDied => "actor_died",
+            ErrorKind::StoreFull => "store_full",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::ObjectLost => "object_lost",
+            ErrorKind::OwnerDied => "owner_died",
+        }
+    }
+}
+
+/// An error value: what happened, in words, plus an optional pickled payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub blob: Option<ByteBuf>,
+}
+
+impl ErrorInfo {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            blob: None,
+        }
+    }
+}
+
+/// What a task does when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// Call a remote function.
+    Normal,
+    /// Construct an actor in its dedicated worker.
+    ActorCreate,
+    /// Call a method of an existing actor.
+    ActorMethod,
+}
+
+/// Options that only an actor-creation task has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorOptions {
+    pub actor: ActorId,
+    pub name: Option<String>,
+    pub class_name: String,
+    pub max_restarts: i32,
+    /// The pickled actor handle, handed out by `get_actor(name)`.
+    pub handle_blob: ByteBuf,
+}
+
+/// A task as submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task: TaskId,
+    pub kind: TaskKind,
+    /// The function, or for actor tasks the class.
+    pub fn_id: FnId,
+    /// The actor an `ActorMethod` task calls.
+    pub actor: Option<ActorId>,
+    pub method: String,
+    /// Display name (function or `Class.method`).
+    pub name: String,
+    /// Encoded arguments: inline, or stored under [`args_object_id`].
+    pub args: Value,
+    /// Top-level ObjectRef arguments, in placeholder order.
+    pub deps: Vec<ObjectId>,
+    /// Refs nested deeper inside the arguments: the task holds them until it ends.
+    pub contained: Vec<ObjectId>,
+    pub num_returns: u32,
+    /// Resources held while it runs (`CPU` included).
+    pub resources: Vec<(String, f64)>,
+    /// Retries after a worker crash (-1: forever).
+    pub max_retries: i32,
+    /// Also retry when the task raised.
+    pub retry_exceptions: bool,
+    pub actor_options: Option<ActorOptions>,
+}
+
+impl TaskSpec {
+    /// What to call the actor (its class name) in messages; the task name otherwise.
+    pub fn actor_name(&self) -> &str {
+        self.actor_options
+            .as_ref()
+            .map_or(self.name.as_str(), |o| o.class_name.as_str())
+    }
+
+    /// The ids of the objects this task returns.
+    pub fn return_ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        (1..=self.num_returns).map(|i| ObjectId::for_return(self.task, i))
+    }
+}
+
+/// A task handed to a worker to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub kind: TaskKind,
+    pub task: TaskId,
+    pub fn_id: FnId,
+    /// The pickled function/class, the first time this worker sees `fn_id`.
+    pub fn_blob: Option<ByteBuf>,
+    pub method: String,
+    pub name: String,
+    pub actor: Option<ActorId>,
+    pub args: Value,
+    /// The spec's `deps` and their values, in order.
+    pub dep_ids: Vec<ObjectId>,
+    pub deps: Vec<Value>,
+    pub num_returns: u32,
+    /// Send what the task prints to the node ([`ClientMsg::Output`]): its
+    /// driver is attached from another process.
+    pub forward_output: bool,
+}
+
+/// How a task ended, as its worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// One value per return (inline, or stored by the worker and unsealed).
+    Returns(Vec<Value>),
+    /// The task raised.
+    Failed(ErrorInfo),
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Worker(WorkerId),
+    Driver,
+    /// The `peer` CLI: status and shutdown only.
+    Control,
+}
+
+/// Read-only questions about the node; answered with JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    Nodes,
+    ClusterResources,
+    AvailableResources,
+    Status,
+}
+
+/// Client → node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    Hello {
+        role: Role,
+        pid: u32,
+    },
+    RegisterFunction {
+        id: FnId,
+        blob: ByteBuf,
+    },
+    Submit(Box<TaskSpec>),
+    /// Create an actor; answered by [`NodeMsg::Reply`] (an error if the name is taken).
+    CreateActor {
+        req: u64,
+        spec: Box<TaskSpec>,
+    },
+    Get {
+        req: u64,
+        ids: Vec<ObjectId>,
+        timeout_ms: Option<u64>,
+    },
+    Wait {
+        req: u64,
+        ids: Vec<ObjectId>,
+        num_returns: u32,
+        timeout_ms: Option<u64>,
+    },
+    /// Reserve `len` bytes in the store for object `id`; answered by [`NodeMsg::Created`].
+    Create {
+        req: u64,
+        id: ObjectId,
+        len: u64,
+    },
+    /// The client wrote a created object: seal it (a `put`). `contained`:
+    /// refs serialized inside the value, which it keeps alive.
+    Seal {
+        id: ObjectId,
+        contained: Vec<ObjectId>,
+    },
+    /// A small `put`.
+    PutInline {
+        id: ObjectId,
+        blob: ByteBuf,
+        contained: Vec<ObjectId>,
+    },
+    /// Drop pins taken by values the node sent.
+    Release {
+        ids: Vec<ObjectId>,
+    },
+    AddRefs {
+        ids: Vec<ObjectId>,
+    },
+    DecRefs {
+        ids: Vec<ObjectId>,
+    },
+    /// Refs that were serialized and may outlive every handle.
+    Escaped {
+        ids: Vec<ObjectId>,
+    },
+    /// `run_us`: how long the worker spent running it (the scheduler uses it
+    /// to decide which functions are short enough to queue behind another).
+    /// `contained`: for each return, the refs serialized inside it.
+    TaskDone {
+        task: TaskId,
+        outcome: Outcome,
+        run_us: u64,
+        contained: Vec<Vec<ObjectId>>,
+    },
+    Cancel {
+        id: ObjectId,
+        force: bool,
+    },
+    /// Lines a task printed (`stream` 1: stdout, 2: stderr), for its driver.
+    Output {
+        task: TaskId,
+        stream: u8,
+        data: ByteBuf,
+    },
+    KillActor {
+        actor: ActorId,
+        no_restart: bool,
+    },
+    GetActor {
+        req: u64,
+        name: String,
+    },
+    Query {
+        req: u64,
+        query: Query,
+    },
+    /// Stop the node (a daemon's `peer down`).
+    Shutdown,
+}
+
+/// Node → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeMsg {
+    /// `node_id`: the node's public id (its PeerId in a cluster);
+    /// `owner_tag`: what the client starts the ids it makes with (see [`crate::ids`]).
+    Welcome {
+        node_id: String,
+        owner_tag: OwnerTag,
+        arena_path: String,
+        arena_size: u64,
+    },
+    Execute(Box<Execution>),
+    /// Answer to `Get`: `None` when the timeout passed first.
+    Values {
+        req: u64,
+        values: Option<Vec<Value>>,
+    },
+    /// Answer to `Wait`: indices into its ids, in completion order.
+    Ready {
+        req: u64,
+        indices: Vec<u32>,
+    },
+    Created {
+        req: u64,
+        result: Result<Reserved, ErrorInfo>,
+    },
+    ActorHandle {
+        req: u64,
+        blob: Option<ByteBuf>,
+    },
+    /// Generic answer: JSON text, or an error message.
+    Reply {
+        req: u64,
+        result: Result<String, String>,
+    },
+    /// Tasks queued at this worker behind a task that is now blocked in
+    /// `get`: drop them unstarted (the node runs them elsewhere).
+    Revoke {
+        tasks: Vec<TaskId>,
+    },
+    /// Lines printed by a task this driver submitted (`stream` 1 or 2).
+    Output {
+        stream: u8,
+        data: ByteBuf,
+    },
+    /// The node is stopping: exit.
+    Exit,
+}
+
+impl ClientMsg {
+    /// The message's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "Hello",
+            ClientMsg::RegisterFunction { .. } => "RegisterFunction",
+            ClientMsg::Submit(_) => "Submit",
+            ClientMsg::CreateActor { .. } => "CreateActor",
+            ClientMsg::Get { .. } => "Get",
+            ClientMsg::Wait { .. } => "Wait",
+            ClientMsg::Create { .. } => "Create",
+            ClientMsg::Seal { .. } => "Seal",
+            ClientMsg::PutInline { .. } => "PutInline",
+            ClientMsg::Release { .. } => "Release",
+            ClientMsg::AddRefs { .. } => "AddRefs",
+            ClientMsg::DecRefs { .. } => "DecRefs",
+            ClientMsg::Escaped { .. } => "Escaped",
+            ClientMsg::TaskDone { .. } => "TaskDone",
+            ClientMsg::Cancel { .. } => "Cancel",
+            ClientMsg::Output { .. } => "Output",
+            ClientMsg::KillActor { .. } => "KillActor",
+            ClientMsg::GetActor { .. } => "GetActor",
+            ClientMsg::Query { .. } => "Query",
+            ClientMsg::Shutdown => "Shutdown",
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The `peer` command line: `peer up`, `peer status`, `peer down`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::api::NodeApi;
+use crate::config::{NodeConfig, default_state_dir};
+use crate::local::client::Client;
+use crate::local::socket::daemon_socket_path;
+use crate::node::Node;
+use peer_node_core::wire::local::{Query, Role};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peer",
+    version,
+    about = "Run Python tasks and actors on a cluster with no head node"
+)]
+pub struct Cli {
+    /// The node's state directory (socket, identity, logs, spill files).
+    #[arg(long, global = true, env = "PEER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node daemon in the foreground until `peer down` or Ctrl-C.
+    Up {
+        /// CPU slots (default: the machine's cores).
+        #[arg(long)]
+        num_cpus: Option<f64>,
+        /// A custom resource, NAME=AMOUNT (repeatable), e.g. --resource GPU=1.
+        #[arg(long = "resource", value_parser = parse_resource)]
+        resources: Vec<(String, f64)>,
+        /// Bytes of shared memory for the object store.
+        #[arg(long)]
+        object_store_memory: Option<u64>,
+        /// The Python interpreter that runs workers (it must have `peer` installed).
+        #[arg(long, env = "PEER_PYTHON", default_value = "python3")]
+        python: PathBuf,
+        /// Address to listen on for other peers (repeatable).
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7700")]
+        listen: Vec<String>,
+        /// A member to join through, e.g. /ip4/10.0.0.5/tcp/7700/p2p/12D3Koo… (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// The cluster key: 64 hex characters or a key file. Default: the state
+        /// directory's key, created on first use.
+        #[arg(long, env = "PEER_KEY")]
+        key: Option<String>,
+        /// Do not look for peers on the LAN with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// A one-peer cluster: open no network port at all.
+        #[arg(long, conflicts_with_all = ["bootstrap", "key"])]
+        local: bool,
+    },
+    /// Print the node's resources, workers, tasks and store usage.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running daemon.
+    Down,
+}
+
+fn parse_resource(s: &str) -> Result<(String, f64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=AMOUNT, got {s:?}"))?;
+    let v: f64 = v.parse().map_err(|e| format!("amount of {k}: {e}"))?;
+    if k.is_empty() || !v.is_finite() || v < 0.0 {
+        return Err(format!("bad resource {s:?}"));
+    }
+    Ok((k.to_string(), v))
+}
+
+/// Start `tracing` output to stderr, filtered by `PEER_LOG`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run the CLI; `python_path` is handed to daemon workers (the Python entry point passes `sys.path`).
+pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
+    let state_dir = cli.state_dir.unwrap_or_else(default_state_dir);
+    match cli.command {
+        Command::Up {
+            num_cpus,
+            resources,
+            object_store_memory,
+            python,
+            listen,
+            bootstrap,
+            key,
+            no_mdns,
+            local,
+        } => {
+            init_logging("info");
+            let mut config = NodeConfig::new(state_dir.clone());
+            if let Some(n) = num_cpus {
+                config.num_cpus = n;
+            }
+            config.resources = resources;
+            config.object_store_memory = object_store_memory;
+            config.python = python;
+            config.python_path = python_path;
+            config.cwd = std::env::current_dir().ok();
+            config.daemon = true;
+            if !local {
+                config.network = Some(crate::cluster::NetworkConfig {
+                    listen,
+                    bootstrap,
+                    key,
+                    mdns: !no_mdns,
+                });
+            }
+            let node = Node::start(config)?;
+            let info = node.info().clone();
+            match node.cluster() {
+                Some(c) => {
+                    println!("peer node {} is up", c.peer_id);
+                    for a in &c.listen_addrs() {
+                        println!("  listening: {a}");
+                    }
+                    println!("  cluster key fingerprint: {}", c.key_fingerprint);
+                    if let Some(addr) = c.join_address() {
+                        println!("Join from another machine with:");
+                        println!("  peer up --bootstrap {addr} --key {}", c.key_hex);
+                    }
+                }
+                None => println!(
+                    "peer node {} is up (local only: no network port)",
+                    info.node_id
+                ),
+            }
+            println!("  state dir: {}", state_dir.display());
+            println!("  socket:    {}", info.socket.display());
+            println!(
+                "  store:     {} MiB at {}",
+                info.arena_size >> 20,
+                info.arena_path.display()
+            );
+            println!("  cpus:      {}", info.num_cpus);
+            println!(
+                "Python drivers on this machine attach with peer.init(). Stop with `peer down`."
+            );
+            node.wait_for_stop();
+            println!("peer node stopping");
+            node.shutdown();
+            Ok(())
+        }
+        Command::Status { json } => {
+            let client = connect(&state_dir)?;
+            let status = client.query(Query::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Down => {
+            let socket = daemon_socket_path(&state_dir);
+            let client = connect(&state_dir)?;
+            client.shutdown_node()?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while socket.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if socket.exists() {
+                anyhow::bail!("the daemon did not stop within 10 s");
+            }
+            println!("peer node stopped");
+            Ok(())
+        }
+    }
+}
+
+fn connect(state_dir: &std::path::Path) -> anyhow::Result<Client> {
+    let socket = daemon_socket_path(state_dir);
+    Client::connect(&socket, Role::Control).map_err(|e| {
+        anyhow::anyhow!(
+            "no peer daemon is running for {} ({e}); start one with `peer up`",
+            state_dir.display()
+        )
+    })
+}
+
+fn print_status(s: &serde_json::Value) {
+    let g = |path: &[&str]| {
+        let mut v = s;
+        for p in path {
+            v = &v[*p];
+        }
+        v.clone()
+    };
+    let mib = |v: serde_json::Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+    println!("node {}", g(&["node_id"]).as_str().unwrap_or("?"));
+    println!(
+        "  resources  total {}  available {}",
+        g(&["resources", "total"]),
+        g(&["resources", "available"])
+    );
+    println!(
+        "  workers    {} task ({} idle, {} starting, {} blocked), {} actor",
+        g(&["workers", "task"]),
+        g(&["workers", "idle"]),
+        g(&["workers", "starting"]),
+        g(&["workers", "blocked"]),
+        g(&["workers", "actor"])
+    );
+    println!(
+        "  tasks      {} queued, {} running, {} finished, {} retried",
+        g(&["tasks", "queued"]),
+        g(&["tasks", "running"]),
+        g(&["tasks", "stats", "tasks_finished"]),
+        g(&["tasks", "stats", "tasks_retried"])
+    );
+    if s["cluster"].is_object() {
+        println!(
+            "  placement  {} sent to peers ({} running there), {} received, {} forwarded, {} being placed",
+            g(&["tasks", "stats", "tasks_sent"]),
+            g(&["placement", "remote"]),
+            g(&["tasks", "stats", "tasks_received"]),
+            g(&["tasks", "stats", "tasks_forwarded"]),
+            g(&["placement", "placing"])
+        );
+        for w in s["placement"]["waiting_for_resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  waiting    task {} needs {}, which no peer has; it waits for one that does",
+                w["task"].as_str().unwrap_or("?"),
+                w["needs"]
+            );
+        }
+    }
+    println!(
+        "  actors     {} alive ({} named)",
+        g(&["actors", "alive"]),
+        g(&["actors", "named"])
+    );
+    println!(
+        "  store      {:.1} / {:.1} MiB used, {} objects, {:.1} MiB pinned",
+        mib(g(&["store", "used"])),
+        mib(g(&["store", "capacity"])),
+        g(&["store", "objects"]),
+        mib(g(&["store", "pinned_bytes"]))
+    );
+    if let Some(addr) = s["cluster"]["join"].as_str() {
+        println!("  address    {addr}");
+    }
+    if let Some(peers) = s["peers"].as_array() {
+        println!("  peers      {} known", peers.len());
+        for p in peers {
+            println!(
+                "    {}  {}  cpus {}/{}  queue {}  store {:.0}/{:.0} MiB  heard {:.1}s ago",
+                p["peer_id"].as_str().unwrap_or("?"),
+                p["address"].as_str().unwrap_or("-"),
+                p["cpus_free"],
+                p["cpus_total"],
+                p["queue"],
+                mib(p["store_used"].clone()),
+                mib(p["store_total"].clone()),
+                p["age_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    println!(
+        "  spilling   {} objects on disk now; {:.1} MiB spilled, {:.1} MiB restored in all",
+        g(&["store", "spilled_now"]),
+        mib(g(&["store", "spilled_bytes"])),
+        mib(g(&["store", "restored_bytes"]))
+    );
+}

@@ -1,0 +1,391 @@
+//! The object plane's bytes: pulling chunks of an object from the peers
+//! that hold it straight into this node's arena, and serving chunks to
+//! peers that pull from here. (What to pull, and when, is the core's:
+//! `peer_node_core::cluster::pulls`.)
+//!
+//! - **Pull** ([`run_pull`]): the core reserved the object's space and asks
+//!   for a pull ([`PullJob`]). Chunks of [`CHUNK`] bytes are requested over
+//!   `/peer/pull/1.0.0` streams, at most [`PER_SOURCE`] at a time from each
+//!   holder and [`IN_FLIGHT`] in all (so a pull buffers at most
+//!   `IN_FLIGHT × CHUNK` bytes besides the object), spread over the holders
+//!   chunk by chunk. Each chunk carries a CRC-32 that is checked before it is
+//!   written into the object's place in the arena and reported to the core;
+//!   a source that fails, is slow or sends a bad chunk is dropped and its
+//!   chunks asked of the others.
+//! - **Serve** ([`serve`]): the core says what it can serve
+//!   ([`PullSource`]): a complete copy is read straight out of the shared
+//!   store (pinned while it is sent); a node still pulling serves the chunks
+//!   it already has and waits a little for the ones on their way, so peers
+//!   pulling the same object at once feed each other rather than all asking
+//!   the first holder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use peer_gossip::{GossipError, PeerId, StreamProtocol};
+use peer_node_core::wire::codec::{self, FrameError};
+use peer_node_core::wire::peer::{PULL_PROTOCOL, PullReply, PullRequest};
+use peer_node_core::{CHUNK, Event, PullFailure, PullSource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use super::{libp2p_id_of, peer_id_of};
+use crate::engine::{PullJob, Shared};
+use crate::frames;
+/// Chunk requests in flight per source.
+const PER_SOURCE: usize = 2;
+/// Chunk requests in flight per pull (bounds its buffers to `IN_FLIGHT × CHUNK`).
+const IN_FLIGHT: usize = 8;
+/// How long a chunk may take, from opening the stream to its last byte.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node still pulling waits for a chunk another peer asks it for.
+const PARTIAL_WAIT: Duration = Duration::from_secs(10);
+/// The largest range one request may ask for.
+const MAX_REQUEST: u64 = 64 * 1024 * 1024;
+/// Largest pull request or reply header frame (both are a few dozen bytes).
+const PULL_FRAME_MAX: usize = 64 * 1024;
+/// How long a peer that opened a pull stream may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transport failures in a row after which a source is given up (a stream can
+/// fail while a duplicate connection between two peers is being closed).
+const SOURCE_STRIKES: u32 = 3;
+
+/// Why a chunk did not come.
+enum ChunkError {
+    /// The source has no such bytes (no copy, or not yet): ask another.
+    Missing(String),
+    /// The stream failed, timed out or carried a bad chunk.
+    Transport(String),
+}
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkError::Missing(why) | ChunkError::Transport(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A holder a pull asks for chunks.
+struct SourcePeer {
+    peer: PeerId,
+    in_flight: usize,
+    /// Transport failures since its last good chunk.
+    strikes: u32,
+}
+
+fn protocol() -> StreamProtocol {
+    StreamProtocol::new(PULL_PROTOCOL)
+}
+
+/// Start the pull server and the task that runs the pulls the core asks
+/// for; returns the sender the engine queues pulls on.
+pub fn start(
+    client: peer_gossip::Client,
+    shared: Arc<Shared>,
+    arena: Arc<peer_objstore::Arena>,
+) -> Result<mpsc::UnboundedSender<PullJob>, GossipError> {
+    let mut incoming = client.accept_streams(protocol())?;
+    let serve_shared = Arc::clone(&shared);
+    let serve_arena = Arc::clone(&arena);
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = incoming.next().await {
+            tokio::spawn(serve(
+                peer,
+                stream,
+                Arc::clone(&serve_shared),
+                Arc::clone(&serve_arena),
+            ));
+        }
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<PullJob>();
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let shared = Arc::clone(&shared);
+            let client = client.clone();
+            let arena = Arc::clone(&arena);
+            tokio::spawn(async move {
+                let id = job.id;
+                let result = run_pull(&client, &job, &arena, &shared).await;
+                if let Err(e) = &result {
+                    tracing::warn!("pull of object {id} failed: {}", e.why);
+                }
+                let mut e = shared.engine.lock();
+                if let Some(n) = e.io.arrivals.remove(&id) {
+                    n.notify_waiters();
+                }
+                e.handle(Event::PullDone { id, result });
+            });
+        }
+    });
+    Ok(tx)
+}
+
+/// Fetch every chunk of a pull from its sources into the arena.
+pub async fn run_pull(
+    client: &peer_gossip::Client,
+    job: &PullJob,
+    arena: &peer_objstore::Arena,
+    shared: &Shared,
+) -> Result<(), PullFailure> {
+    let mut bad = Vec::new();
+    run_chunks(client, job, arena, shared, &mut bad)
+        .await
+        .map_err(|why| PullFailure {
+            why,
+            bad: bad.iter().map(peer_id_of).collect(),
+        })
+}
+
+async fn run_chunks(
+    client: &peer_gossip::Client,
+    job: &PullJob,
+    arena: &peer_objstore::Arena,
+    shared: &Shared,
+    bad: &mut Vec<PeerId>,
+) -> Result<(), String> {
+    let id = job.id;
+    let chunks = job.len.div_ceil(CHUNK) as usize;
+    let mut todo: std::collections::VecDeque<usize> = (0..chunks).collect();
+    let mut alive: Vec<SourcePeer> = job
+        .sources
+        .iter()
+        .filter_map(libp2p_id_of)
+        .map(|peer| SourcePeer {
+            peer,
+            in_flight: 0,
+            strikes: 0,
+        })
+        .collect();
+    let mut failures: Vec<String> = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < IN_FLIGHT && !todo.is_empty() {
+            // Chunk c prefers source c mod n, so the chunks spread over the holders.
+            let Some(&chunk) = todo.front() else { break };
+            let n = alive.len();
+            let pick = (0..n)
+                .map(|k| (chunk + k) % n.max(1))
+                .find(|&s| alive[s].in_flight < PER_SOURCE);
+            let Some(s) = pick else { break };
+            todo.pop_front();
+            alive[s].in_flight += 1;
+            let peer = alive[s].peer;
+            let offset = chunk as u64 * CHUNK;
+            let len = CHUNK.min(job.len - offset);
+            let client = client.clone();
+            in_flight.push(async move {
+                let got = tokio::time::timeout(
+                    CHUNK_TIMEOUT,
+                    fetch_chunk(&client, peer, PullRequest { id, offset, len }),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ChunkError::Transport(format!(
+                        "no answer within {CHUNK_TIMEOUT:?}"
+                    )))
+                });
+                (peer, chunk, got)
+            });
+        }
+        let Some((peer, chunk, got)) = in_flight.next().await else {
+            if todo.is_empty() {
+                return Ok(());
+            }
+            return Err(if failures.is_empty() {
+                "no source left".into()
+            } else {
+                failures.join("; ")
+            });
+        };
+        let slot = alive.iter().position(|h| h.peer == peer);
+        if let Some(s) = slot {
+            alive[s].in_flight = alive[s].in_flight.saturating_sub(1);
+        }
+        match got {
+            Ok(bytes) => {
+                if let Some(s) = slot {
+                    alive[s].strikes = 0;
+                }
+                arena
+                    .write(job.offset + chunk as u64 * CHUNK, &bytes)
+                    .map_err(|e| e.to_string())?;
+                let mut e = shared.engine.lock();
+                e.handle(Event::PullChunk { id, chunk });
+                if let Some(n) = e.io.arrivals.get(&id) {
+                    n.notify_waiters();
+                }
+            }
+            Err(e) => {
+                todo.push_front(chunk);
+                let give_up = match (&e, slot) {
+                    (_, None) => false,
+                    (ChunkError::Missing(_), Some(_)) => true,
+                    (ChunkError::Transport(_), Some(s)) => {
+                        alive[s].strikes += 1;
+                        alive[s].strikes >= SOURCE_STRIKES
+                    }
+                };
+                tracing::debug!(%peer, "chunk {chunk} of object {id}: {e} (dropping the source: {give_up})");
+                if !give_up {
+                    continue;
+                }
+                failures.push(format!("{peer}: {e}"));
+                bad.push(peer);
+                if let Some(s) = slot {
+                    alive.remove(s);
+                }
+                if alive.is_empty() {
+                    // Let the requests still in flight finish, then give up.
+                    while let Some((_, c, got)) = in_flight.next().await {
+                        if got.is_err() {
+                            todo.push_front(c);
+                        }
+                    }
+                    return Err(failures.join("; "));
+                }
+            }
+        }
+    }
+}
+
+/// One chunk from one peer, checked against its CRC.
+async fn fetch_chunk(
+    client: &peer_gossip::Client,
+    peer: PeerId,
+    req: PullRequest,
+) -> Result<Vec<u8>, ChunkError> {
+    let transport = |e: &dyn std::fmt::Display| ChunkError::Transport(e.to_string());
+    let stream = client
+        .open_stream(peer, protocol())
+        .await
+        .map_err(|e| transport(&e))?;
+    let mut stream = stream.compat();
+    stream
+        .write_all(&codec::encode(&req))
+        .await
+        .map_err(|e| transport(&e))?;
+    stream.flush().await.map_err(|e| transport(&e))?;
+    let mut buf = Vec::new();
+    let reply: PullReply = frames::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX)
+        .await
+        .map_err(|e| transport(&e))?;
+    let crc = match reply {
+        PullReply::Data { crc } => crc,
+        PullReply::Missing(why) => return Err(ChunkError::Missing(why)),
+    };
+    let mut bytes = vec![0u8; req.len as usize];
+    stream
+        .read_exact(&mut bytes)
+        .await
+        .map_err(|e| ChunkError::Transport(format!("reading the chunk: {e}")))?;
+    if crc32fast::hash(&bytes) != crc {
+        return Err(ChunkError::Transport("chunk failed its checksum".into()));
+    }
+    Ok(bytes)
+}
+
+/// Answer one pull request on a stream a peer opened.
+async fn serve(
+    peer: PeerId,
+    stream: peer_gossip::Stream,
+    shared: Arc<Shared>,
+    arena: Arc<peer_objstore::Arena>,
+) {
+    let mut stream = stream.compat();
+    let mut buf = Vec::new();
+    let read = frames::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX);
+    let req: PullRequest = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(FrameError::Closed)) => return,
+        Ok(Err(e)) => {
+            shared.handle(Event::BadFrame);
+            tracing::debug!(%peer, "bad pull request: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no pull request within {REQUEST_TIMEOUT:?}");
+            return;
+        }
+    };
+    if req.len == 0 || req.len > MAX_REQUEST || req.offset.checked_add(req.len).is_none() {
+        let _ = send_missing(&mut stream, format!("bad range length {}", req.len)).await;
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + PARTIAL_WAIT;
+    let source = loop {
+        let arrival = {
+            let mut e = shared.engine.lock();
+            match e.core.pull_source(&req) {
+                PullSource::NotYet => Arc::clone(e.io.arrivals.entry(req.id).or_default()),
+                other => break other,
+            }
+        };
+        // Registered before the engine is looked at again, so a chunk that
+        // lands in between wakes it.
+        let arrived = arrival.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let source = shared.engine.lock().core.pull_source(&req);
+        if source != PullSource::NotYet {
+            break source;
+        }
+        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            break PullSource::Missing("chunk not pulled here yet".into());
+        }
+    };
+    let result = match source {
+        PullSource::Stored { offset, len } => {
+            let sent = if req.offset + req.len > len {
+                send_missing(&mut stream, format!("object has only {len} bytes")).await
+            } else {
+                match arena.slice(offset + req.offset, req.len) {
+                    Ok(bytes) => send_data(&mut stream, bytes).await,
+                    Err(e) => send_missing(&mut stream, e.to_string()).await,
+                }
+            };
+            let mut e = shared.engine.lock();
+            e.core.driver_release(&[req.id]);
+            e.run();
+            sent
+        }
+        PullSource::Partial(bytes) => send_data(&mut stream, &bytes).await,
+        PullSource::Missing(why) => send_missing(&mut stream, why).await,
+        PullSource::NotYet => unreachable!("resolved in the loop above"),
+    };
+    match result {
+        Ok(true) => shared.handle(Event::Served { bytes: req.len }),
+        Ok(false) => {}
+        Err(e) => tracing::debug!(%peer, "serving a pull of {}: {e}", req.id),
+    }
+}
+
+/// Sends the bytes; `Ok(true)`.
+async fn send_data(
+    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<bool> {
+    let header = codec::encode(&PullReply::Data {
+        crc: crc32fast::hash(bytes),
+    });
+    stream.write_all(&header).await?;
+    stream.write_all(bytes).await?;
+    stream.flush().await?;
+    stream.shutdown().await?;
+    Ok(true)
+}
+
+/// Says the bytes are not here; `Ok(false)`.
+async fn send_missing(
+    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
+    why: String,
+) -> std::io::Result<bool> {
+    stream
+        .write_all(&codec::encode(&PullReply::Missing(why)))
+        .await?;
+    stream.shutdown().await?;
+    Ok(false)
+}
