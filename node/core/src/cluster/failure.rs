@@ -45,6 +45,12 @@ pub(super) struct Lineages {
     by_task: FxHashMap<TaskId, Lineage>,
 }
 
+impl Lineages {
+    pub(super) fn specs(&self) -> impl Iterator<Item = &TaskSpec> {
+        self.by_task.values().map(|l| &*l.spec)
+    }
+}
+
 impl Core {
     /// Another peer is gone (dead, or unreachable): recover what depended on it.
     pub(crate) fn peer_gone(&mut self, peer: PeerId, why: &str) {

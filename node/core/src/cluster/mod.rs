@@ -104,6 +104,11 @@ impl Cluster {
     pub(crate) fn placing(&self) -> usize {
         self.placement.placing()
     }
+
+    /// The task specs kept to rebuild objects from.
+    pub(crate) fn lineage_specs(&self) -> impl Iterator<Item = &crate::wire::local::TaskSpec> {
+        self.lineage.specs()
+    }
 }
 
 #[cfg(test)]

@@ -408,14 +408,14 @@ impl Core {
         let Some(spec) = self.tasks.spec(&tid) else {
             return;
         };
+        // One wait per occurrence, as `accept` counts them: an argument
+        // passed twice is waited for (and resolved) twice.
         let mut missing = 0;
         for d in &spec.deps {
             if let Some(e) = self.objects.get_mut(d)
                 && e.is_pending()
             {
-                if !e.dependents.contains(&tid) {
-                    e.dependents.push(tid);
-                }
+                e.dependents.push(tid);
                 missing += 1;
             }
         }

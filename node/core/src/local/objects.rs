@@ -162,6 +162,10 @@ impl Objects {
         self.entries.iter_mut()
     }
 
+    pub(crate) fn iter_entries(&self) -> impl Iterator<Item = (&ObjectId, &ObjectEntry)> {
+        self.entries.iter()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -135,6 +135,10 @@ impl Tasks {
         self.entries.values()
     }
 
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&TaskId, &TaskEntry)> {
+        self.entries.iter()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -73,6 +73,14 @@ impl Waits {
     pub(crate) fn forget(&mut self, gone: impl Fn(&PendingWait) -> bool) {
         self.pending.retain(|_, w| !gone(w));
     }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &PendingWait> {
+        self.pending.values()
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 #[cfg(test)]

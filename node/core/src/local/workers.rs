@@ -62,6 +62,14 @@ impl Workers {
         self.entries.values()
     }
 
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&WorkerId, &WorkerEntry)> {
+        self.entries.iter()
+    }
+
+    pub(crate) fn idle_ids(&self) -> &[WorkerId] {
+        &self.idle
+    }
+
     pub(crate) fn pop_idle(&mut self) -> Option<WorkerId> {
         self.idle.pop()
     }

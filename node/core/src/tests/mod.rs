@@ -118,8 +118,12 @@ impl Harness {
         me
     }
 
-    /// Carry out (record) what the core asked for so far.
+    /// Carry out (record) what the core asked for so far, checking the
+    /// core's invariants first.
     fn pump(&mut self) {
+        if let Err(v) = self.st.check_invariants() {
+            panic!("{v}");
+        }
         while let Some(c) = self.st.poll_command() {
             match c {
                 Command::Send { conn, msg, .. } => self.sent.entry(conn).or_default().push(msg),

@@ -234,3 +234,46 @@ fn a_pull_that_fails_makes_the_object_an_error_instead_of_a_hang() {
         "{asked:?}"
     );
 }
+
+#[test]
+fn an_argument_passed_twice_runs_its_task_once_it_is_pulled() {
+    // Found by the simulation (seed 40): the task waited for the pull of its
+    // argument once per occurrence but was woken once, and never ran.
+    let mut h = Harness::new(1.0);
+    h.join();
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let [(_, w)] = h.pool()[..] else {
+        unreachable!()
+    };
+    let (owner, holder) = (peer(), peer());
+    h.st.cluster.learn_peer(owner);
+    let arg = ObjectId::for_put_by(crate::ids::OwnerTag::of_peer(&owner));
+    let mut spec = task(f, vec![arg, arg]);
+    spec.task = TaskId::owned_by(crate::ids::OwnerTag::of_peer(&owner));
+    let at = || WireValue::At {
+        len: BIG,
+        holders: vec![ByteBuf::from(holder.as_bytes().to_vec())],
+    };
+    h.st.handle_peer(
+        owner,
+        PeerMsg::Task {
+            spec: Box::new(spec.clone()),
+            deps: vec![at(), at()],
+            owner: ByteBuf::from(owner.as_bytes().to_vec()),
+            hops: 1,
+            expect_queue: 0,
+        },
+    );
+    let [pull] = &h.pulls()[..] else {
+        panic!("one pull for both occurrences")
+    };
+    assert!(h.recv(w).is_empty(), "it waits for the pull");
+    h.store
+        .write(pull.offset, &vec![7u8; BIG as usize])
+        .unwrap();
+    h.st.pull_finished(arg, Ok(()));
+    let e = one_execution(&h.recv(w));
+    assert_eq!(e.task, spec.task);
+    assert_eq!(e.deps.len(), 2);
+}
