@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peer_node::Client;
+use peer_node::api::Patience;
 use peer_node::config::NodeConfig;
 use peer_node::local::socket::daemon_socket_path;
 use peer_node::{Node, NodeApi, NodeError};
@@ -517,7 +518,13 @@ pub fn get<'py>(
     let mut sig_err = None;
     let values = {
         let mut check = signal_checker(&mut sig_err);
-        py.detach(|| rt.node.get(&ids, timeout, &mut check))
+        py.detach(|| {
+            let patience = Patience {
+                timeout,
+                interrupted: &mut check,
+            };
+            rt.node.get(&ids, patience)
+        })
     };
     if let Some(e) = sig_err {
         return Err(e);
@@ -546,7 +553,13 @@ pub fn wait(
     let mut sig_err = None;
     let ready = {
         let mut check = signal_checker(&mut sig_err);
-        py.detach(|| rt.node.wait(&ids, num_returns, timeout, &mut check))
+        py.detach(|| {
+            let patience = Patience {
+                timeout,
+                interrupted: &mut check,
+            };
+            rt.node.wait(&ids, num_returns, patience)
+        })
     };
     if let Some(e) = sig_err {
         return Err(e);

@@ -4,6 +4,9 @@ use std::io;
 
 use peer_node_core::wire::codec::FrameError;
 
+/// A node call's result.
+pub type NodeResult<T> = Result<T, NodeError>;
+
 /// What can go wrong starting or talking to a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

@@ -18,11 +18,11 @@ use peer_node_core::{Core, CoreConfig, Event};
 use peer_objstore::Arena;
 use tokio::sync::{Notify, mpsc};
 
-use crate::api::NodeApi;
+use crate::api::{NodeApi, Patience};
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::engine::{Io, LocalLookup, LocalSignal, Shared};
-use crate::error::NodeError;
+use crate::error::{NodeError, NodeResult};
 use crate::local::socket::{bind_private_socket, private_dir, socket_path, sweep_stale};
 use crate::local::spawner::{run_spawner, start_forkserver};
 use crate::local::store::ShmStore;
@@ -229,13 +229,8 @@ impl Node {
         self.shared.engine.lock().core.driver_abort(id);
     }
 
-    fn block_on_signal(
-        &self,
-        sig: &LocalSignal,
-        timeout: Option<Duration>,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    fn block_on_signal(&self, sig: &LocalSignal, p: Patience<'_>) {
+        let deadline = p.timeout.map(|t| Instant::now() + t);
         let mut done = sig.done.lock();
         while !*done {
             let slice = Instant::now() + Duration::from_millis(100);
@@ -248,7 +243,7 @@ impl Node {
                 break;
             }
             drop(done);
-            let stop = interrupted();
+            let stop = (p.interrupted)();
             done = sig.done.lock();
             if stop {
                 break;
@@ -337,7 +332,7 @@ impl Node {
 }
 
 impl NodeApi for Node {
-    fn register_function(&self, id: FnId, blob: Vec<u8>) -> Result<(), NodeError> {
+    fn register_function(&self, id: FnId, blob: Vec<u8>) -> NodeResult<()> {
         self.shared
             .engine
             .lock()
@@ -346,19 +341,14 @@ impl NodeApi for Node {
         Ok(())
     }
 
-    fn submit(&self, spec: TaskSpec) -> Result<(), NodeError> {
+    fn submit(&self, spec: TaskSpec) -> NodeResult<()> {
         let mut e = self.shared.engine.lock();
         let r = e.core.driver_submit(spec, Instant::now());
         e.run();
         r.map_err(|e| NodeError::Rejected(e.to_string()))
     }
 
-    fn get(
-        &self,
-        ids: &[ObjectId],
-        timeout: Option<Duration>,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Option<Vec<Value>>, NodeError> {
+    fn get(&self, ids: &[ObjectId], p: Patience<'_>) -> NodeResult<Option<Vec<Value>>> {
         {
             let mut e = self.shared.engine.lock();
             if let Some(values) = e.core.driver_values(ids) {
@@ -367,7 +357,7 @@ impl NodeApi for Node {
             }
         }
         let (wid, sig) = self.begin_local_wait(ids, ids.len(), true);
-        self.block_on_signal(&sig, timeout, interrupted);
+        self.block_on_signal(&sig, p);
         let mut e = self.shared.engine.lock();
         e.io.local_waits.remove(&wid);
         e.core.driver_end_wait(wid);
@@ -376,16 +366,10 @@ impl NodeApi for Node {
         Ok(values)
     }
 
-    fn wait(
-        &self,
-        ids: &[ObjectId],
-        num_returns: usize,
-        timeout: Option<Duration>,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Vec<u32>, NodeError> {
+    fn wait(&self, ids: &[ObjectId], num_returns: usize, p: Patience<'_>) -> NodeResult<Vec<u32>> {
         let need = num_returns.min(ids.len());
         let (wid, sig) = self.begin_local_wait(ids, need, false);
-        self.block_on_signal(&sig, timeout, interrupted);
+        self.block_on_signal(&sig, p);
         let mut e = self.shared.engine.lock();
         e.io.local_waits.remove(&wid);
         let mut ready = e.core.driver_end_wait(wid);
@@ -393,30 +377,21 @@ impl NodeApi for Node {
         Ok(ready)
     }
 
-    fn create_object(
-        &self,
-        id: ObjectId,
-        len: u64,
-    ) -> Result<Result<Reserved, ErrorInfo>, NodeError> {
+    fn create_object(&self, id: ObjectId, len: u64) -> NodeResult<Result<Reserved, ErrorInfo>> {
         let mut e = self.shared.engine.lock();
         let r = e.core.driver_create(id, len, Instant::now());
         e.run();
         Ok(r)
     }
 
-    fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) -> Result<(), NodeError> {
+    fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) -> NodeResult<()> {
         let mut e = self.shared.engine.lock();
         e.core.driver_seal(id, contained, Instant::now());
         e.run();
         Ok(())
     }
 
-    fn put_inline(
-        &self,
-        id: ObjectId,
-        blob: Vec<u8>,
-        contained: Vec<ObjectId>,
-    ) -> Result<(), NodeError> {
+    fn put_inline(&self, id: ObjectId, blob: Vec<u8>, contained: Vec<ObjectId>) -> NodeResult<()> {
         let mut e = self.shared.engine.lock();
         e.core
             .driver_put_inline(id, blob, contained, Instant::now());
@@ -446,21 +421,21 @@ impl NodeApi for Node {
         self.shared.engine.lock().core.driver_mark_escaped(ids);
     }
 
-    fn cancel(&self, id: ObjectId, force: bool) -> Result<(), NodeError> {
+    fn cancel(&self, id: ObjectId, force: bool) -> NodeResult<()> {
         let mut e = self.shared.engine.lock();
         e.core.driver_cancel(id, force, Instant::now());
         e.run();
         Ok(())
     }
 
-    fn kill_actor(&self, id: ActorId, no_restart: bool) -> Result<(), NodeError> {
+    fn kill_actor(&self, id: ActorId, no_restart: bool) -> NodeResult<()> {
         let mut e = self.shared.engine.lock();
         e.core.driver_kill_actor(id, no_restart, Instant::now());
         e.run();
         Ok(())
     }
 
-    fn get_actor(&self, name: &str) -> Result<Option<Vec<u8>>, NodeError> {
+    fn get_actor(&self, name: &str) -> NodeResult<Option<Vec<u8>>> {
         let lookup = Arc::new(LocalLookup::default());
         let id = {
             let mut e = self.shared.engine.lock();
@@ -482,7 +457,7 @@ impl NodeApi for Node {
         Ok(answer.take().flatten().map(|b| b.into_vec()))
     }
 
-    fn query(&self, q: Query) -> Result<serde_json::Value, NodeError> {
+    fn query(&self, q: Query) -> NodeResult<serde_json::Value> {
         Ok(self
             .shared
             .engine

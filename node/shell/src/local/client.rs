@@ -24,8 +24,8 @@ use peer_node_core::wire::local::{
     ClientMsg, ErrorInfo, Execution, NodeMsg, Outcome, Query, Reserved, Role, TaskSpec, Value,
 };
 
-use crate::api::NodeApi;
-use crate::error::NodeError;
+use crate::api::{NodeApi, Patience};
+use crate::error::{NodeError, NodeResult};
 
 /// How often a blocked reader wakes to let the caller check for Ctrl-C.
 const POLL: Duration = Duration::from_millis(100);
@@ -384,14 +384,14 @@ impl Client {
 }
 
 impl NodeApi for Client {
-    fn register_function(&self, id: FnId, blob: Vec<u8>) -> Result<(), NodeError> {
+    fn register_function(&self, id: FnId, blob: Vec<u8>) -> NodeResult<()> {
         self.send(&ClientMsg::RegisterFunction {
             id,
             blob: ByteBuf::from(blob),
         })
     }
 
-    fn submit(&self, spec: TaskSpec) -> Result<(), NodeError> {
+    fn submit(&self, spec: TaskSpec) -> NodeResult<()> {
         if spec.actor_options.is_some() {
             let req = self.req();
             let reply = self.request(
@@ -412,51 +412,36 @@ impl NodeApi for Client {
     }
 
     /// Values of `ids`; None on timeout or interruption. Stored values come pinned.
-    fn get(
-        &self,
-        ids: &[ObjectId],
-        timeout: Option<Duration>,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Option<Vec<Value>>, NodeError> {
+    fn get(&self, ids: &[ObjectId], p: Patience<'_>) -> NodeResult<Option<Vec<Value>>> {
         let req = self.req();
         let msg = ClientMsg::Get {
             req,
             ids: ids.to_vec(),
-            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
         };
-        match self.request(req, &msg, interrupted)? {
+        match self.request(req, &msg, p.interrupted)? {
             Some(NodeMsg::Values { values, .. }) => Ok(values),
             None => Ok(None),
             Some(other) => Err(NodeError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
 
-    fn wait(
-        &self,
-        ids: &[ObjectId],
-        num_returns: usize,
-        timeout: Option<Duration>,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Vec<u32>, NodeError> {
+    fn wait(&self, ids: &[ObjectId], num_returns: usize, p: Patience<'_>) -> NodeResult<Vec<u32>> {
         let req = self.req();
         let msg = ClientMsg::Wait {
             req,
             ids: ids.to_vec(),
             num_returns: num_returns as u32,
-            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
         };
-        match self.request(req, &msg, interrupted)? {
+        match self.request(req, &msg, p.interrupted)? {
             Some(NodeMsg::Ready { indices, .. }) => Ok(indices),
             None => Ok(Vec::new()),
             Some(other) => Err(NodeError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
 
-    fn create_object(
-        &self,
-        id: ObjectId,
-        len: u64,
-    ) -> Result<Result<Reserved, ErrorInfo>, NodeError> {
+    fn create_object(&self, id: ObjectId, len: u64) -> NodeResult<Result<Reserved, ErrorInfo>> {
         let req = self.req();
         match self.request(req, &ClientMsg::Create { req, id, len }, &mut || false)? {
             Some(NodeMsg::Created { result, .. }) => Ok(result),
@@ -464,16 +449,11 @@ impl NodeApi for Client {
         }
     }
 
-    fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) -> Result<(), NodeError> {
+    fn seal(&self, id: ObjectId, contained: Vec<ObjectId>) -> NodeResult<()> {
         self.send(&ClientMsg::Seal { id, contained })
     }
 
-    fn put_inline(
-        &self,
-        id: ObjectId,
-        blob: Vec<u8>,
-        contained: Vec<ObjectId>,
-    ) -> Result<(), NodeError> {
+    fn put_inline(&self, id: ObjectId, blob: Vec<u8>, contained: Vec<ObjectId>) -> NodeResult<()> {
         self.send(&ClientMsg::PutInline {
             id,
             blob: ByteBuf::from(blob),
@@ -497,15 +477,15 @@ impl NodeApi for Client {
         self.lazy(|l| l.escaped.extend_from_slice(ids));
     }
 
-    fn cancel(&self, id: ObjectId, force: bool) -> Result<(), NodeError> {
+    fn cancel(&self, id: ObjectId, force: bool) -> NodeResult<()> {
         self.send(&ClientMsg::Cancel { id, force })
     }
 
-    fn kill_actor(&self, actor: ActorId, no_restart: bool) -> Result<(), NodeError> {
+    fn kill_actor(&self, actor: ActorId, no_restart: bool) -> NodeResult<()> {
         self.send(&ClientMsg::KillActor { actor, no_restart })
     }
 
-    fn get_actor(&self, name: &str) -> Result<Option<Vec<u8>>, NodeError> {
+    fn get_actor(&self, name: &str) -> NodeResult<Option<Vec<u8>>> {
         let req = self.req();
         let msg = ClientMsg::GetActor {
             req,
@@ -517,7 +497,7 @@ impl NodeApi for Client {
         }
     }
 
-    fn query(&self, query: Query) -> Result<serde_json::Value, NodeError> {
+    fn query(&self, query: Query) -> NodeResult<serde_json::Value> {
         let req = self.req();
         match self.request(req, &ClientMsg::Query { req, query }, &mut || false)? {
             Some(NodeMsg::Reply {
