@@ -97,7 +97,7 @@ impl Core {
             None => OwnerTag::of_node(&config.node_id),
         };
         let mut rng = SmallRng::seed_from_u64(config.seed);
-        let cluster = Cluster::new(config.peer_id, config.incarnation, &mut rng, now);
+        let cluster = Cluster::new(config.peer_id, config.incarnation, &mut rng);
         Core {
             store,
             owner_tag,

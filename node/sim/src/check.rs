@@ -32,10 +32,12 @@ const FAULT_ERRORS: [ErrorKind; 4] = [
 pub fn results(driver: &Driver, faulty: bool, disturbed: &FxHashSet<ActorId>) -> Vec<Verdict> {
     let script = driver.script();
     let actor_ids: Vec<Option<ActorId>> = (0..script.actors).map(|a| driver.actor_id(a)).collect();
+    // Calls of actors that lost their state to a fault, or that the script
+    // kills: any count, or ActorDiedError, is right.
     let disturbed_call = |r: usize| {
-        script.call_actor[r]
-            .and_then(|a| actor_ids[a])
-            .is_some_and(|a| disturbed.contains(&a))
+        script.call_actor[r].is_some_and(|a| {
+            script.killed[a] || actor_ids[a].is_some_and(|id| disturbed.contains(&id))
+        })
     };
     // Refs cancelled, and refs computed from calls of actors that lost their
     // state (any count is right there), and the refs that depend on them.
@@ -62,6 +64,9 @@ pub fn results(driver: &Driver, faulty: bool, disturbed: &FxHashSet<ActorId>) ->
                 Verdict::Allowed(Some(e.kind))
             }
             (_, Ok(_)) if uncertain[r] => Verdict::Allowed(None),
+            (_, Err(e)) if uncertain[r] && e.kind == ErrorKind::ActorDied => {
+                Verdict::Allowed(Some(e.kind))
+            }
             (want, got) => Verdict::Wrong(format!(
                 "{id} came back as {got:?}, not {want:?} (faults: {faulty}, cancelled: {})",
                 cancelled[r]

@@ -674,10 +674,15 @@ impl Driver {
                     ctx.out.push(ClientMsg::DecRefs { ids: vec![id] });
                 }
             }
-            Step::Cancel { r } => {
+            Step::Cancel { r, force } => {
                 if let Some(id) = self.ids[r] {
                     self.cancelled[r] = true;
-                    ctx.out.push(ClientMsg::Cancel { id, force: false });
+                    ctx.out.push(ClientMsg::Cancel { id, force });
+                }
+            }
+            Step::KillActor { a, no_restart } => {
+                if let Some(actor) = self.actors[a] {
+                    ctx.out.push(ClientMsg::KillActor { actor, no_restart });
                 }
             }
         }

@@ -244,8 +244,11 @@ pub enum Step {
     Call { r: usize, a: usize, by: i64 },
     /// Drop the driver's handle of ref `r` (it is never read).
     Drop { r: usize },
-    /// Cancel the task that makes ref `r`.
-    Cancel { r: usize },
+    /// Cancel the task that makes ref `r` (`force`: kill its worker).
+    Cancel { r: usize, force: bool },
+    /// `kill(actor)`: it restarts (fresh) while `max_restarts` allows,
+    /// unless `no_restart`.
+    KillActor { a: usize, no_restart: bool },
 }
 
 /// A workload: the nodes, and what the driver on node 0 does when.
@@ -258,6 +261,8 @@ pub struct Script {
     /// Which actor each call ref belongs to.
     pub call_actor: Vec<Option<usize>>,
     pub actors: usize,
+    /// Actors the script kills (their counts are not certain from then on).
+    pub killed: Vec<bool>,
 }
 
 /// Sizes of large values: over a message (pulled across peers), some over a chunk.
@@ -283,9 +288,14 @@ impl Script {
             expect: Vec::new(),
             call_actor: Vec::new(),
             actors: 0,
+            killed: Vec::new(),
         };
         let mut counters: Vec<i64> = Vec::new();
-        let mut values: Vec<Option<Val>> = Vec::new();
+        // Each actor's restarts left, and whether it is dead for good.
+        let mut restarts: Vec<i32> = Vec::new();
+        let mut dead: Vec<bool> = Vec::new();
+        // Each ref's value, or the kinds of error it may be.
+        let mut values: Vec<Result<Val, Vec<ErrorKind>>> = Vec::new();
         let mut live: Vec<usize> = Vec::new();
         let mut t = Duration::ZERO;
         for _ in 0..steps {
@@ -301,7 +311,7 @@ impl Script {
                     Val::Int(rng.random_range(-1000..1000))
                 };
                 let r = s.push_ref(Expect::Value(val), None);
-                values.push(Some(val));
+                values.push(Ok(val));
                 live.push(r);
                 Step::Put { r, val }
             } else if roll < 70 {
@@ -336,14 +346,25 @@ impl Script {
                     resources,
                     max_retries: if rng.random_bool(0.1) { 0 } else { 3 },
                 };
-                let inputs: Option<Vec<Val>> = deps.iter().map(|d| values[*d]).collect();
-                let (expect, val) = match inputs {
-                    // An input is an error: so is this result.
-                    None => (Expect::Error(vec![ErrorKind::Task]), None),
-                    Some(inputs) => match op.apply(&args, &inputs) {
-                        Ok(v) => (Expect::Value(v), Some(v)),
-                        Err(_) => (Expect::Error(vec![ErrorKind::Task]), None),
-                    },
+                let mut inputs = Vec::new();
+                let mut input_errors: Vec<ErrorKind> = Vec::new();
+                for d in &deps {
+                    match &values[*d] {
+                        Ok(v) => inputs.push(*v),
+                        Err(kinds) => input_errors.extend(kinds),
+                    }
+                }
+                let (expect, val) = if input_errors.is_empty() {
+                    match op.apply(&args, &inputs) {
+                        Ok(v) => (Expect::Value(v), Ok(v)),
+                        Err(_) => (
+                            Expect::Error(vec![ErrorKind::Task]),
+                            Err(vec![ErrorKind::Task]),
+                        ),
+                    }
+                } else {
+                    // An input is an error: so is this result (one of theirs).
+                    (Expect::Error(input_errors.clone()), Err(input_errors))
                 };
                 let r = s.push_ref(expect, None);
                 values.push(val);
@@ -354,6 +375,10 @@ impl Script {
                 s.actors += 1;
                 let init = rng.random_range(0..50);
                 counters.push(init);
+                let max_restarts = if rng.random_bool(0.5) { 2 } else { 0 };
+                restarts.push(max_restarts);
+                dead.push(false);
+                s.killed.push(false);
                 // Actors hold nothing while they live (Ray's default: placement
                 // looks for a free CPU), so tasks never wait for them to end.
                 let resources = Vec::new();
@@ -361,16 +386,34 @@ impl Script {
                     a,
                     init,
                     resources,
-                    max_restarts: if rng.random_bool(0.5) { 2 } else { 0 },
+                    max_restarts,
                 }
-            } else if roll < 90 && s.actors > 0 {
+            } else if roll < 89 && s.actors > 0 {
                 let a = rng.random_range(0..s.actors);
                 let by = rng.random_range(1..10);
                 counters[a] += by;
-                let r = s.push_ref(Expect::Count(counters[a]), Some(a));
-                values.push(Some(Val::Int(counters[a])));
+                let r = if dead[a] {
+                    let died = vec![ErrorKind::ActorDied];
+                    let r = s.push_ref(Expect::Error(died.clone()), Some(a));
+                    values.push(Err(died));
+                    r
+                } else {
+                    let r = s.push_ref(Expect::Count(counters[a]), Some(a));
+                    values.push(Ok(Val::Int(counters[a])));
+                    r
+                };
                 live.push(r);
                 Step::Call { r, a, by }
+            } else if roll < 90 && s.actors > 0 {
+                let a = rng.random_range(0..s.actors);
+                let no_restart = rng.random_bool(0.5);
+                s.killed[a] = true;
+                if no_restart || restarts[a] == 0 {
+                    dead[a] = true;
+                } else {
+                    restarts[a] -= 1;
+                }
+                Step::KillActor { a, no_restart }
             } else if roll < 95 {
                 let i = rng.random_range(0..live.len());
                 let r = live.swap_remove(i);
@@ -382,7 +425,10 @@ impl Script {
                 }
                 // Cancelled in time, or not: either answer is right. Tasks
                 // that take it as an input may fail with it too.
-                Step::Cancel { r }
+                Step::Cancel {
+                    r,
+                    force: rng.random_bool(0.3),
+                }
             };
             s.steps.push((t, step));
         }

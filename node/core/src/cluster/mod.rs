@@ -57,16 +57,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(
-        me: Option<PeerId>,
-        incarnation: u64,
-        rng: &mut SmallRng,
-        now: Instant,
-    ) -> Self {
+    pub(crate) fn new(me: Option<PeerId>, incarnation: u64, rng: &mut SmallRng) -> Self {
         Self {
             membership: Membership::new(me, incarnation),
             placement: Placement::new(rng),
-            tasks: RemoteTasks::new(now),
+            tasks: RemoteTasks::new(),
             pulls: Pulls::default(),
             actors: RemoteActors::default(),
             lineage: Lineages::default(),

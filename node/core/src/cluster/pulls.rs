@@ -20,7 +20,7 @@ use crate::command::Command;
 use crate::core::Core;
 use crate::event::PullFailure;
 use crate::ids::{ConnId, ObjectId, PeerId};
-use crate::local::objects::Holder;
+use crate::local::objects::{Holder, ObjState};
 use crate::local::tasks::TaskState;
 use crate::wire::local::{ErrorInfo, ErrorKind, Reserved, Value};
 use crate::wire::peer::{PeerMsg, PullRequest};
@@ -324,7 +324,7 @@ impl Core {
         }
         if !matches!(
             self.objects.get(&id).map(|e| &e.state),
-            Some(crate::local::objects::ObjState::Ready(Value::Stored { .. }))
+            Some(ObjState::Ready(Value::Stored { .. }))
         ) {
             return PullSource::Missing(format!("no copy of object {id} here"));
         }

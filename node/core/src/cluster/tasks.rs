@@ -50,7 +50,7 @@ pub(super) enum Awaiting {
 }
 
 impl RemoteTasks {
-    pub(super) fn new(_now: Instant) -> Self {
+    pub(super) fn new() -> Self {
         Self {
             sent_to: FxHashMap::default(),
             next_audit: None,
