@@ -31,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ERR_CANCELLED", K::Cancelled.as_str())?;
     m.add("ERR_OBJECT_LOST", K::ObjectLost.as_str())?;
     m.add("ERR_OWNER_DIED", K::OwnerDied.as_str())?;
+    m.add("ERR_ACTOR_UNAVAILABLE", K::ActorUnavailable.as_str())?;
     m.add("INLINE_MAX", peer_node_core::wire::local::INLINE_MAX)?;
     m.add("PeerNativeError", py.get_type::<errors::PeerNativeError>())?;
     m.add(

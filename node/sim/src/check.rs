@@ -21,11 +21,12 @@ pub enum Verdict {
 }
 
 /// The errors Ray documents for work lost to failures.
-const FAULT_ERRORS: [ErrorKind; 4] = [
+const FAULT_ERRORS: [ErrorKind; 5] = [
     ErrorKind::ObjectLost,
     ErrorKind::OwnerDied,
     ErrorKind::WorkerCrashed,
     ErrorKind::ActorDied,
+    ErrorKind::ActorUnavailable,
 ];
 
 /// Judge every answer the driver got.

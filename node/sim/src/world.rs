@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use peer_node_core::ids::{ActorId, ConnId, NodeId, ObjectId, PeerId};
 use peer_node_core::store::ObjectStore;
 use peer_node_core::store::memory::MemStore;
-use peer_node_core::wire::local::{ClientMsg, NodeMsg, TaskKind};
+use peer_node_core::wire::local::{ClientMsg, NodeMsg, Query, TaskKind};
 use peer_node_core::wire::peer::{PeerMsg, PullRequest};
 use peer_node_core::{CHUNK, Command, Core, CoreConfig, Event, PeerView, PullFailure, PullSource};
 use rand::rngs::SmallRng;
@@ -335,11 +335,20 @@ impl World {
                     .into_iter()
                     .map(|r| self.driver.describe(r))
                     .collect();
+                let now = self.instant();
+                let tasks: Vec<String> = (0..self.nodes.len())
+                    .filter_map(|n| {
+                        let core = self.nodes[n].core.as_mut()?;
+                        let status = core.driver_query(Query::Status, now);
+                        Some(format!("n{n}: {}", status["tasks"]))
+                    })
+                    .collect();
                 return self.fail(format!(
                     "stuck: after {STUCK_AFTER:?} (faults ended at {:?}) the driver still waits \
-                     for {}",
+                     for {}; tasks: {}",
                     self.faults_end,
-                    waiting.join(", ")
+                    waiting.join(", "),
+                    tasks.join("; ")
                 ));
             }
         }
@@ -1180,18 +1189,19 @@ impl World {
         }
         // Node 0 hosts the driver (the user's own machine): it stays up.
         let mut victims: Vec<usize> = (1..n).collect();
+        let mut gone_for_good: Vec<usize> = Vec::new();
         for _ in 0..self.rng.random_range(0..3).min(victims.len()) {
             let v = victims.swap_remove(self.rng.random_range(0..victims.len()));
             let at = window(&mut self.rng);
-            // A node with a resource no one else has comes back; others may not.
-            let unique = !self.nodes[v].spec.resources.is_empty()
-                && !self
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .any(|(i, o)| i != v && !o.spec.resources.is_empty());
-            let back = (unique || self.rng.random_bool(0.7))
+            // The last node with a custom resource comes back (else tasks that
+            // need it wait for one forever, as Ray's do); others may not.
+            let has = |i: usize| !self.nodes[i].spec.resources.is_empty();
+            let last = has(v) && !(0..n).any(|i| i != v && has(i) && !gone_for_good.contains(&i));
+            let back = (last || self.rng.random_bool(0.7))
                 .then(|| Duration::from_millis(self.rng.random_range(300..8_000)));
+            if back.is_none() {
+                gone_for_good.push(v);
+            }
             self.at_time(at, Ev::Fault(Fault::Kill(v, back)));
         }
         for _ in 0..self.rng.random_range(0..5) {

@@ -44,6 +44,27 @@ const REGRESSIONS: &[(u64, usize, &str)] = &[
     // it never ran (`pull_inputs` counted each occurrence, registered one).
     (40, 60, "an argument passed twice waits for one pull"),
     (85, 60, "an argument passed twice waits for one pull"),
+    // Found by the 100,000-seed run. Killing an actor still waiting to start
+    // (with restarts left) put its creation task in the ready queue twice.
+    (16002, 60, "a restart queued a waiting creation task twice"),
+    (28992, 60, "a restart queued a waiting creation task twice"),
+    (37591, 60, "a restart queued a waiting creation task twice"),
+    (52496, 60, "a restart queued a waiting creation task twice"),
+    (64179, 60, "a restart queued a waiting creation task twice"),
+    (75329, 60, "a restart queued a waiting creation task twice"),
+    (79147, 60, "a restart queued a waiting creation task twice"),
+    (83247, 60, "a restart queued a waiting creation task twice"),
+    // A killed actor worker's late report that its constructor returned made
+    // the restarted actor alive before its new worker ran the constructor.
+    (10757, 60, "a stale outcome from a worker the task had left"),
+    // An actor call lost when the link to its peer broke waited forever (it
+    // now fails with ActorUnavailableError, as Ray's does).
+    (22135, 60, "a lost actor call waited forever"),
+    (94350, 60, "a lost actor call waited forever"),
+    // The simulator's own bug: the cluster lost every node with a GPU for
+    // good, and tasks that need one (rightly) waited forever.
+    (66243, 60, "the last node with a resource must come back"),
+    (72160, 60, "the last node with a resource must come back"),
 ];
 
 #[test]

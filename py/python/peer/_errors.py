@@ -134,6 +134,10 @@ _KINDS: dict[str, tuple[type[exc.PeerError], str]] = {
         exc.ActorDiedError,
         "the actor was killed, its constructor raised, or its process exited; create a new actor",
     ),
+    _native.ERR_ACTOR_UNAVAILABLE: (
+        exc.ActorUnavailableError,
+        "the link to the actor's peer broke; the call may or may not have run",
+    ),
     _native.ERR_STORE_FULL: (
         exc.ObjectStoreFullError,
         "drop references to objects you no longer need, or pass a larger object_store_memory to init()",

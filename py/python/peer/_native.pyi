@@ -32,6 +32,7 @@ ERR_STORE_FULL: str
 ERR_CANCELLED: str
 ERR_OBJECT_LOST: str
 ERR_OWNER_DIED: str
+ERR_ACTOR_UNAVAILABLE: str
 
 # executor task kinds
 TASK_NORMAL: int

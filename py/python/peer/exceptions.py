@@ -22,6 +22,7 @@ __all__ = [
     "WorkerCrashedError",
     "ActorError",
     "ActorDiedError",
+    "ActorUnavailableError",
     "ObjectStoreFullError",
     "ObjectLostError",
     "OwnerDiedError",
@@ -161,6 +162,11 @@ class ActorError(PeerError):
 
 class ActorDiedError(ActorError):
     """The actor's process died or it was killed; later calls on the handle fail with this too."""
+
+
+class ActorUnavailableError(ActorError):
+    """The call went to an actor whose connection broke: it may or may not have run. The actor
+    itself may still be alive; call again if running the method twice is safe."""
 
 
 class ObjectStoreFullError(PeerError):

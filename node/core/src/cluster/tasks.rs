@@ -435,7 +435,10 @@ impl Core {
     }
 
     /// `peer` answered which of our tasks it has: the rest never arrived (or
-    /// their results were lost): place them again.
+    /// their results were lost): place them again. An actor call cannot run
+    /// again (it may have run, and the calls after it may have run already):
+    /// it fails with `ActorUnavailable`, as a Ray call does whose actor's
+    /// connection broke.
     pub(super) fn replace_missing(&mut self, peer: PeerId, have: &[TaskId]) {
         let missing: Vec<TaskId> = self
             .cluster
@@ -447,10 +450,22 @@ impl Core {
             let Some(t) = self.tasks.get(&tid) else {
                 continue;
             };
-            if t.state != TaskState::Remote || t.spec.kind == TaskKind::ActorMethod {
+            if t.state != TaskState::Remote {
                 continue;
             }
             self.cluster.tasks.sent_to.remove(&tid);
+            if t.spec.kind == TaskKind::ActorMethod {
+                let err = ErrorInfo::new(
+                    ErrorKind::ActorUnavailable,
+                    format!(
+                        "the call {} went to peer {peer}, whose link broke, and the peer does not \
+                         have it: it may or may not have run; call again if that is safe",
+                        t.spec.name
+                    ),
+                );
+                self.fail_task(tid, err);
+                continue;
+            }
             self.stats.tasks_retried += 1;
             self.await_placement(tid);
         }

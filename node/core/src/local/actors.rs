@@ -357,13 +357,14 @@ impl Core {
         for tid in inflight {
             self.fail_task(tid, err.clone());
         }
-        // A constructor that was running when the process died.
+        // A constructor that was running runs again; one still waiting for
+        // its arguments, a slot or a peer keeps its place.
         if let Some(t) = self.tasks.get_mut(&creation.task) {
-            if restart {
+            if !restart {
+                self.fail_task(creation.task, err.clone());
+            } else if matches!(t.state, TaskState::Running(_)) {
                 t.state = TaskState::Queued;
                 self.tasks.push_ready(creation.task);
-            } else {
-                self.fail_task(creation.task, err.clone());
             }
         } else if restart {
             tracing::info!("restarting actor {}", creation.actor_name());

@@ -488,6 +488,17 @@ impl Core {
             self.schedule();
             return;
         };
+        if t.state != TaskState::Running(wid) {
+            // A worker the task has left (killed, its actor restarted
+            // elsewhere, or the task taken back): its outcome is not the task's.
+            tracing::debug!("a stale outcome of task {} is dropped", t.spec.name);
+            self.discard_outcome(conn, tid, &outcome);
+            if let Some(aid) = actor_of_worker {
+                self.pump_actor(aid);
+            }
+            self.schedule();
+            return;
+        }
         let spec = Arc::clone(&t.spec);
         if t.cancelled {
             self.discard_outcome(conn, tid, &outcome);

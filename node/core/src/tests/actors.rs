@@ -336,3 +336,84 @@ fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
     );
     assert!(h.recv(wc).is_empty());
 }
+
+#[test]
+fn killing_an_actor_still_waiting_to_start_restarts_it_once() {
+    // Found by the simulation (seed 16002): a restart put the creation task
+    // in the ready queue a second time while it was still waiting there.
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let class = h.register(d, CLASS_BLOB);
+    let [(_, w)] = h.pool()[..] else {
+        unreachable!()
+    };
+    let busy = task(f, vec![]);
+    h.submit(d, &busy);
+    assert_eq!(one_execution(&h.recv(w)).task, busy.task);
+    let create = actor_spec(class, None, 2);
+    let aid = create.actor.expect("actor id");
+    h.submit(d, &create);
+    assert_eq!(
+        h.st.tasks.ready_list(),
+        vec![create.task],
+        "no CPU free yet"
+    );
+    h.send(
+        d,
+        ClientMsg::KillActor {
+            actor: aid,
+            no_restart: false,
+        },
+    );
+    assert_eq!(
+        h.st.tasks.ready_list(),
+        vec![create.task],
+        "it keeps its one place"
+    );
+    h.returns(w, busy.task, inline(b"done"));
+    assert_eq!(h.spawned().len(), 1, "one worker for the one actor");
+    assert_eq!(h.st.actors[&aid].state, ActorState::Creating);
+}
+
+#[test]
+fn a_killed_workers_late_outcome_is_not_its_restarted_actors() {
+    // Found by the simulation (seed 10757): the old worker's report that the
+    // constructor returned marked the restarted actor alive before its new
+    // worker ran the constructor, and calls then went to a worker without it.
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, None, 2);
+    let aid = create.actor.expect("actor id");
+    h.submit(d, &create);
+    let [first] = h.spawned()[..] else {
+        panic!("one worker")
+    };
+    let (old, msgs) = h.hello(Role::Worker(first));
+    assert_eq!(one_execution(&msgs).task, create.task);
+    h.send(
+        d,
+        ClientMsg::KillActor {
+            actor: aid,
+            no_restart: false,
+        },
+    );
+    let [second] = h.spawned()[..] else {
+        panic!("a new worker for the restarted actor")
+    };
+    // The old worker's outcome was on its way when it was killed.
+    h.returns(old, create.task, inline(b"None"));
+    assert_eq!(h.st.actors[&aid].state, ActorState::Creating);
+    let (new, msgs) = h.hello(Role::Worker(second));
+    assert_eq!(
+        one_execution(&msgs).task,
+        create.task,
+        "the new worker runs the constructor"
+    );
+    let call = method(&create, "m", vec![]);
+    h.submit(d, &call);
+    assert!(h.recv(new).is_empty(), "calls wait for the constructor");
+    h.returns(new, create.task, inline(b"None"));
+    assert_eq!(one_execution(&h.recv(new)).task, call.task);
+}

@@ -308,3 +308,50 @@ fn results_of_a_remote_task_come_back_to_the_owner_and_free_the_guest_copy() {
         "the task is over at its owner"
     );
 }
+
+#[test]
+fn an_actor_call_lost_with_a_link_fails_as_unavailable_instead_of_waiting_forever() {
+    // Found by the simulation (seed 22135): a call lost when the link to its
+    // actor's peer broke was never placed again (it must not run twice), and
+    // its get never returned.
+    let mut h = Harness::new(0.0);
+    h.join();
+    let host = peer();
+    h.st.update_view(vec![(host, load(4.0, 4.0, 0, 0.0))]);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let owner = h.st.owner_tag;
+    let mut create = actor_spec(class, None, 0);
+    let aid = crate::ids::ActorId::owned_by(owner);
+    create.task = TaskId::owned_by(owner);
+    create.actor = Some(aid);
+    if let Some(o) = create.actor_options.as_mut() {
+        o.actor = aid;
+    }
+    h.submit(d, &create);
+    // No CPU here: the actor goes to the host.
+    let [(_, round)] = bid_requests(&h.peer_msgs())[..] else {
+        panic!("one bid round")
+    };
+    h.st.handle_peer(
+        host,
+        PeerMsg::Bid {
+            round,
+            load: bid(4.0, 0, true),
+        },
+    );
+    assert_eq!(tasks_sent(&h.peer_msgs()), [(host, create.task)]);
+    let mut call = method(&create, "m", vec![]);
+    call.task = TaskId::owned_by(owner);
+    h.submit(d, &call);
+    assert_eq!(tasks_sent(&h.peer_msgs()), [(host, call.task)]);
+    // The link breaks and comes back; the host has never seen the call.
+    h.event(Event::LinkReset { peer: host });
+    assert!(
+        h.peer_msgs().iter().any(|(p, m)| *p == host
+            && matches!(m, PeerMsg::Which { tasks } if tasks.contains(&call.task)))
+    );
+    h.st.handle_peer(host, PeerMsg::Have { tasks: vec![] });
+    let v = h.get_now(d, &[ret(&call)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::ActorUnavailable));
+}

@@ -56,6 +56,10 @@ pub enum ErrorKind {
     ObjectLost,
     /// The peer that owns the object (made its ref) is gone.
     OwnerDied,
+    /// An actor call's fate is unknown: the link to the actor's peer broke
+    /// and the call is not there (it may or may not have run; Ray's
+    /// `ActorUnavailableError`).
+    ActorUnavailable,
 }
 
 impl ErrorKind {
@@ -69,6 +73,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ObjectLost => "object_lost",
             ErrorKind::OwnerDied => "owner_died",
+            ErrorKind::ActorUnavailable => "actor_unavailable",
         }
     }
 }
