@@ -15,8 +15,9 @@ use crate::program::{Expect, Step, Val};
 pub enum Verdict {
     /// The serial result.
     Right,
-    /// A documented error this run allows (or any value where none is certain).
-    Allowed(Option<ErrorKind>),
+    /// A documented error this run allows (or any value where none is
+    /// certain), with what it said.
+    Allowed(Option<ErrorKind>, String),
     Wrong(String),
 }
 
@@ -59,14 +60,14 @@ pub fn results(driver: &Driver, faulty: bool, disturbed: &FxHashSet<ActorId>) ->
             (Expect::Error(kinds), Err(e)) if kinds.contains(&e.kind) => Verdict::Right,
             (Expect::Count(c), Ok(Val::Int(g))) if c == g => Verdict::Right,
             (_, Err(e)) if cancelled[r] && e.kind == ErrorKind::Cancelled => {
-                Verdict::Allowed(Some(e.kind))
+                Verdict::Allowed(Some(e.kind), e.message.clone())
             }
             (_, Err(e)) if faulty && FAULT_ERRORS.contains(&e.kind) => {
-                Verdict::Allowed(Some(e.kind))
+                Verdict::Allowed(Some(e.kind), e.message.clone())
             }
-            (_, Ok(_)) if uncertain[r] => Verdict::Allowed(None),
+            (_, Ok(_)) if uncertain[r] => Verdict::Allowed(None, String::new()),
             (_, Err(e)) if uncertain[r] && e.kind == ErrorKind::ActorDied => {
-                Verdict::Allowed(Some(e.kind))
+                Verdict::Allowed(Some(e.kind), e.message.clone())
             }
             (want, got) => Verdict::Wrong(format!(
                 "{id} came back as {got:?}, not {want:?} (faults: {faulty}, cancelled: {})",

@@ -15,7 +15,8 @@ use peer_node_sim::{Options, World, run_seed};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: peer-node-sim [--seeds A..B] [--seed S] [--jobs N] [--steps N] [--no-faults] [--trace]"
+        "usage: peer-node-sim [--seeds A..B] [--seed S] [--jobs N] [--steps N] [--no-faults] [--trace] \
+         [--show KIND]"
     );
     ExitCode::from(2)
 }
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
     let mut seeds = 0..1000u64;
     let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut options = Options::default();
+    // Print the allowed answers of this kind (e.g. ObjectLost), with their seeds.
+    let mut show: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -50,6 +53,10 @@ fn main() -> ExitCode {
             },
             "--no-faults" => options.faults = false,
             "--trace" => options.trace = true,
+            "--show" => match args.next() {
+                Some(kind) => show = Some(kind),
+                None => return usage(),
+            },
             _ => return usage(),
         }
     }
@@ -85,11 +92,14 @@ fn main() -> ExitCode {
                             events.fetch_add(r.events, Ordering::Relaxed);
                             allowed.fetch_add(r.errors_allowed as u64, Ordering::Relaxed);
                             if let Ok(mut k) = kinds.lock() {
-                                for a in &r.allowed {
+                                for (a, message) in &r.allowed {
                                     let name = a
                                         .map_or("value from a restarted actor".into(), |k| {
                                             format!("{k:?}")
                                         });
+                                    if show.as_deref() == Some(name.as_str()) {
+                                        println!("seed {seed}: {name}: {message}");
+                                    }
                                     *k.entry(name).or_default() += 1;
                                 }
                             }

@@ -85,8 +85,9 @@ pub struct Report {
     pub sim_time: Duration,
     pub refs: usize,
     pub errors_allowed: usize,
-    /// Allowed answers by error kind (`None`: a value that could not be known).
-    pub allowed: Vec<Option<peer_node_core::wire::local::ErrorKind>>,
+    /// Allowed answers by error kind (`None`: a value that could not be
+    /// known), with what each error said.
+    pub allowed: Vec<(Option<peer_node_core::wire::local::ErrorKind>, String)>,
     pub faults: Vec<String>,
     /// The trace, when the run kept one.
     pub trace: Vec<String>,
@@ -1322,7 +1323,7 @@ impl World {
         for v in &verdicts {
             match v {
                 check::Verdict::Right => {}
-                check::Verdict::Allowed(kind) => allowed.push(*kind),
+                check::Verdict::Allowed(kind, message) => allowed.push((*kind, message.clone())),
                 check::Verdict::Wrong(why) => return self.fail(why.clone()),
             }
         }
