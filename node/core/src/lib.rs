@@ -42,6 +42,5 @@ pub use crate::core::{Core, Stats};
 pub use crate::error::{ProtocolError, SubmitError};
 pub use crate::event::{Event, PeerLoad, PeerView, PullFailure};
 pub use crate::invariants::{Violation, WorkLeft};
-pub use crate::local::objects::Holder;
 pub use crate::local::values::ANNOUNCE_MIN_BYTES;
 pub use crate::store::{Allocation, ObjectStore, Spilled, StoreError, StoreStats};

@@ -25,7 +25,7 @@ use crate::wire::peer::{IN_MESSAGE_MAX, PeerMsg};
 
 /// Who holds a pin or a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Holder {
+pub(crate) enum Holder {
     /// The driver embedded in this process.
     Local,
     Conn(ConnId),
