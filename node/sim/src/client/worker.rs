@@ -1,0 +1,338 @@
+//! A simulated worker process: runs the task language's ops, nested tasks
+//! (submitting children and blocking in `get`), and counter actors; large
+//! results go into the store before they are reported.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use peer_node_core::ids::{ActorId, FnId, ObjectId, OwnerTag, WorkerId};
+use peer_node_core::store::ObjectStore;
+use peer_node_core::wire::local::{
+    ClientMsg, ErrorInfo, ErrorKind, Execution, INLINE_MAX, NodeMsg, Outcome, Reserved, Role,
+    TaskKind, TaskSpec, Value, args_object_id,
+};
+use rand::Rng;
+use rustc_hash::FxHashMap;
+use serde_bytes::ByteBuf;
+
+use super::{Ctx, fn_id, read_value, task_id};
+use crate::program::{Op, Val, decode_args, encode_args};
+
+/// A task a worker runs now, and where it is.
+#[derive(Debug)]
+enum Phase {
+    /// Computing; done at the wake-up (with the task's decoded arguments).
+    Computing(Result<Val, ErrorInfo>, Vec<i64>),
+    /// A nested task waiting for its children (`Get` request `req`);
+    /// `digests`: its arguments' part of the result.
+    Children {
+        req: u64,
+        ids: Vec<ObjectId>,
+        digests: i64,
+    },
+    /// Writing a large result: waiting for `Create` request `req`.
+    Creating { req: u64, blob: Vec<u8> },
+}
+
+/// A simulated worker process.
+#[derive(Debug)]
+pub struct Worker {
+    pub wid: WorkerId,
+    pub pid: u32,
+    owner: OwnerTag,
+    queue: VecDeque<Execution>,
+    running: Option<(Execution, Phase)>,
+    functions: FxHashMap<FnId, Op>,
+    /// The actor it hosts: its id and count.
+    pub actor: Option<(ActorId, i64)>,
+    next_req: u64,
+    registered_add: bool,
+}
+
+impl Worker {
+    pub fn new(wid: WorkerId, pid: u32) -> Self {
+        Self {
+            wid,
+            pid,
+            owner: OwnerTag::default(),
+            queue: VecDeque::new(),
+            running: None,
+            functions: FxHashMap::default(),
+            actor: None,
+            next_req: 1,
+            registered_add: false,
+        }
+    }
+
+    pub fn hello(&self) -> ClientMsg {
+        ClientMsg::Hello {
+            role: Role::Worker(self.wid),
+            pid: self.pid,
+        }
+    }
+
+    /// A message from the node.
+    pub fn on_msg(&mut self, msg: NodeMsg, ctx: &mut Ctx<'_>) {
+        match msg {
+            NodeMsg::Welcome { owner_tag, .. } => self.owner = owner_tag,
+            NodeMsg::Execute(e) => {
+                self.queue.push_back(*e);
+                self.start_next(ctx);
+            }
+            NodeMsg::Revoke { tasks } => self.queue.retain(|e| !tasks.contains(&e.task)),
+            NodeMsg::Exit => ctx.exit = true,
+            NodeMsg::Values { req, values } => self.children_done(req, values, ctx),
+            NodeMsg::Created { req, result } => self.created(req, result, ctx),
+            NodeMsg::Output { .. }
+            | NodeMsg::Ready { .. }
+            | NodeMsg::ActorHandle { .. }
+            | NodeMsg::Reply { .. } => {}
+        }
+    }
+
+    /// The wake-up it asked for: the running task's computation is done.
+    pub fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        let Some((exec, Phase::Computing(result, args))) = self.running.take() else {
+            return;
+        };
+        match (exec.kind, result) {
+            (TaskKind::Normal, Ok(Val::Int(digests))) if self.op(&exec) == Some(Op::Nested) => {
+                self.submit_children(exec, &args, digests, ctx)
+            }
+            (_, Ok(v)) => self.finish(exec, Ok(v), ctx),
+            (_, Err(e)) => self.finish(exec, Err(e), ctx),
+        }
+    }
+
+    fn op(&self, exec: &Execution) -> Option<Op> {
+        self.functions.get(&exec.fn_id).copied()
+    }
+
+    fn start_next(&mut self, ctx: &mut Ctx<'_>) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(exec) = self.queue.pop_front() else {
+            return;
+        };
+        if let Some(b) = &exec.fn_blob
+            && let Some(op) = Op::from_blob(b)
+        {
+            self.functions.insert(exec.fn_id, op);
+        }
+        let (result, args) = match self.compute(&exec, ctx) {
+            Ok((v, args)) => (Ok(v), args),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let run = Duration::from_micros(ctx.rng.random_range(50..20_000));
+        self.running = Some((exec, Phase::Computing(result, args)));
+        ctx.wake.push((run, 0));
+    }
+
+    /// The task's result (a nested task's here is only its own part), and
+    /// its arguments.
+    fn compute(
+        &mut self,
+        exec: &Execution,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Val, Vec<i64>), ErrorInfo> {
+        let args_bytes = match &exec.args {
+            Value::Inline(b) => b.to_vec(),
+            Value::Stored { offset, len } => {
+                let bytes = ctx.store.read(*offset, *len);
+                ctx.out.push(ClientMsg::Release {
+                    ids: vec![args_object_id(exec.task)],
+                });
+                bytes.map_err(|e| ErrorInfo::new(ErrorKind::StoreFull, e.to_string()))?
+            }
+            Value::Error(e) => return Err(e.clone()),
+        };
+        let args = decode_args(&args_bytes[..args_bytes.len() - args_bytes.len() % 8]);
+        let mut deps = Vec::new();
+        let mut failed = None;
+        for (id, v) in exec.dep_ids.iter().zip(&exec.deps) {
+            match read_value(v, *id, ctx) {
+                Ok(v) => deps.push(v),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let v = match exec.kind {
+            TaskKind::ActorCreate => {
+                let aid = exec.actor.unwrap_or(ActorId([0; 16]));
+                self.actor = Some((aid, args.first().copied().unwrap_or(0)));
+                Val::Int(0)
+            }
+            TaskKind::ActorMethod => {
+                let Some((_, count)) = self.actor.as_mut() else {
+                    return Err(ErrorInfo::new(ErrorKind::Task, "no actor in this worker"));
+                };
+                *count += args.first().copied().unwrap_or(0);
+                Val::Int(*count)
+            }
+            TaskKind::Normal => {
+                let op = self.op(exec).ok_or_else(|| {
+                    ErrorInfo::new(ErrorKind::Task, "the worker never got the function")
+                })?;
+                if op == Op::Nested {
+                    // The arguments' part; the children's comes later.
+                    Val::Int(deps.iter().map(Val::digest).sum())
+                } else {
+                    op.apply(&args, &deps)
+                        .map_err(|m| ErrorInfo::new(ErrorKind::Task, m))?
+                }
+            }
+        };
+        Ok((v, args))
+    }
+
+    fn submit_children(&mut self, exec: Execution, args: &[i64], digests: i64, ctx: &mut Ctx<'_>) {
+        let (base, n) = (
+            args.first().copied().unwrap_or(0),
+            args.get(1).copied().unwrap_or(0),
+        );
+        let add = fn_id(Op::Add);
+        if !self.registered_add {
+            self.registered_add = true;
+            ctx.out.push(ClientMsg::RegisterFunction {
+                id: add,
+                blob: ByteBuf::from(Op::Add.blob().to_vec()),
+            });
+        }
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let task = task_id(self.owner, ctx.rng);
+            ids.push(ObjectId::for_return(task, 1));
+            ctx.out.push(ClientMsg::Submit(Box::new(TaskSpec {
+                task,
+                kind: TaskKind::Normal,
+                fn_id: add,
+                actor: None,
+                method: String::new(),
+                name: "child".into(),
+                args: Value::Inline(ByteBuf::from(encode_args(&[base + i]))),
+                deps: Vec::new(),
+                contained: Vec::new(),
+                num_returns: 1,
+                resources: vec![("CPU".into(), 1.0)],
+                max_retries: 3,
+                retry_exceptions: false,
+                actor_options: None,
+            })));
+        }
+        ctx.out.push(ClientMsg::AddRefs { ids: ids.clone() });
+        let req = self.next_req;
+        self.next_req += 1;
+        ctx.out.push(ClientMsg::Get {
+            req,
+            ids: ids.clone(),
+            timeout_ms: None,
+        });
+        self.running = Some((exec, Phase::Children { req, ids, digests }));
+    }
+
+    fn children_done(&mut self, req: u64, values: Option<Vec<Value>>, ctx: &mut Ctx<'_>) {
+        let Some((exec, phase)) = self.running.take() else {
+            return;
+        };
+        let Phase::Children {
+            req: want,
+            ids,
+            digests,
+        } = phase
+        else {
+            self.running = Some((exec, phase));
+            return;
+        };
+        if want != req {
+            self.running = Some((
+                exec,
+                Phase::Children {
+                    req: want,
+                    ids,
+                    digests,
+                },
+            ));
+            return;
+        }
+        let mut sum = digests;
+        let mut failed = None;
+        for (v, id) in values.unwrap_or_default().iter().zip(&ids) {
+            match read_value(v, *id, ctx) {
+                Ok(v) => sum = sum.wrapping_add(v.digest()),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        // The children's handles go with the task.
+        ctx.out.push(ClientMsg::DecRefs { ids });
+        let result = match failed {
+            Some(e) => Err(e),
+            None => Ok(Val::Int(sum)),
+        };
+        self.finish(exec, result, ctx);
+    }
+
+    /// Report a task's outcome (a large value goes into the store first).
+    fn finish(&mut self, exec: Execution, result: Result<Val, ErrorInfo>, ctx: &mut Ctx<'_>) {
+        let outcome = match result {
+            Err(e) => Outcome::Failed(e),
+            Ok(_) if exec.num_returns == 0 => Outcome::Returns(Vec::new()),
+            Ok(v) => {
+                let blob = v.encode();
+                if blob.len() > INLINE_MAX {
+                    let req = self.next_req;
+                    self.next_req += 1;
+                    ctx.out.push(ClientMsg::Create {
+                        req,
+                        id: ObjectId::for_return(exec.task, 1),
+                        len: blob.len() as u64,
+                    });
+                    self.running = Some((exec, Phase::Creating { req, blob }));
+                    return;
+                }
+                Outcome::Returns(vec![Value::Inline(ByteBuf::from(blob))])
+            }
+        };
+        self.report(exec, outcome, ctx);
+    }
+
+    fn created(&mut self, req: u64, result: Result<Reserved, ErrorInfo>, ctx: &mut Ctx<'_>) {
+        let Some((exec, Phase::Creating { req: want, blob })) = self.running.take() else {
+            return;
+        };
+        if want != req {
+            self.running = Some((exec, Phase::Creating { req: want, blob }));
+            return;
+        }
+        let outcome = match result {
+            Ok(Reserved::Write { offset }) => match ctx.store.write(offset, &blob) {
+                Ok(()) => Outcome::Returns(vec![Value::Stored {
+                    offset,
+                    len: blob.len() as u64,
+                }]),
+                Err(e) => Outcome::Failed(ErrorInfo::new(ErrorKind::StoreFull, e.to_string())),
+            },
+            Ok(Reserved::Present { offset, len }) => {
+                Outcome::Returns(vec![Value::Stored { offset, len }])
+            }
+            Err(e) => Outcome::Failed(e),
+        };
+        self.report(exec, outcome, ctx);
+    }
+
+    fn report(&mut self, exec: Execution, outcome: Outcome, ctx: &mut Ctx<'_>) {
+        ctx.out.push(ClientMsg::TaskDone {
+            task: exec.task,
+            outcome,
+            run_us: 1000,
+            contained: Vec::new(),
+        });
+        self.start_next(ctx);
+    }
+}
