@@ -551,38 +551,45 @@ impl World {
 
     // ---- processes --------------------------------------------------------------------------
 
-    fn send_to_node(&mut self, n: usize, conn: ConnId, msg: ClientMsg) {
+    /// Deliver what `ev` makes on `conn`'s socket, one way or the other: a
+    /// little later, and never before what was sent before it that way (a
+    /// socket keeps order).
+    fn on_socket(
+        &mut self,
+        n: usize,
+        conn: ConnId,
+        to_node: bool,
+        ev: impl FnOnce(usize, u64) -> Ev,
+    ) {
         let d = self.micros(5, 300);
         let node = &mut self.nodes[n];
-        let at = (self.now + d).max(node.to_node_at.get(&conn).copied().unwrap_or_default());
-        node.to_node_at.insert(conn, at);
+        let last = if to_node {
+            &mut node.to_node_at
+        } else {
+            &mut node.to_client_at
+        };
+        let at = (self.now + d).max(last.get(&conn).copied().unwrap_or_default());
+        last.insert(conn, at);
         let inc = node.incarnation;
-        self.at_time(
-            at,
-            Ev::ToNode {
-                node: n,
-                inc,
-                conn,
-                msg,
-            },
-        );
+        self.at_time(at, ev(n, inc));
+    }
+
+    fn send_to_node(&mut self, n: usize, conn: ConnId, msg: ClientMsg) {
+        self.on_socket(n, conn, true, |node, inc| Ev::ToNode {
+            node,
+            inc,
+            conn,
+            msg,
+        });
     }
 
     fn send_to_client(&mut self, n: usize, conn: ConnId, msg: NodeMsg) {
-        let d = self.micros(5, 300);
-        let node = &mut self.nodes[n];
-        let at = (self.now + d).max(node.to_client_at.get(&conn).copied().unwrap_or_default());
-        node.to_client_at.insert(conn, at);
-        let inc = node.incarnation;
-        self.at_time(
-            at,
-            Ev::ToClient {
-                node: n,
-                inc,
-                conn,
-                msg,
-            },
-        );
+        self.on_socket(n, conn, false, |node, inc| Ev::ToClient {
+            node,
+            inc,
+            conn,
+            msg,
+        });
     }
 
     /// A process is gone: the node reads what it wrote, then its connection closes.
