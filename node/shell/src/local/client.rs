@@ -108,8 +108,14 @@ struct Inbox {
 /// Connection state of the reading side: bytes read but not yet framed.
 struct ReadSide {
     stream: UnixStream,
+    /// Bytes read and not yet framed.
     buf: Vec<u8>,
+    /// Where `read` writes: allocated and zeroed once, not on every read.
+    chunk: Box<[u8]>,
 }
+
+/// The most one read takes from the socket.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// The welcome a node sent.
 #[derive(Debug, Clone)]
@@ -151,6 +157,7 @@ impl Client {
             read_side: Mutex::new(ReadSide {
                 stream: read_stream,
                 buf: Vec::new(),
+                chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             }),
             inbox: Mutex::new(Inbox::default()),
             cv: Condvar::new(),
@@ -293,9 +300,8 @@ impl Client {
     /// Read what is available (waiting at most one poll interval) and frame it.
     fn read_some(&self) -> Result<Vec<NodeMsg>, FrameError> {
         let mut rs = self.read_side.lock();
-        let ReadSide { stream, buf } = &mut *rs;
-        let mut chunk = [0u8; 64 * 1024];
-        match stream.read(&mut chunk) {
+        let ReadSide { stream, buf, chunk } = &mut *rs;
+        match stream.read(chunk) {
             Ok(0) => return Err(FrameError::Closed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e)
