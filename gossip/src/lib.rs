@@ -54,6 +54,8 @@
 //! (the loop's reactions to the network), `error`. `tests/mdns.rs` checks LAN discovery between
 //! two processes in network namespaces.
 
+#![forbid(unsafe_code)]
+
 mod behaviour;
 mod client;
 mod config;

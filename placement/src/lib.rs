@@ -10,6 +10,8 @@
 //! - [`sample`]: drawing candidates (distinct, fitting, holders of large inputs first);
 //! - [`placer`]: the strategies (random, choices on the view, bids, batch bids, late binding).
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod load;
 pub mod placer;

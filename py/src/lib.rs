@@ -3,6 +3,15 @@
 //! The core crates know nothing of Python; this crate maps their API to the
 //! functions listed in `python/peer/_native.pyi`. Pickling, `ObjectRef`
 //! wrapping and exception classes live in the pure-Python package.
+//!
+//! - `api`: the functions of `peer._native`;
+//! - `runtime`: this process's node (embedded, or reached through a socket)
+//!   behind the shared node API;
+//! - `values`: Python values into inline blobs or the store, and back;
+//! - `object_ref`: `ObjectRefBase`, the live handle of an object id;
+//! - `worker`: the worker loop (receive a task, let Python run it, report);
+//! - `errors`: native exceptions and the mapping from node errors;
+//! - `buffer`: raw memory across the boundary (the crate's only `unsafe`).
 
 mod api;
 mod buffer;

@@ -11,6 +11,8 @@
 //! - [`experiment`]: the sweeps behind the README tables, CSV and markdown;
 //! - [`chart`]: the PNG chart.
 
+#![forbid(unsafe_code)]
+
 pub mod chart;
 pub mod config;
 pub mod dist;

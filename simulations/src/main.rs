@@ -1,5 +1,7 @@
 //! `peer-sim`: run one simulation, or the load and staleness sweeps behind the README.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

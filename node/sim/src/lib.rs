@@ -20,6 +20,8 @@
 //! at the end: the driver got every answer (nothing waits forever once the
 //! network healed), every answer is right, no node leaks resources or pins.
 
+#![forbid(unsafe_code)]
+
 pub mod check;
 pub mod client;
 pub mod net;

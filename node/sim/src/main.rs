@@ -6,6 +6,8 @@
 //! peer-node-sim --seed 1234 --trace            # one seed, printing its trace
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
