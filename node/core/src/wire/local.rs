@@ -99,7 +99,7 @@ impl ErrorInfo {
 /// What a task does when it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskKind {
-    /// Call a remote function.
+    /// Call a function (one decorated with `@remote`).
     Normal,
     /// Construct an actor in its dedicated worker.
     ActorCreate,
