@@ -161,6 +161,7 @@ impl Core {
     /// Deadlines that passed: gets and waits, bid rounds, lookups, refetches, audits.
     fn timers_due(&mut self) {
         self.expire_waits();
+        self.kill_lingering_actors();
         self.cluster_deadlines();
     }
 

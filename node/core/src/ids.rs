@@ -173,6 +173,9 @@ id16!(
     NodeId
 );
 
+/// The return index of an actor's handle object ([`ObjectId::for_actor`]).
+const ACTOR_HANDLE_INDEX: u32 = u32::MAX;
+
 /// An object: the task that makes it plus the return index (index 0 is a `put`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectId(pub [u8; OBJECT_ID_LEN]);
@@ -184,6 +187,17 @@ impl ObjectId {
         b[..16].copy_from_slice(&task.0);
         b[16..].copy_from_slice(&index.to_le_bytes());
         Self(b)
+    }
+
+    /// The object every handle of actor `actor` holds a ref to: once no ref
+    /// to it is left anywhere, the actor ends (unless it is detached).
+    pub fn for_actor(actor: ActorId) -> Self {
+        Self::for_return(TaskId(actor.0), ACTOR_HANDLE_INDEX)
+    }
+
+    /// The actor whose handles hold this object, if it is one.
+    pub fn actor(&self) -> Option<ActorId> {
+        (self.0[16..] == ACTOR_HANDLE_INDEX.to_le_bytes()).then(|| ActorId(self.task().0))
     }
 
     /// A fresh id for a `put` (tests; clients use [`ObjectId::for_put_by`]).

@@ -158,6 +158,13 @@ impl Core {
         {
             return fail(format!("object {id}, an input of kept lineage, was freed"));
         }
+        for (id, borrowers) in self.cluster.lent() {
+            if !self.is_foreign(id.owner()) && !self.objects.contains(id) {
+                return fail(format!(
+                    "object {id}, lent to peers {borrowers:?}, was freed under them"
+                ));
+            }
+        }
         // Waits answer connections that exist.
         for w in self.waits.values() {
             if let Target::Conn { conn, .. } = w.target
@@ -191,6 +198,41 @@ impl Core {
         }
     }
 
+    /// The objects this node still keeps, by kind (all but cached copies
+    /// are zero once no ref is left anywhere), with a few of them named.
+    pub fn objects_left(&self) -> ObjectsLeft {
+        let mut left = ObjectsLeft::default();
+        for (id, e) in self.objects.iter_entries() {
+            if e.cached {
+                left.cached += 1;
+                continue;
+            }
+            if self.is_foreign(id.owner()) {
+                left.borrowed += 1;
+            } else {
+                left.owned += 1;
+            }
+            if left.sample.len() < 3 {
+                left.sample.push(format!(
+                    "{id} (refs {}, holds {}, escaped {}, for owner {}, lent {}, {:?})",
+                    e.refs,
+                    e.holds,
+                    e.escaped,
+                    e.held_for_owner,
+                    self.cluster.is_lent(id),
+                    match e.state {
+                        crate::local::objects::ObjState::Pending => "pending",
+                        crate::local::objects::ObjState::Ready(_) => "ready",
+                    }
+                ));
+            }
+        }
+        let (lent, lenders) = self.cluster.borrow_counts();
+        left.lent = lent;
+        left.borrowed_refs = lenders;
+        left
+    }
+
     /// Resources not held by running work, and the node's total.
     pub fn resources(&self) -> (Resources, Resources) {
         (self.available.clone(), self.total.clone())
@@ -221,4 +263,27 @@ pub struct WorkLeft {
     pub busy_workers: usize,
     pub waits: usize,
     pub pulls: usize,
+}
+
+/// What objects a node keeps (see [`Core::objects_left`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectsLeft {
+    /// Objects owned here.
+    pub owned: usize,
+    /// Entries for objects other peers own (refs held here, values fetched).
+    pub borrowed: usize,
+    /// Cached copies of other peers' objects (dropped when the store needs room).
+    pub cached: usize,
+    /// Objects lent to peers, and refs borrowed from peers.
+    pub lent: usize,
+    pub borrowed_refs: usize,
+    /// A few of the objects kept, described.
+    pub sample: Vec<String>,
+}
+
+impl ObjectsLeft {
+    /// Whether nothing but cached copies is kept.
+    pub fn only_cached(&self) -> bool {
+        self.owned == 0 && self.borrowed == 0 && self.lent == 0 && self.borrowed_refs == 0
+    }
 }

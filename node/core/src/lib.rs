@@ -41,6 +41,6 @@ pub use crate::config::CoreConfig;
 pub use crate::core::{Core, Stats};
 pub use crate::error::{ProtocolError, SubmitError};
 pub use crate::event::{Event, PeerLoad, PeerView, PullFailure};
-pub use crate::invariants::{Violation, WorkLeft};
+pub use crate::invariants::{ObjectsLeft, Violation, WorkLeft};
 pub use crate::local::values::ANNOUNCE_MIN_BYTES;
 pub use crate::store::{Allocation, ObjectStore, Spilled, StoreError, StoreStats};

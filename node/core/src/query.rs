@@ -8,9 +8,10 @@ use crate::cluster::best_address;
 use crate::core::Core;
 use crate::event::{PeerLoad, PeerView};
 use crate::local::actors::ActorState;
+use crate::local::objects::ObjState;
 use crate::local::tasks::TaskState;
 use crate::local::workers::WorkerKind;
-use crate::wire::local::Query;
+use crate::wire::local::{Query, Value};
 
 /// Resources of a peer's load as (name → total, name → free).
 fn peer_resources(load: &PeerLoad) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
@@ -190,7 +191,7 @@ impl Core {
                     .collect::<Vec<_>>(),
             },
             "actors": {"alive": alive_actors, "named": self.actors.named_count()},
-            "objects": {"count": self.objects.len()},
+            "objects": self.object_census(),
             "store": {"path": self.config.store_path.to_string_lossy(),
                       "capacity": s.capacity, "used": s.used, "objects": s.num_objects,
                       "pinned_objects": s.num_pinned, "pinned_bytes": s.pinned_bytes,
@@ -204,6 +205,40 @@ impl Core {
                       "pulling": self.cluster.pulls_in_progress().into_iter().map(|(id, len, received)| json!({
                           "object": id.to_string(), "bytes": len, "received": received
                       })).collect::<Vec<_>>()},
+        })
+    }
+
+    /// What the object table holds, by kind, with bytes: objects owned here,
+    /// refs borrowed from other peers, cached copies of theirs, and how many
+    /// owned objects peers borrow.
+    fn object_census(&self) -> Json {
+        let (mut owned, mut owned_bytes) = (0u64, 0u64);
+        let (mut borrowed, mut borrowed_bytes) = (0u64, 0u64);
+        let (mut cached, mut cached_bytes) = (0u64, 0u64);
+        for (id, e) in self.objects.iter_entries() {
+            let bytes = match &e.state {
+                ObjState::Ready(Value::Stored { len, .. }) => *len,
+                ObjState::Ready(Value::Inline(b)) => b.len() as u64,
+                _ => 0,
+            };
+            if e.cached {
+                cached += 1;
+                cached_bytes += bytes;
+            } else if self.is_foreign(id.owner()) {
+                borrowed += 1;
+                borrowed_bytes += bytes;
+            } else {
+                owned += 1;
+                owned_bytes += bytes;
+            }
+        }
+        let (lent, _) = self.cluster.borrow_counts();
+        json!({
+            "count": self.objects.len(),
+            "owned": owned, "owned_bytes": owned_bytes,
+            "borrowed": borrowed, "borrowed_bytes": borrowed_bytes,
+            "cached": cached, "cached_bytes": cached_bytes,
+            "lent": lent,
         })
     }
 }

@@ -252,9 +252,11 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
                 len: u64::MAX,
                 holders: vec![ByteBuf::from(vec![1, 2, 3])],
             }],
+            deps_contain: vec![vec![object; 3], vec![object]],
             owner: owner.clone(),
             hops: 0,
             expect_queue: 0,
+            lend: u64::MAX,
         },
         // A garbage function, then a task that runs it.
         PeerMsg::Function {
@@ -264,17 +266,21 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
         PeerMsg::Task {
             spec: Box::new(spec(fn_id)),
             deps: vec![WireValue::Error(error.clone())],
+            deps_contain: Vec::new(),
             owner: owner.clone(),
             hops: 7,
             expect_queue: u32::MAX,
+            lend: 0,
         },
         // A task naming an owner that is not a peer id.
         PeerMsg::Task {
             spec: Box::new(spec(fn_id)),
             deps: Vec::new(),
+            deps_contain: Vec::new(),
             owner: ByteBuf::from(vec![0; 5]),
             hops: 0,
             expect_queue: 0,
+            lend: 1,
         },
         PeerMsg::NeedFunction { id: FnId::random() },
         PeerMsg::Objects {
@@ -292,7 +298,28 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
                     WireValue::Error(error.clone()),
                 ),
             ],
+            contains: vec![(
+                object,
+                vec![object, ObjectId::for_return(TaskId::random(), 1)],
+            )],
+            lend: 2,
         },
+        // Refs released, asked about and borrowed that were never lent.
+        PeerMsg::Release {
+            ids: vec![object; 100],
+            seen: u64::MAX,
+        },
+        PeerMsg::AskBorrows {
+            ids: vec![object; 100],
+            upto: u64::MAX,
+        },
+        PeerMsg::Borrowing {
+            ids: vec![object; 100],
+        },
+        PeerMsg::CopiesKept {
+            ids: vec![object; 100],
+        },
+        PeerMsg::ActorOutOfScope { actor },
         PeerMsg::Fetch {
             id: object,
             failed: vec![ByteBuf::from(vec![9; 40])],
@@ -310,6 +337,8 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
         PeerMsg::NameFound {
             req: rand::random(),
             handle: Some(ByteBuf::from(vec![1; 32])),
+            lent: vec![object],
+            lend: 3,
         },
         PeerMsg::KillActor {
             actor,

@@ -259,6 +259,16 @@ fn print_status(s: &serde_json::Value) {
         g(&["store", "objects"]),
         mib(g(&["store", "pinned_bytes"]))
     );
+    println!(
+        "  objects    {} owned ({:.1} MiB, {} lent to peers), {} borrowed ({:.1} MiB), {} cached copies ({:.1} MiB)",
+        g(&["objects", "owned"]),
+        mib(g(&["objects", "owned_bytes"])),
+        g(&["objects", "lent"]),
+        g(&["objects", "borrowed"]),
+        mib(g(&["objects", "borrowed_bytes"])),
+        g(&["objects", "cached"]),
+        mib(g(&["objects", "cached_bytes"]))
+    );
     if let Some(addr) = s["cluster"]["join"].as_str() {
         println!("  address    {addr}");
     }

@@ -130,21 +130,36 @@ pub fn node_msg(m: &NodeMsg) -> String {
 pub fn peer_msg(m: &PeerMsg) -> String {
     match m {
         PeerMsg::Task {
-            spec, deps, hops, ..
+            spec,
+            deps,
+            hops,
+            lend,
+            ..
         } => format!(
-            "Task {} {} hops {hops} deps [{}]",
+            "Task {} {} hops {hops} deps [{}] lend {lend}",
             spec.name,
             task(&spec.task),
             deps.iter().map(wire).collect::<Vec<_>>().join(",")
         ),
-        PeerMsg::Objects { values } => format!(
-            "Objects [{}]",
+        PeerMsg::Objects {
+            values,
+            contains,
+            lend,
+        } => format!(
+            "Objects [{}] lend {lend}{}",
             values
                 .iter()
                 .map(|(id, v)| format!("{}={}", obj(id), wire(v)))
                 .collect::<Vec<_>>()
-                .join(",")
+                .join(","),
+            contains
+                .iter()
+                .map(|(id, c)| format!(" {} holds [{}]", obj(id), ids(c)))
+                .collect::<String>()
         ),
+        PeerMsg::Release { ids: i, seen } => format!("Release [{}] seen {seen}", ids(i)),
+        PeerMsg::AskBorrows { ids: i, upto } => format!("AskBorrows [{}] upto {upto}", ids(i)),
+        PeerMsg::Borrowing { ids: i } => format!("Borrowing [{}]", ids(i)),
         PeerMsg::Fetch { id, failed } => format!("Fetch {} ({} failed)", obj(id), failed.len()),
         PeerMsg::Which { tasks } => format!("Which {} tasks", tasks.len()),
         PeerMsg::Have { tasks } => format!("Have {} tasks", tasks.len()),

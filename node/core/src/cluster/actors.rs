@@ -11,8 +11,9 @@ use serde_bytes::ByteBuf;
 
 use crate::command::Command;
 use crate::core::Core;
-use crate::ids::{ActorId, ConnId, LookupId, PeerId, TaskId};
+use crate::ids::{ActorId, ConnId, LookupId, ObjectId, PeerId, TaskId};
 use crate::local::actors::ActorState;
+use crate::local::objects::Holder;
 use crate::wire::local::{ErrorInfo, ErrorKind, NodeMsg, TaskSpec};
 use crate::wire::peer::PeerMsg;
 
@@ -83,6 +84,11 @@ impl super::Cluster {
         self.actors.proxies.contains_key(aid)
     }
 
+    /// The peer an actor created here runs on, when it runs on another one.
+    pub(crate) fn actor_host(&self, aid: &ActorId) -> Option<PeerId> {
+        self.actors.proxies.get(aid).and_then(|p| p.host)
+    }
+
     /// Queue a call at the actor's proxy, if it runs on another peer.
     pub(crate) fn queue_at_proxy(&mut self, aid: ActorId, tid: TaskId) -> bool {
         match self.actors.proxies.get_mut(&aid) {
@@ -118,6 +124,10 @@ impl Core {
         );
         // Its inputs went along; restarts happen where it runs.
         self.finish_task(spec.task);
+        if self.is_out_of_scope(aid) {
+            // Its handles went while it was being placed.
+            self.send_peer(host, PeerMsg::ActorOutOfScope { actor: aid });
+        }
         self.actor_placed(aid, host);
         self.pump_proxy(aid);
     }
@@ -276,8 +286,8 @@ impl Core {
 
     /// `get_actor(name)`: this node's own names first, then every peer is asked.
     pub(crate) fn lookup_actor(&mut self, name: &str, target: LookupTarget) {
-        if let Some(h) = self.named_actor_handle(name) {
-            return self.answer_lookup(target, Some(h));
+        if let Some(found) = self.named_actor_handle(name) {
+            return self.answer_lookup(target, Some(found));
         }
         let peers = self.cluster.placement.peers();
         if !self.cluster.is_member() || peers.is_empty() {
@@ -305,7 +315,8 @@ impl Core {
         self.arm_timer(deadline);
     }
 
-    pub(super) fn name_found(&mut self, req: u64, handle: Option<ByteBuf>) {
+    /// A peer answered a lookup: `handle` is the named actor's, if it has it.
+    pub(super) fn name_found(&mut self, req: u64, handle: Option<(ByteBuf, ActorId)>) {
         let Some(l) = self.cluster.actors.lookups.get_mut(&req) else {
             return;
         };
@@ -317,7 +328,17 @@ impl Core {
         }
     }
 
-    fn answer_lookup(&mut self, target: LookupTarget, handle: Option<ByteBuf>) {
+    /// Answer a lookup. A handle found comes with one ref to the actor's
+    /// handle object for the asker, which its new handle takes over.
+    fn answer_lookup(&mut self, target: LookupTarget, found: Option<(ByteBuf, ActorId)>) {
+        let handle = found.map(|(blob, aid)| {
+            let holder = match target {
+                LookupTarget::Conn { conn, .. } => Holder::Conn(conn),
+                LookupTarget::Local(_) => Holder::Local,
+            };
+            self.add_refs(holder, &[ObjectId::for_actor(aid)]);
+            blob
+        });
         match target {
             LookupTarget::Conn { conn, req } => {
                 self.send_to(conn, NodeMsg::ActorHandle { req, blob: handle });

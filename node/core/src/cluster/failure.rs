@@ -67,6 +67,11 @@ impl Core {
         self.replace_tasks_sent_to(peer, why);
         self.recover_actors_on(peer, why);
         self.forget_copies_on(peer, why);
+        self.borrows_peer_gone(peer);
+        // Copies kept for it: it forgot them (or is dead), so nobody frees them.
+        for id in self.objects.copies_kept_for(OwnerTag::of_peer(&peer)) {
+            self.drop_copy(&id);
+        }
         self.schedule();
     }
 
@@ -276,8 +281,12 @@ impl Core {
 
     /// A task sent away finished and some of its results stay on other peers:
     /// keep its spec (and its inputs) to rebuild them if those peers die.
+    /// False when it is not kept, or kept already (a rebuild ran it again:
+    /// the first record keeps the inputs and counts the retries).
     pub(crate) fn keep_lineage(&mut self, tid: TaskId) -> bool {
-        if self.cluster.lineage.by_task.len() >= MAX_LINEAGE {
+        if self.cluster.lineage.by_task.len() >= MAX_LINEAGE
+            || self.cluster.lineage.by_task.contains_key(&tid)
+        {
             return false;
         }
         let Some(t) = self.tasks.get(&tid) else {

@@ -8,6 +8,8 @@
 //! - `objects`: values crossing peers (results coming home, refs owned
 //!   elsewhere fetched from their owner, where copies of large values are);
 //! - `pulls`: large values pulled from the peers that hold them;
+//! - `borrows`: refs lent to peers and borrowed from them (an object is
+//!   freed once no peer holds a ref to it);
 //! - `actors`: actors on other peers, named-actor lookups;
 //! - `failure`: peers that die, and the lineage that rebuilds what they held.
 //!
@@ -15,6 +17,7 @@
 //! path (`placement_active` is false), so the single-node fast path stays.
 
 mod actors;
+mod borrows;
 mod failure;
 mod membership;
 mod objects;
@@ -36,6 +39,7 @@ use crate::wire::peer::PeerMsg;
 
 pub(crate) use actors::LookupTarget;
 use actors::RemoteActors;
+use borrows::Borrows;
 use failure::Lineages;
 use membership::Membership;
 pub(crate) use membership::best_address;
@@ -52,6 +56,7 @@ pub(crate) struct Cluster {
     pulls: Pulls,
     actors: RemoteActors,
     lineage: Lineages,
+    borrows: Borrows,
     /// Numbers bid rounds and lookups.
     next_req: u64,
 }
@@ -65,6 +70,7 @@ impl Cluster {
             pulls: Pulls::default(),
             actors: RemoteActors::default(),
             lineage: Lineages::default(),
+            borrows: Borrows::default(),
             next_req: 1,
         }
     }
@@ -98,6 +104,28 @@ impl Cluster {
     /// Tasks waiting for placement (queued for a round or in one).
     pub(crate) fn placing(&self) -> usize {
         self.placement.placing()
+    }
+
+    /// Whether a peer may hold a ref to `id` lent from here.
+    pub(crate) fn is_lent(&self, id: &ObjectId) -> bool {
+        self.borrows.is_lent(id)
+    }
+
+    /// Whether this node borrowed `id` from a peer.
+    pub(crate) fn is_borrowed(&self, id: &ObjectId) -> bool {
+        self.borrows.is_borrowed(id)
+    }
+
+    /// Objects lent to peers and objects borrowed from them.
+    pub(crate) fn borrow_counts(&self) -> (usize, usize) {
+        (self.borrows.lent_count(), self.borrows.borrowed_count())
+    }
+
+    /// The objects lent to peers, with the peers each is lent to.
+    pub(crate) fn lent(&self) -> impl Iterator<Item = (&ObjectId, Vec<PeerId>)> {
+        self.borrows
+            .lent()
+            .map(|(id, b)| (id, b.iter().map(|(p, _)| *p).collect()))
     }
 
     /// The task specs kept to rebuild objects from.
@@ -168,7 +196,7 @@ impl Core {
             PeerMsg::Function { id, blob } => {
                 self.tasks.register_function(id, blob);
                 for (from, msg) in self.cluster.tasks.take_awaiting_fn(&id) {
-                    self.handle_peer(from, msg);
+                    self.on_task(from, msg, true);
                 }
             }
             PeerMsg::NeedFunction { id } => {
@@ -177,8 +205,12 @@ impl Core {
                     self.cluster.membership.sent_function(from, id);
                 }
             }
-            msg @ PeerMsg::Task { .. } => self.on_task(from, msg),
-            PeerMsg::Objects { values } => self.receive_objects(values),
+            msg @ PeerMsg::Task { .. } => self.on_task(from, msg, false),
+            PeerMsg::Objects {
+                values,
+                contains,
+                lend,
+            } => self.receive_objects(from, values, contains, lend),
             PeerMsg::Fetch { id, failed } => {
                 let failed: Vec<PeerId> = failed
                     .iter()
@@ -189,10 +221,32 @@ impl Core {
             PeerMsg::LocateActor { actor } => self.locate_actor(from, actor),
             PeerMsg::ActorAt { actor, host, error } => self.actor_located(actor, host, error),
             PeerMsg::LookupName { req, name } => {
-                let handle = self.named_actor_handle(&name);
-                self.send_peer(from, PeerMsg::NameFound { req, handle });
+                let (handle, lent) = match self.named_actor_handle(&name) {
+                    Some((handle, aid)) => (Some(handle), vec![ObjectId::for_actor(aid)]),
+                    None => (None, Vec::new()),
+                };
+                let lend = self.lend(from, &lent);
+                self.send_peer(
+                    from,
+                    PeerMsg::NameFound {
+                        req,
+                        handle,
+                        lent,
+                        lend,
+                    },
+                );
             }
-            PeerMsg::NameFound { req, handle } => self.name_found(req, handle),
+            PeerMsg::NameFound {
+                req,
+                handle,
+                lent,
+                lend,
+            } => {
+                let taken = self.take_lends(from, lend, &lent);
+                let actor = lent.first().and_then(ObjectId::actor);
+                self.name_found(req, handle.zip(actor));
+                self.settle_borrows(&taken);
+            }
             PeerMsg::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
             PeerMsg::Cancel { task, force } => self.cancel(ObjectId::for_return(task, 1), force),
             PeerMsg::LinkReset => self.link_reset(from, false),
@@ -213,15 +267,27 @@ impl Core {
             PeerMsg::Have { tasks } => self.replace_missing(from, &tasks),
             PeerMsg::Located { id } => self.copy_located(id, from),
             PeerMsg::Free { ids } => self.owner_freed(&ids),
+            PeerMsg::Release { ids, seen } => self.refs_released(from, &ids, seen),
+            PeerMsg::AskBorrows { ids, upto } => self.borrows_asked(from, &ids, upto),
+            PeerMsg::Borrowing { ids } => self.borrowing(from, &ids),
+            PeerMsg::CopiesKept { ids } => self.copies_kept(from, ids),
+            PeerMsg::ActorOutOfScope { actor } => self.actor_out_of_scope(actor),
             PeerMsg::Output { task, stream, data } => self.forward_output(task, stream, data),
         }
     }
 
     /// A task a peer placed here: held while its function or an earlier copy
-    /// of its result is on the way, else taken in.
-    fn on_task(&mut self, from: PeerId, msg: PeerMsg) {
+    /// of its result is on the way, else taken in. `parked`: it was held
+    /// here before (its refs were counted as parked).
+    fn on_task(&mut self, from: PeerId, msg: PeerMsg, parked: bool) {
         let PeerMsg::Task { spec, .. } = &msg else {
             return;
+        };
+        // Unparked without settling: the task takes its refs over below.
+        let unparked = if parked {
+            self.unpark_lends(&msg)
+        } else {
+            Vec::new()
         };
         if spec.kind != TaskKind::ActorMethod && !self.tasks.has_function(&spec.fn_id) {
             // Asked once of the task's owner (which registered it; the sender
@@ -229,10 +295,13 @@ impl Core {
             // tasks wait for it.
             let id = spec.fn_id;
             let ask = task_owner(&msg).unwrap_or(from);
+            self.park_lends(&msg);
             match self.cluster.tasks.await_function(id, from, msg) {
                 tasks::Awaiting::First => self.send_peer(ask, PeerMsg::NeedFunction { id }),
                 tasks::Awaiting::Queued => {}
-                tasks::Awaiting::TooMany => {
+                tasks::Awaiting::TooMany(msg) => {
+                    let ids = self.unpark_lends(&msg);
+                    self.settle_borrows(&ids);
                     // Its owner's audit places it again (`Which` does not list it).
                     tracing::warn!(%from, "too many functions awaited from peers; a task waiting for one is dropped");
                 }
@@ -243,19 +312,37 @@ impl Core {
         if let Some(r) = pulled {
             // An earlier copy of its result is being pulled here: run it, or
             // answer with that copy, once the pull ends.
+            self.park_lends(&msg);
             self.cluster.pulls.run_after_pull(r, from, msg);
+            self.settle_borrows(&unparked);
             return;
         }
         if let PeerMsg::Task {
             spec,
             deps,
+            deps_contain,
             owner,
             hops,
             expect_queue,
+            lend,
         } = msg
         {
-            self.receive_task(from, *spec, deps, &owner, (hops, expect_queue));
+            let lent: Vec<ObjectId> = spec
+                .deps
+                .iter()
+                .chain(&spec.contained)
+                .chain(deps_contain.iter().flatten())
+                .copied()
+                .collect();
+            let args = tasks::Arrival {
+                deps,
+                deps_contain,
+                lend,
+                lent: &lent,
+            };
+            self.receive_task(from, *spec, args, &owner, (hops, expect_queue));
         }
+        self.settle_borrows(&unparked);
     }
 
     /// The node joined its cluster: what `peer status` says about it.
@@ -286,6 +373,7 @@ impl Core {
         let now = self.now;
         self.expire_placement(now);
         self.expire_lookups(now);
+        self.ask_borrowers_due(now);
         self.refetch_due(now);
         self.audit_remote_tasks(now);
     }

@@ -1,7 +1,7 @@
 //! Values crossing peers: results coming home, refs owned elsewhere fetched
 //! from their owner, values served to peers, where copies of large values
-//! are (they travel as locations and are pulled, see `pulls`), and what may
-//! no longer be freed because another peer can hold refs to it.
+//! are (they travel as locations and are pulled, see `pulls`). The refs
+//! nested in values that cross peers are lent (`borrows`).
 
 use std::sync::Arc;
 
@@ -20,9 +20,21 @@ fn peer_bytes(p: &PeerId) -> ByteBuf {
 }
 
 impl Core {
-    /// Results of tasks this node sent away, or fetched values.
-    pub(super) fn receive_objects(&mut self, values: Vec<(ObjectId, WireValue)>) {
+    /// Results of tasks this node sent away, or fetched values; `contains`:
+    /// the refs nested in them, lent by `from` with number `lend`.
+    pub(super) fn receive_objects(
+        &mut self,
+        from: PeerId,
+        values: Vec<(ObjectId, WireValue)>,
+        contains: Vec<(ObjectId, Vec<ObjectId>)>,
+        lend: u64,
+    ) {
+        let nested: Vec<ObjectId> = contains.iter().flat_map(|(_, c)| c).copied().collect();
+        let taken = self.take_lends(from, lend, &nested);
+        let mut contains: rustc_hash::FxHashMap<ObjectId, Vec<ObjectId>> =
+            contains.into_iter().collect();
         let mut tasks: Vec<TaskId> = Vec::new();
+        let mut set = Vec::new();
         for (id, value) in values {
             let pending = self
                 .objects
@@ -31,7 +43,12 @@ impl Core {
             if !pending {
                 continue;
             }
+            if let Some(inside) = contains.remove(&id) {
+                // The value holds its nested refs while it lives.
+                self.attach_contained(id, inside);
+            }
             self.set_value(id, value);
+            set.push(id);
             let tid = id.task();
             if !tasks.contains(&tid) {
                 tasks.push(tid);
@@ -62,6 +79,11 @@ impl Core {
                 }
             }
         }
+        // A result whose refs were all dropped while it was computed goes now.
+        for id in &set {
+            self.maybe_free(id);
+        }
+        self.settle_borrows(&taken);
     }
 
     /// Give a pending object the value that came from a peer (large ones go into the store).
@@ -155,21 +177,26 @@ impl Core {
         }
     }
 
-    /// A wait on behalf of a peer completed: send it the values.
+    /// A wait on behalf of a peer completed: send it the values (the refs
+    /// nested in them are lent to it).
     pub(crate) fn send_values_to_peer(&mut self, peer: PeerId, ids: &[ObjectId], free_after: bool) {
         let values: Vec<(ObjectId, WireValue)> =
             ids.iter().map(|id| (*id, self.wire_value(id))).collect();
-        let inside: Vec<ObjectId> = ids
-            .iter()
-            .filter_map(|id| self.objects.get(id))
-            .flat_map(|e| e.contains.iter().copied())
-            .collect();
-        self.escape_with_contents(&inside);
+        let contains = self.nested_refs(ids);
+        let lent: Vec<ObjectId> = contains.iter().flat_map(|(_, c)| c).copied().collect();
+        let lend = self.lend(peer, &lent);
         let kept: Vec<bool> = values
             .iter()
             .map(|(_, v)| matches!(v, WireValue::At { .. }))
             .collect();
-        self.send_peer(peer, PeerMsg::Objects { values });
+        self.send_peer(
+            peer,
+            PeerMsg::Objects {
+                values,
+                contains,
+                lend,
+            },
+        );
         if free_after {
             for (id, kept) in ids.iter().zip(kept) {
                 if let Some(e) = self.objects.get_mut(id) {
@@ -177,26 +204,22 @@ impl Core {
                     // The owner pulls it from here (or tells others to): keep it until it says.
                     e.held_for_owner = kept;
                 }
+                if kept {
+                    self.arm_ask();
+                }
                 self.maybe_free(id);
             }
         }
     }
 
-    /// Objects (and the refs inside their values) that another peer may now
-    /// hold refs to: the ones owned here are never freed under it (there is no
-    /// counting of references across peers yet).
-    pub(super) fn escape_with_contents(&mut self, ids: &[ObjectId]) {
-        let mut owned: Vec<ObjectId> = Vec::new();
-        for id in ids {
-            if self.is_foreign(id.owner()) {
-                continue;
-            }
-            owned.push(*id);
-            if let Some(e) = self.objects.get(id) {
-                owned.extend(e.contains.iter().filter(|c| !self.is_foreign(c.owner())));
-            }
-        }
-        self.mark_escaped(&owned);
+    /// The refs nested in the values of `ids`, for those that have any.
+    pub(crate) fn nested_refs(&self, ids: &[ObjectId]) -> Vec<(ObjectId, Vec<ObjectId>)> {
+        ids.iter()
+            .filter_map(|id| {
+                let e = self.objects.get(id)?;
+                (!e.contains.is_empty()).then(|| (*id, e.contains.clone()))
+            })
+            .collect()
     }
 
     /// A handle of a ref owned by another peer arrived: an entry to count it,
@@ -275,12 +298,10 @@ impl Core {
             {
                 // Only peers still pulling it, no complete copy: it is lost;
                 // answer once it is rebuilt.
-                e.escaped = true;
                 self.object_lost(id, "no peer holds a complete copy");
                 self.answer_when_ready(id, from);
             }
             Some(e) if e.is_elsewhere() => {
-                e.escaped = true;
                 let value = match self.wire_value(&id) {
                     // The asker is pulling it already and knows it lacks it.
                     WireValue::At { len, holders } => {
@@ -291,23 +312,28 @@ impl Core {
                     v => v,
                 };
                 self.note_puller(id, from);
+                let contains = self.nested_refs(&[id]);
+                let lent: Vec<ObjectId> = contains.iter().flat_map(|(_, c)| c).copied().collect();
+                let lend = self.lend(from, &lent);
                 self.send_peer(
                     from,
                     PeerMsg::Objects {
                         values: vec![(id, value)],
+                        contains,
+                        lend,
                     },
                 );
             }
-            Some(e) => {
-                e.escaped = true;
-                self.answer_when_ready(id, from);
-            }
+            Some(_) => self.answer_when_ready(id, from),
             None => {
                 let value = self.wire_value(&id);
+                let lend = self.lend(from, &[]);
                 self.send_peer(
                     from,
                     PeerMsg::Objects {
                         values: vec![(id, value)],
+                        contains: Vec::new(),
+                        lend,
                     },
                 );
             }
@@ -383,6 +409,25 @@ impl Core {
         ew.partial.retain(|p| *p != peer);
         if !ew.copies.contains(&peer) {
             ew.copies.push(peer);
+        }
+    }
+
+    /// A peer keeps copies of objects owned here: those this node freed, or
+    /// no longer counts as copies (a pull from it failed), it drops.
+    pub(super) fn copies_kept(&mut self, from: PeerId, ids: Vec<ObjectId>) {
+        let unwanted: Vec<ObjectId> = ids
+            .into_iter()
+            .filter(|id| !self.is_foreign(id.owner()))
+            .filter(|id| {
+                self.objects.get(id).is_none_or(|e| {
+                    !e.elsewhere
+                        .as_ref()
+                        .is_some_and(|ew| ew.holders().any(|p| p == from))
+                })
+            })
+            .collect();
+        if !unwanted.is_empty() {
+            self.send_peer(from, PeerMsg::Free { ids: unwanted });
         }
     }
 

@@ -219,7 +219,7 @@ impl Core {
             .remove(&id)
             .unwrap_or_default();
         for (from, msg) in tasks {
-            self.handle_peer(from, msg);
+            self.on_task(from, msg, true);
         }
     }
 
@@ -263,6 +263,10 @@ impl Core {
                     self.cluster.pulls.refetch_at.push((id, at));
                     self.arm_timer(at);
                 } else if !foreign {
+                    // A holder that failed may still be there: its copy is not counted any more.
+                    for p in &bad {
+                        self.send_peer(*p, PeerMsg::Free { ids: vec![id] });
+                    }
                     let me = self.cluster.me();
                     if let Some(e) = self.objects.get_mut(&id)
                         && let Some(ew) = e.elsewhere.as_mut()

@@ -36,7 +36,7 @@ pub(super) struct RemoteTasks {
     /// When tasks sent to peers are next checked on (None: no check armed).
     next_audit: Option<Instant>,
     /// Tasks received before their function, by function.
-    awaiting_fn: FxHashMap<FnId, Vec<(PeerId, PeerMsg)>>,
+    pub(super) awaiting_fn: FxHashMap<FnId, Vec<(PeerId, PeerMsg)>>,
 }
 
 /// What became of a task that arrived before its function.
@@ -45,8 +45,19 @@ pub(super) enum Awaiting {
     First,
     /// Queued behind others waiting for the same function.
     Queued,
-    /// Dropped: too many functions are awaited already.
-    TooMany,
+    /// Not kept: too many functions are awaited already.
+    TooMany(PeerMsg),
+}
+
+/// What came with a task from a peer besides its spec.
+pub(super) struct Arrival<'a> {
+    /// The values of the spec's `deps`, in order.
+    pub(super) deps: Vec<WireValue>,
+    /// The refs nested in each of those values.
+    pub(super) deps_contain: Vec<Vec<ObjectId>>,
+    /// The message's lend number, and every ref it lends.
+    pub(super) lend: u64,
+    pub(super) lent: &'a [ObjectId],
 }
 
 impl RemoteTasks {
@@ -66,13 +77,14 @@ impl RemoteTasks {
     /// Hold a task message until function `id` arrives.
     pub(super) fn await_function(&mut self, id: FnId, from: PeerId, msg: PeerMsg) -> Awaiting {
         if !self.awaiting_fn.contains_key(&id) && self.awaiting_fn.len() >= MAX_AWAITED_FNS {
-            return Awaiting::TooMany;
+            return Awaiting::TooMany(msg);
         }
         let waiting = self.awaiting_fn.entry(id).or_default();
         let first = waiting.is_empty();
-        if waiting.len() < MAX_AWAITING_FN {
-            waiting.push((from, msg));
+        if waiting.len() >= MAX_AWAITING_FN {
+            return Awaiting::TooMany(msg);
         }
+        waiting.push((from, msg));
         if first {
             Awaiting::First
         } else {
@@ -149,7 +161,14 @@ impl Core {
             return self.pull_inputs(tid);
         }
         let mut deps = Vec::with_capacity(spec.deps.len());
+        let mut deps_contain = Vec::with_capacity(spec.deps.len());
         for d in &spec.deps {
+            deps_contain.push(
+                self.objects
+                    .get(d)
+                    .map(|e| e.contains.clone())
+                    .unwrap_or_default(),
+            );
             let v = self.wire_value(d);
             if let WireValue::At { .. } = v {
                 // The peer pulls it; it serves what it has to the next ones.
@@ -180,17 +199,25 @@ impl Core {
             return self.keep_local_after_all(tid);
         };
         let hops = guest.map_or(1, |g| g.hops.saturating_add(1));
-        // The peer may keep and pass on these refs: never free them under it.
-        let leaving: Vec<ObjectId> = spec.deps.iter().chain(&spec.contained).copied().collect();
-        self.escape_with_contents(&leaving);
+        // The peer borrows these refs (and may pass them on) until it says it is done.
+        let lent: Vec<ObjectId> = spec
+            .deps
+            .iter()
+            .chain(&spec.contained)
+            .chain(deps_contain.iter().flatten())
+            .copied()
+            .collect();
+        let lend = self.lend(peer, &lent);
         self.send_peer(
             peer,
             PeerMsg::Task {
                 spec: Box::new(wire),
                 deps,
+                deps_contain,
                 owner: ByteBuf::from(owner.as_bytes().to_vec()),
                 hops,
                 expect_queue,
+                lend,
             },
         );
         match guest {
@@ -275,12 +302,33 @@ impl Core {
         self.finish_task(tid);
     }
 
-    /// A peer placed a task here.
+    /// A peer placed a task here: the refs it lends are counted, and those
+    /// nothing here takes over go back at once.
     pub(super) fn receive_task(
         &mut self,
         from: PeerId,
+        spec: TaskSpec,
+        arrival: Arrival<'_>,
+        owner: &[u8],
+        placement: (u8, u32),
+    ) {
+        let taken = self.take_lends(from, arrival.lend, arrival.lent);
+        // A value without its nested refs listed (a malformed message) holds none.
+        let contains = arrival
+            .deps_contain
+            .into_iter()
+            .chain(std::iter::repeat(Vec::new()));
+        let values = arrival.deps.into_iter().zip(contains);
+        self.take_task(from, spec, values.collect(), owner, placement);
+        self.settle_borrows(&taken);
+    }
+
+    /// Take in a task from a peer; `deps`: its arguments' values and the refs nested in each.
+    fn take_task(
+        &mut self,
+        from: PeerId,
         mut spec: TaskSpec,
-        deps: Vec<WireValue>,
+        deps: Vec<(WireValue, Vec<ObjectId>)>,
         owner: &[u8],
         (hops, expect_queue): (u8, u32),
     ) {
@@ -336,13 +384,24 @@ impl Core {
             o.name = None;
         }
         // Copies of the arguments, held by the task (so freed with it); values
-        // are set once it holds them.
+        // are set once it holds them. A ref known here but never fetched
+        // takes the value that came with the task.
         let mut copies = Vec::new();
         for (dep, value) in spec.deps.iter().zip(deps) {
-            if !self.objects.contains(dep) {
-                let mut e = ObjectEntry::pending();
-                e.had_handle = true;
-                self.objects.insert(*dep, e);
+            let copy = match self.objects.get_mut(dep) {
+                None => {
+                    let mut e = ObjectEntry::pending();
+                    e.had_handle = true;
+                    self.objects.insert(*dep, e);
+                    true
+                }
+                Some(e) if e.unfetched && e.is_pending() && e.elsewhere.is_none() => {
+                    e.unfetched = false;
+                    true
+                }
+                Some(_) => false,
+            };
+            if copy {
                 copies.push((*dep, value));
             }
         }
@@ -366,7 +425,12 @@ impl Core {
         if let Err(e) = self.check_submission(&spec) {
             tracing::warn!(%from, "refused a task from peer: {e}");
             for (id, _) in copies {
-                self.objects.remove(&id);
+                match self.objects.get_mut(&id) {
+                    Some(e) if e.refs > 0 => e.unfetched = true,
+                    _ => {
+                        self.objects.remove(&id);
+                    }
+                }
             }
             for id in returns {
                 let err = ErrorInfo::new(ErrorKind::Task, e.to_string());
@@ -386,7 +450,9 @@ impl Core {
             expect_queue,
         };
         self.accept(spec, Holder::Local, Some(guest));
-        for (id, value) in copies {
+        for (id, (value, inside)) in copies {
+            // The value holds its nested refs while it lives.
+            self.attach_contained(id, inside);
             self.set_value(id, value);
         }
     }
@@ -399,6 +465,13 @@ impl Core {
         self.cluster.membership.forget_functions(&peer);
         if ours {
             self.send_peer(peer, PeerMsg::LinkReset);
+        }
+        // Lends, releases and frees may have been lost with the link.
+        self.ask_borrower(peer);
+        let theirs = crate::ids::OwnerTag::of_peer(&peer);
+        let kept = self.objects.copies_kept_for(theirs);
+        if !kept.is_empty() {
+            self.send_peer(peer, PeerMsg::CopiesKept { ids: kept });
         }
         let tasks = self.cluster.sent_to_peer(peer);
         if !tasks.is_empty() {

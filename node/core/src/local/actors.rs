@@ -1,20 +1,28 @@
 //! Actors created or hosted here: a dedicated worker each, method calls run
 //! one at a time in submission order (pipelined to the worker), names,
-//! restart and death. (Calls of actors on other peers: `cluster::actors`.)
+//! restart and death, and the end of an actor whose handles are all gone
+//! (Ray's actor lifetimes: every handle holds a ref to the object
+//! [`ObjectId::for_actor`]; once it is freed, the actor finishes its queued
+//! calls and its worker exits; a detached actor's object is never freed).
+//! (Calls of actors on other peers: `cluster::actors`.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde_bytes::ByteBuf;
 
 use crate::core::Core;
 use crate::error::SubmitError;
-use crate::ids::{ActorId, TaskId, WorkerId};
+use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::local::objects::{ObjState, ObjectEntry};
 use crate::local::tasks::{TaskEntry, TaskState, resources_of};
 use crate::local::workers::WorkerKind;
 use crate::resources::Resources;
 use crate::wire::local::{ErrorInfo, ErrorKind, TaskSpec};
+use crate::wire::local::{NodeMsg, Value};
+use crate::wire::peer::PeerMsg;
 
 /// Life of an actor.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +50,13 @@ pub(crate) struct ActorEntry {
     pub(crate) resources: Resources,
     pub(crate) holds_resources: bool,
     pub(crate) restarts_left: i32,
+    /// Every handle is gone: it ends once its queued calls are done.
+    pub(crate) out_of_scope: bool,
 }
+
+/// How long an actor told to exit (its handles are gone) may take to run its
+/// exit hooks before its worker is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
 
 /// The actors created here (wherever they run) and hosted here.
 #[derive(Debug, Default)]
@@ -50,6 +64,8 @@ pub(crate) struct Actors {
     entries: FxHashMap<ActorId, ActorEntry>,
     /// Names of live actors created here.
     named: FxHashMap<String, ActorId>,
+    /// Actors told to exit, and when their workers are killed if still there.
+    exiting: Vec<(ActorId, WorkerId, Instant)>,
 }
 
 impl Actors {
@@ -143,9 +159,98 @@ impl Core {
                 resources: resources_of(spec),
                 holds_resources: false,
                 restarts_left: opts.max_restarts,
+                out_of_scope: false,
             },
         );
+        if !self.is_foreign(opts.actor.owner()) {
+            // Created here: its handles hold this object's refs.
+            let mut e = ObjectEntry::pending();
+            e.state = ObjState::Ready(Value::Inline(Default::default()));
+            e.escaped = opts.detached;
+            self.objects.insert(ObjectId::for_actor(opts.actor), e);
+        }
         Ok(())
+    }
+
+    /// Every handle of actor `aid` is gone (Ray's out-of-scope actor): it is
+    /// not restarted, and it ends once the calls queued for it are done.
+    pub(crate) fn actor_out_of_scope(&mut self, aid: ActorId) {
+        let Some(a) = self.actors.entries.get_mut(&aid) else {
+            return;
+        };
+        a.restarts_left = 0;
+        a.out_of_scope = true;
+        if let Some(host) = self.cluster.actor_host(&aid) {
+            if Some(host) != self.cluster.me() {
+                self.send_peer(host, PeerMsg::ActorOutOfScope { actor: aid });
+            }
+            return;
+        }
+        self.pump_actor(aid);
+    }
+
+    /// An actor out of scope with nothing left to run: its worker is told to
+    /// exit (so `atexit` hooks and `__del__` run), and killed if it lingers.
+    fn exit_if_done(&mut self, aid: ActorId) {
+        let Some(a) = self.actors.entries.get(&aid) else {
+            return;
+        };
+        if !a.out_of_scope
+            || a.state != ActorState::Alive
+            || !a.queue.is_empty()
+            || !a.inflight.is_empty()
+        {
+            return;
+        }
+        let Some(wid) = a.worker else {
+            return;
+        };
+        if self
+            .actors
+            .exiting
+            .iter()
+            .any(|(x, w, _)| *x == aid && *w == wid)
+        {
+            return;
+        }
+        tracing::debug!(
+            "actor {} is out of scope: its worker exits",
+            a.creation.actor_name()
+        );
+        if let Some(conn) = self.workers.get(&wid).and_then(|w| w.conn) {
+            self.send_to(conn, NodeMsg::Exit);
+        }
+        let at = self.now + EXIT_GRACE;
+        self.actors.exiting.push((aid, wid, at));
+        self.arm_timer(at);
+    }
+
+    /// Time passed: actor workers told to exit that are still there are killed.
+    pub(crate) fn kill_lingering_actors(&mut self) {
+        let now = self.now;
+        let due: Vec<(ActorId, WorkerId)> = self
+            .actors
+            .exiting
+            .iter()
+            .filter(|(_, _, at)| *at <= now)
+            .map(|(a, w, _)| (*a, *w))
+            .collect();
+        self.actors.exiting.retain(|(_, _, at)| *at > now);
+        for (aid, wid) in due {
+            if self.actor_worker_is(aid, wid)
+                && let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid)
+            {
+                tracing::warn!(
+                    "actor {aid} did not exit within {EXIT_GRACE:?} of going out of scope: killed"
+                );
+                self.kill_process(pid);
+            }
+        }
+    }
+
+    /// Whether the actor ended because its handles were all gone.
+    pub(crate) fn is_out_of_scope(&self, aid: ActorId) -> bool {
+        self.actors.get(&aid).is_some_and(|a| a.out_of_scope)
     }
 
     /// Queue a method call behind the actor's earlier ones (here, or for an
@@ -283,6 +388,9 @@ impl Core {
         let Some(wid) = a.worker else {
             return;
         };
+        if a.queue.is_empty() && a.inflight.is_empty() {
+            return self.exit_if_done(aid);
+        }
         let mut to_send = Vec::new();
         let was_idle = a.inflight.is_empty();
         let mut to_pull = None;
@@ -411,13 +519,13 @@ impl Core {
         self.actor_died(aid, err, !no_restart);
     }
 
-    /// The pickled handle of a live named actor.
-    pub(crate) fn named_actor_handle(&self, name: &str) -> Option<ByteBuf> {
+    /// The pickled handle of a live named actor, and its id.
+    pub(crate) fn named_actor_handle(&self, name: &str) -> Option<(ByteBuf, ActorId)> {
         let aid = self.actors.named.get(name)?;
         let a = self.actors.get(aid)?;
         match a.state {
             ActorState::Dead(_) => None,
-            _ => Some(a.handle_blob.clone()),
+            _ => Some((a.handle_blob.clone(), *aid)),
         }
     }
 }

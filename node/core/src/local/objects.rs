@@ -6,10 +6,12 @@
 //!   processes (per connection, so a dead process's handles go with it);
 //! - holds: queued or running tasks taking it as an argument, and objects
 //!   whose values contain its ref;
+//! - borrowers: peers this node lent a ref to (`cluster::borrows`);
 //! - an object nothing holds is freed (`maybe_free`): its store entry or
-//!   spill file goes, copies kept for it on other peers are freed, and the
-//!   refs inside its value are let go. A large copy of another peer's object
-//!   is cached instead, for peers to pull, until the store needs the room.
+//!   spill file goes, copies kept for it on other peers are freed, the refs
+//!   inside its value are let go, and a borrowed ref goes back to its
+//!   lender. A large copy of another peer's object is cached instead, for
+//!   peers to pull, until the store needs the room.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -47,7 +49,8 @@ pub(crate) struct ObjectEntry {
     /// Whether a handle ever existed (so a result that arrives before its
     /// first handle is not freed early).
     pub(crate) had_handle: bool,
-    /// A ref was serialized: it may be alive where we cannot count it.
+    /// A ref was pickled outside peer's serializer: it may be alive where
+    /// nothing can count it, so the object lives as long as this node.
     pub(crate) escaped: bool,
     /// Queued or running tasks that take it as an argument, and objects whose values hold it.
     pub(crate) holds: u32,
@@ -185,6 +188,24 @@ impl Objects {
         self.entries.values().filter(|e| e.cached).count()
     }
 
+    /// Copies kept for (or cached from) the owner with tag `owner`.
+    pub(crate) fn copies_kept_for(&self, owner: crate::ids::OwnerTag) -> Vec<ObjectId> {
+        self.entries
+            .iter()
+            .filter(|(id, e)| id.owner() == owner && (e.held_for_owner || e.cached))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Copies kept for their owners on other peers.
+    pub(crate) fn copies_kept(&self) -> Vec<ObjectId> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.held_for_owner)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Objects spilled to files now.
     pub(crate) fn spilled_count(&self) -> usize {
         self.spilled.len()
@@ -284,7 +305,7 @@ impl Core {
         self.objects.entry(id).contains.extend(kept);
     }
 
-    /// Refs that were serialized: keep their objects (no distributed counting yet).
+    /// Refs pickled outside peer's serializer: keep their objects for good.
     pub(crate) fn mark_escaped(&mut self, ids: &[ObjectId]) {
         for id in ids {
             if let Some(e) = self.objects.get_mut(id) {
@@ -330,8 +351,13 @@ impl Core {
             && e.holds == 0
             && ready
             && !e.cached
-            && !self.cluster.is_pulling(id);
+            && !self.cluster.is_pulling(id)
+            && !self.cluster.is_lent(id);
         if !unused {
+            // Kept (as a copy for its owner, say), but maybe no longer used as a borrowed ref.
+            if self.cluster.is_borrowed(id) {
+                self.settle_borrows(&[*id]);
+            }
             return;
         }
         let foreign_copy = self.is_foreign(id.owner())
@@ -344,6 +370,7 @@ impl Core {
                 e.cached = true;
                 self.objects.cached.push_back(*id);
             }
+            self.settle_borrows(&[*id]);
             return;
         }
         let Some(e) = self.objects.remove(id) else {
@@ -366,6 +393,15 @@ impl Core {
         }
         self.release_holds(&e.contains, None);
         self.release_lineage(id);
+        if self.cluster.is_borrowed(id) {
+            self.settle_borrows(&[*id]);
+        }
+        if let Some(aid) = id.actor()
+            && !self.is_foreign(id.owner())
+        {
+            // The last handle of an actor created here is gone.
+            self.actor_out_of_scope(aid);
+        }
     }
 
     /// Stop keeping a copy for other peers (its owner freed the object, or

@@ -326,7 +326,17 @@ impl Core {
                 }
             }
             WorkerKind::Actor(aid) => {
-                if self.actor_worker_is(aid, wid) && !self.shutting_down {
+                if self.actor_worker_is(aid, wid) && self.is_out_of_scope(aid) {
+                    let name = self.actor_class(aid).unwrap_or_default();
+                    let err = ErrorInfo::new(
+                        ErrorKind::ActorDied,
+                        format!(
+                            "the actor {name} ended: every handle to it went out of scope \
+                             (pass lifetime=\"detached\" to keep an actor without handles)"
+                        ),
+                    );
+                    self.actor_died(aid, err, false);
+                } else if self.actor_worker_is(aid, wid) && !self.shutting_down {
                     let name = self.actor_class(aid).unwrap_or_default();
                     let err = ErrorInfo::new(
                         ErrorKind::ActorDied,

@@ -390,6 +390,7 @@ fn actor_spec(class: FnId, name: Option<&str>, max_restarts: i32) -> TaskSpec {
             class_name: "Counter".into(),
             max_restarts,
             handle_blob: ByteBuf::from(b"actor handle".to_vec()),
+            detached: false,
         }),
         ..task(class, vec![])
     }

@@ -91,7 +91,7 @@ fn a_large_result_stays_where_it_was_made_and_is_pulled_once_by_its_owner() {
     guest.returns(gw, t.task, value);
 
     let back = guest.peer_msgs();
-    let [(to, PeerMsg::Objects { values })] = &back[..] else {
+    let [(to, PeerMsg::Objects { values, .. })] = &back[..] else {
         panic!("{back:?}")
     };
     assert_eq!(*to, owner_id);
@@ -260,9 +260,11 @@ fn an_argument_passed_twice_runs_its_task_once_it_is_pulled() {
         PeerMsg::Task {
             spec: Box::new(spec.clone()),
             deps: vec![at(), at()],
+            deps_contain: vec![vec![], vec![]],
             owner: ByteBuf::from(owner.as_bytes().to_vec()),
             hops: 1,
             expect_queue: 0,
+            lend: 1,
         },
     );
     let [pull] = &h.pulls()[..] else {

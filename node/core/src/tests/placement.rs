@@ -292,8 +292,12 @@ fn results_of_a_remote_task_come_back_to_the_owner_and_free_the_guest_copy() {
     );
     guest.returns(gw, t.task, inline(b"result"));
     let back = guest.peer_msgs();
-    assert!(matches!(&back[..], [(p, PeerMsg::Objects { values })]
-        if *p == owner_id && values[0] == (ret(&t), WireValue::Blob(ByteBuf::from(b"result".to_vec())))));
+    assert!(
+        matches!(&back[..], [(p, PeerMsg::Objects { values, .. }), (q, PeerMsg::Release { ids, .. })]
+        if *p == owner_id && values[0] == (ret(&t), WireValue::Blob(ByteBuf::from(b"result".to_vec())))
+            && *q == owner_id && ids[..] == t.deps[..]),
+        "the result goes home, then the argument borrowed from the owner goes back: {back:?}"
+    );
     assert!(
         !guest.st.objects.contains(&ret(&t)),
         "the guest keeps no copy"

@@ -181,9 +181,11 @@ fn tasks_waiting_for_a_function_ask_their_owner_and_go_when_it_does() {
         PeerMsg::Task {
             spec: Box::new(spec.clone()),
             deps: vec![],
+            deps_contain: vec![],
             owner: serde_bytes::ByteBuf::from(owner.as_bytes().to_vec()),
             hops: 1,
             expect_queue: 0,
+            lend: 1,
         },
     );
     let asked: Vec<_> = h.peer_msgs();

@@ -116,6 +116,8 @@ pub struct ActorOptions {
     pub max_restarts: i32,
     /// The pickled actor handle, handed out by `get_actor(name)`.
     pub handle_blob: ByteBuf,
+    /// `lifetime="detached"`: it lives until `kill()`, not until its handles are gone.
+    pub detached: bool,
 }
 
 /// A task as submitted.

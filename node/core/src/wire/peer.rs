@@ -92,17 +92,25 @@ pub enum PeerMsg {
     /// the PeerId (bytes) its results go to. `hops`: how often it was placed.
     /// `expect_queue`: the queue length the sender's placement expected here
     /// once its batch arrived (a receiver far past it may place the task again).
+    /// `deps_contain`: the refs nested in each value of `deps`. `lend`: the
+    /// number of this message among those lending refs to the receiver
+    /// (`cluster::borrows`).
     Task {
         spec: Box<TaskSpec>,
         deps: Vec<WireValue>,
+        deps_contain: Vec<Vec<ObjectId>>,
         owner: ByteBuf,
         hops: u8,
         expect_queue: u32,
+        lend: u64,
     },
     /// Values of objects: a remote task's results for its owner, or the
-    /// answer to a [`PeerMsg::Fetch`].
+    /// answer to a [`PeerMsg::Fetch`]. `contains`: the refs nested in those
+    /// values that have any; `lend` as for a task.
     Objects {
         values: Vec<(ObjectId, WireValue)>,
+        contains: Vec<(ObjectId, Vec<ObjectId>)>,
+        lend: u64,
     },
     /// Send me the value of `id` (which you own) once it has one. `failed`:
     /// holders (PeerIds as bytes) this node could not pull it from.
@@ -125,10 +133,13 @@ pub enum PeerMsg {
         req: u64,
         name: String,
     },
-    /// The pickled handle of the named actor, if this node has it.
+    /// The pickled handle of the named actor, if this node has it; `lent`:
+    /// the ref that keeps the actor alive, lent with number `lend`.
     NameFound {
         req: u64,
         handle: Option<ByteBuf>,
+        lent: Vec<ObjectId>,
+        lend: u64,
     },
     /// `peer.kill()` of an actor that runs on the receiver.
     KillActor {
@@ -147,6 +158,34 @@ pub enum PeerMsg {
     /// From an object's owner: the object is freed; drop the copy kept for it.
     Free {
         ids: Vec<ObjectId>,
+    },
+    /// To a lender: the sender no longer holds these refs, and had seen its
+    /// lends up to number `seen`.
+    Release {
+        ids: Vec<ObjectId>,
+        seen: u64,
+    },
+    /// To a borrower: which of these refs (lent up to number `upto`) do you
+    /// still hold? Answered by a [`PeerMsg::Release`] of the others.
+    AskBorrows {
+        ids: Vec<ObjectId>,
+        upto: u64,
+    },
+    /// To an object's owner: the peer that lent these refs to the sender is
+    /// gone; the sender borrows them from the owner now.
+    Borrowing {
+        ids: Vec<ObjectId>,
+    },
+    /// To an object's owner: the sender keeps copies of these for it (after
+    /// a link reset, a [`PeerMsg::Free`] may have been lost). The owner
+    /// answers with a `Free` of those it no longer has.
+    CopiesKept {
+        ids: Vec<ObjectId>,
+    },
+    /// To an actor's host: every handle to it is gone; it ends once its
+    /// pending calls are done.
+    ActorOutOfScope {
+        actor: ActorId,
     },
     /// The sender's link to the receiver broke: messages may have been lost.
     LinkReset,
@@ -190,6 +229,11 @@ impl PeerMsg {
             PeerMsg::Cancel { .. } => "Cancel",
             PeerMsg::Located { .. } => "Located",
             PeerMsg::Free { .. } => "Free",
+            PeerMsg::Release { .. } => "Release",
+            PeerMsg::AskBorrows { .. } => "AskBorrows",
+            PeerMsg::Borrowing { .. } => "Borrowing",
+            PeerMsg::CopiesKept { .. } => "CopiesKept",
+            PeerMsg::ActorOutOfScope { .. } => "ActorOutOfScope",
             PeerMsg::LinkReset => "LinkReset",
             PeerMsg::Moved { .. } => "Moved",
             PeerMsg::Which { .. } => "Which",

@@ -266,11 +266,16 @@ impl Driver {
                         class_name: "Counter".into(),
                         max_restarts,
                         handle_blob: ByteBuf::from(actor.0.to_vec()),
+                        detached: false,
                     }),
                 };
                 ctx.out.push(ClientMsg::CreateActor {
                     req,
                     spec: Box::new(spec),
+                });
+                // The handle, as Python's holds it: a ref to the actor's object.
+                ctx.out.push(ClientMsg::AddRefs {
+                    ids: vec![ObjectId::for_actor(actor)],
                 });
                 self.pending.insert(req, Pending::Actor { a });
             }
@@ -401,9 +406,16 @@ impl Driver {
             return;
         }
         self.done = true;
+        // Every ref and every actor handle goes: the actors end too.
         let held: Vec<ObjectId> = (0..self.ids.len())
             .filter(|r| !self.dropped[*r])
             .filter_map(|r| self.ids[r])
+            .chain(
+                self.actors
+                    .iter()
+                    .flatten()
+                    .map(|a| ObjectId::for_actor(*a)),
+            )
             .collect();
         ctx.out.push(ClientMsg::DecRefs { ids: held });
     }

@@ -882,6 +882,12 @@ impl World {
                     total.to_map()
                 ));
             }
+            let left = core.objects_left();
+            if !left.only_cached() {
+                return self.fail(format!(
+                    "node {n} still keeps objects {SETTLE:?} after every ref was dropped: {left:?}"
+                ));
+            }
             let pinned = node.store.stats().num_pinned;
             if pinned > 0 {
                 return self.fail(format!(
