@@ -367,7 +367,7 @@ pub fn submit_task<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (class_id, args_pickle, args_buffers, deps, *, num_cpus, resources, max_restarts, name, class_name, handle_blob, contained=None))]
+#[pyo3(signature = (class_id, args_pickle, args_buffers, deps, *, num_cpus, resources, max_restarts, name, class_name, handle_blob, contained=None, detached=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn create_actor<'py>(
     py: Python<'py>,
@@ -382,6 +382,7 @@ pub fn create_actor<'py>(
     class_name: String,
     handle_blob: Vec<u8>,
     contained: Option<&Bound<'py, PyAny>>,
+    detached: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rt = runtime::current()?;
     let actor = ActorId::owned_by(rt.info.owner_tag);
@@ -411,6 +412,7 @@ pub fn create_actor<'py>(
         class_name,
         max_restarts,
         handle_blob: ByteBuf::from(stored),
+        detached,
     });
     submit_spec(&rt, spec)?;
     Ok(PyBytes::new(py, &actor.0))
@@ -573,6 +575,16 @@ pub fn decode<'py>(
     value: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
     values::decode(py, value)
+}
+
+/// Drop one handle of `object_id` that the node counted on this process's
+/// behalf (a named actor lookup's answer), once a Python object holds its own.
+#[pyfunction]
+pub fn release_ref(object_id: &[u8]) -> PyResult<()> {
+    if let Some(rt) = runtime::current_opt() {
+        rt.node.dec_refs(&[ObjectRefBase::parse_id(object_id)?]);
+    }
+    Ok(())
 }
 
 #[pyfunction]

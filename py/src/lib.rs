@@ -71,6 +71,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::wait, m)?)?;
     m.add_function(wrap_pyfunction!(api::decode, m)?)?;
     m.add_function(wrap_pyfunction!(api::ref_escaped, m)?)?;
+    m.add_function(wrap_pyfunction!(api::release_ref, m)?)?;
     m.add_function(wrap_pyfunction!(api::nodes, m)?)?;
     m.add_function(wrap_pyfunction!(api::cluster_resources, m)?)?;
     m.add_function(wrap_pyfunction!(api::available_resources, m)?)?;

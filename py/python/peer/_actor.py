@@ -2,8 +2,14 @@
 
 ``Cls.remote(...)`` creates the actor on its own worker and returns a handle; ``handle.m.remote(...)``
 queues a call (the node runs one call at a time, in submission order). Handles pickle to
-``(actor id, class name, method table)`` so they can be passed to tasks, returned, and looked up
-by name with ``get_actor``.
+``(actor id, class name, method table, handle ref)`` so they can be passed to tasks, returned,
+and looked up by name with ``get_actor``.
+
+Actor lifetimes follow Ray's: every handle holds an ``ObjectRef`` to the actor's handle object
+(its id is the actor id followed by ``ff ff ff ff``). References to it are counted like any other
+ref, across processes and peers; once the last one is gone, the actor finishes its queued calls and
+its worker exits (running ``atexit`` hooks and ``__del__``). ``lifetime="detached"`` actors live
+until ``kill()``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import pickle
 from typing import Any
 
 from . import _native, _runtime, _serialization
+from ._object_ref import ObjectRef
 from ._options import Options
 from ._remote_function import PickledCode, wrap_returns
 
@@ -88,12 +95,14 @@ class ActorMethod:
 class ActorHandle:
     """A handle to a live actor; picklable, so it can be passed to tasks and other actors."""
 
-    __slots__ = ("_actor_id", "_class_name", "_methods", "__weakref__")
+    __slots__ = ("_actor_id", "_class_name", "_methods", "_ref", "__weakref__")
 
-    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, int]) -> None:
+    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, int], ref: ObjectRef | None = None) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
+        # Keeps the actor alive while this handle exists (see the module doc).
+        self._ref = ref if ref is not None else ObjectRef(handle_object_id(actor_id))
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = object.__getattribute__(self, "_methods")
@@ -102,7 +111,8 @@ class ActorHandle:
         raise AttributeError(f"actor {self._class_name} has no method {name!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods))
+        # The ref travels inside the pickle, so whoever unpickles the handle holds the actor too.
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._ref))
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -166,6 +176,7 @@ class ActorClass:
             class_name=self.__name__,
             handle_blob=handle_blob,
             contained=contained,
+            detached=opts.lifetime == "detached",
         )
         return ActorHandle(actor_id, self.__name__, self._methods)
 
@@ -180,7 +191,15 @@ def lookup(name: str) -> ActorHandle | None:
     # create_actor returns, when the blob was already handed over).
     actor_id, blob = found
     class_name, methods = pickle.loads(blob)
-    return ActorHandle(bytes(actor_id), class_name, methods)
+    handle = ActorHandle(bytes(actor_id), class_name, methods)
+    # The node kept the actor alive for this answer with one ref; the handle holds its own now.
+    _native.release_ref(handle_object_id(bytes(actor_id)))
+    return handle
+
+
+def handle_object_id(actor_id: bytes) -> bytes:
+    """The id of the object every handle of ``actor_id`` holds a ref to."""
+    return actor_id + b"\xff\xff\xff\xff"
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
@@ -195,7 +214,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
-    """Stop the actor's process now; pending and later calls raise ActorDiedError."""
+    """Stop the actor's process now (its exit hooks do not run); pending and later calls raise
+    ActorDiedError."""
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"kill() expects an actor handle, got {type(actor).__name__}")
     _runtime.ensure_initialized()

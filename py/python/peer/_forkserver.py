@@ -9,6 +9,7 @@ shuts them down.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -30,6 +31,8 @@ def _child(socket_path: str, worker_id: str) -> None:
     """In the forked child: become the worker; never returns."""
     code = 1
     try:
+        # Exit hooks the server registered are not the worker's: a worker runs only its own.
+        atexit._clear()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # let user code wait for its own children
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(0)

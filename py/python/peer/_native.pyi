@@ -156,8 +156,10 @@ def create_actor(
     class_name: str,
     handle_blob: bytes,
     contained: list[bytes] | None = None,
+    detached: bool = False,
 ) -> bytes:
-    """Create an actor on a dedicated worker; returns its actor id at once.
+    """Create an actor on a dedicated worker; returns its actor id at once. A ``detached`` actor
+    lives until ``kill()``; any other ends once no ref to its handle object is left.
 
     ``handle_blob`` is the pickled actor handle, returned by :func:`get_actor`
     for a named actor. Raises ``ValueError`` if ``name`` is already taken.
@@ -201,6 +203,9 @@ def wait(ids: list[bytes], num_returns: int, timeout: float | None) -> list[int]
 
 def decode(value: bytes | PinnedBuffer) -> tuple[memoryview, list[memoryview]]:
     """Split an encoded blob into (pickle bytes, out-of-band buffers), zero-copy."""
+
+def release_ref(object_id: bytes) -> None:
+    """Drop one handle the node counted for this process (a named actor lookup's answer)."""
 
 def ref_escaped(object_id: bytes) -> None:
     """Note that a ref was serialized (it may outlive every local handle)."""

@@ -63,8 +63,26 @@ def main(socket_path: str, worker_id: str) -> None:
         # The node went away (or is shutting down) before or while this worker served it;
         # there is no one left to report to, and the node accounts for its workers itself.
         pass
+    else:
+        # Told to exit (an actor whose handles are all gone, or the node stopping): the actor's
+        # __del__ and the atexit hooks run, as when a Ray actor goes out of scope.
+        _run_exit_hooks()
     finally:
         _worker.flush()
+
+
+def _run_exit_hooks() -> None:
+    """Drop the actor (its ``__del__`` runs) and run ``atexit`` hooks; errors are printed."""
+    import atexit
+    import gc
+    import traceback
+
+    try:
+        _worker.actor = None
+        gc.collect()
+    except BaseException:  # noqa: BLE001 - a failing __del__ must not stop the exit
+        traceback.print_exc()
+    atexit._run_exitfuncs()
 
 
 def _serialize_returns(
