@@ -173,8 +173,9 @@ id16!(
     NodeId
 );
 
-/// The return index of an actor's handle object ([`ObjectId::for_actor`]).
-const ACTOR_HANDLE_INDEX: u32 = u32::MAX;
+/// The return index of an actor's handle object ([`ObjectId::for_actor`]);
+/// `u32::MAX` names a task's stored arguments (`wire::local::args_object_id`).
+const ACTOR_HANDLE_INDEX: u32 = u32::MAX - 1;
 
 /// An object: the task that makes it plus the return index (index 0 is a `put`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -212,9 +212,9 @@ impl Core {
             } else {
                 left.owned += 1;
             }
-            if left.sample.len() < 3 {
+            if left.sample.len() < 8 {
                 left.sample.push(format!(
-                    "{id} (refs {}, holds {}, escaped {}, for owner {}, lent {}, {:?})",
+                    "{id} (refs {}, holds {}, escaped {}, for owner {}, lent {}, {:?}; {})",
                     e.refs,
                     e.holds,
                     e.escaped,
@@ -223,7 +223,8 @@ impl Core {
                     match e.state {
                         crate::local::objects::ObjState::Pending => "pending",
                         crate::local::objects::ObjState::Ready(_) => "ready",
-                    }
+                    },
+                    self.holders_of(id)
                 ));
             }
         }
@@ -231,6 +232,29 @@ impl Core {
         left.lent = lent;
         left.borrowed_refs = lenders;
         left
+    }
+
+    /// What holds `id`: objects whose values contain it, tasks and kept
+    /// lineage that take it as an input.
+    fn holders_of(&self, id: &ObjectId) -> String {
+        let values: Vec<String> = self
+            .objects
+            .iter_entries()
+            .filter(|(_, e)| e.contains.contains(id))
+            .map(|(o, _)| o.to_string())
+            .collect();
+        let tasks: Vec<String> = self
+            .tasks
+            .entries()
+            .filter(|(_, t)| inputs(&t.spec).any(|i| i == *id))
+            .map(|(_, t)| format!("{} ({:?})", t.spec.name, t.state))
+            .collect();
+        let lineage = self
+            .cluster
+            .lineage_specs()
+            .filter(|s| inputs(s).any(|i| i == *id))
+            .count();
+        format!("in values {values:?}, inputs of tasks {tasks:?} and {lineage} lineage records")
     }
 
     /// Resources not held by running work, and the node's total.

@@ -6,7 +6,7 @@ queues a call (the node runs one call at a time, in submission order). Handles p
 and looked up by name with ``get_actor``.
 
 Actor lifetimes follow Ray's: every handle holds an ``ObjectRef`` to the actor's handle object
-(its id is the actor id followed by ``ff ff ff ff``). References to it are counted like any other
+(its id is the actor id followed by ``fe ff ff ff``). References to it are counted like any other
 ref, across processes and peers; once the last one is gone, the actor finishes its queued calls and
 its worker exits (running ``atexit`` hooks and ``__del__``). ``lifetime="detached"`` actors live
 until ``kill()``.
@@ -199,7 +199,7 @@ def lookup(name: str) -> ActorHandle | None:
 
 def handle_object_id(actor_id: bytes) -> bytes:
     """The id of the object every handle of ``actor_id`` holds a ref to."""
-    return actor_id + b"\xff\xff\xff\xff"
+    return actor_id + b"\xfe\xff\xff\xff"
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

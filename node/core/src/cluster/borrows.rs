@@ -139,26 +139,30 @@ impl Core {
 
     /// A message from `from` lent refs (lend number `n`): note the lender of
     /// each one owned by another node, with an entry to count it. Returns the
-    /// refs counted. A lend already answered for (repeated by a broken
-    /// stream) counts nothing: the lender forgot this node for it.
+    /// refs noted, to settle once the message is taken in. A lend already
+    /// answered for (repeated by a broken stream) registers no lender: the
+    /// lender forgot this node for it.
     pub(crate) fn take_lends(&mut self, from: PeerId, n: u64, ids: &[ObjectId]) -> Vec<ObjectId> {
         let b = &mut self.cluster.borrows;
         let seen = b.seen.entry(from).or_insert(0);
-        if n <= *seen {
-            return Vec::new();
-        }
-        *seen = n;
+        let stale = n <= *seen;
+        *seen = (*seen).max(n);
         let mut taken = Vec::new();
         for id in ids {
             if !self.is_foreign(id.owner()) || taken.contains(id) {
+                continue;
+            }
+            // The refs get entries either way (whatever the message brings
+            // holds them); those it does not are dropped when settled.
+            self.note_foreign(*id);
+            taken.push(*id);
+            if stale {
                 continue;
             }
             let lenders = self.cluster.borrows.lenders.entry(*id).or_default();
             if !lenders.contains(&from) {
                 lenders.push(from);
             }
-            self.note_foreign(*id);
-            taken.push(*id);
         }
         taken
     }
@@ -206,6 +210,16 @@ impl Core {
 
     /// Borrowed refs nothing here uses any more go back to their lenders.
     pub(crate) fn settle_borrows(&mut self, ids: &[ObjectId]) {
+        // An entry made for a ref nothing took over goes (and gives it back).
+        for id in ids {
+            self.maybe_free(id);
+        }
+        self.release_borrows(ids);
+    }
+
+    /// Borrowed refs nothing here uses go back to their lenders (their
+    /// entries, if any, stay: a copy kept for the owner, say).
+    pub(crate) fn release_borrows(&mut self, ids: &[ObjectId]) {
         let mut back: FxHashMap<PeerId, Vec<ObjectId>> = FxHashMap::default();
         for id in ids {
             if !self.cluster.borrows.is_borrowed(id) || self.uses_borrowed(id) {
@@ -377,7 +391,8 @@ impl Core {
     /// this node borrowed through it is borrowed from the owners instead.
     pub(super) fn borrows_peer_gone(&mut self, peer: PeerId) {
         let b = &mut self.cluster.borrows;
-        b.last_lend.remove(&peer);
+        // Lend numbers to it keep counting up (it may be back, the same run,
+        // with what it has seen); its own numbering restarts with a new run.
         b.seen.remove(&peer);
         let mut ended = Vec::new();
         b.lent.retain(|id, borrowers| {

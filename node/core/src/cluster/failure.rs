@@ -61,8 +61,16 @@ impl Core {
         let now = self.now;
         self.cluster.membership.gone(peer, now);
         self.placement_forget(peer);
-        self.waits
+        let unwanted = self
+            .waits
             .forget(|w| matches!(w.target, Target::Peer { peer: p, .. } if p == peer));
+        // Results made here for it have nobody to go to: they go once made.
+        for id in unwanted {
+            if let Some(e) = self.objects.get_mut(&id) {
+                e.had_handle = true;
+            }
+            self.maybe_free(&id);
+        }
         self.functions_awaited_from(peer, true);
         self.replace_tasks_sent_to(peer, why);
         self.recover_actors_on(peer, why);

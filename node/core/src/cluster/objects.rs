@@ -36,6 +36,12 @@ impl Core {
         let mut tasks: Vec<TaskId> = Vec::new();
         let mut set = Vec::new();
         for (id, value) in values {
+            // A result counts for its task even when it is not taken (a copy
+            // of it came first, or every ref to it was dropped and it is gone).
+            let tid = id.task();
+            if !tasks.contains(&tid) {
+                tasks.push(tid);
+            }
             let pending = self
                 .objects
                 .get(&id)
@@ -49,10 +55,6 @@ impl Core {
             }
             self.set_value(id, value);
             set.push(id);
-            let tid = id.task();
-            if !tasks.contains(&tid) {
-                tasks.push(tid);
-            }
         }
         for tid in tasks {
             let Some(t) = self.tasks.get(&tid) else {
@@ -208,6 +210,32 @@ impl Core {
                     self.arm_ask();
                 }
                 self.maybe_free(id);
+                if !kept {
+                    self.hand_over_value(id);
+                }
+            }
+        }
+    }
+
+    /// A value made here for its owner went to it, and refs to it are still
+    /// held here: the value is the owner's now (as in Ray, a small result
+    /// lives with its owner), so a `get` here asks the owner, and fails with
+    /// `OwnerDiedError` once the owner is gone.
+    fn hand_over_value(&mut self, id: &ObjectId) {
+        let Some(e) = self.objects.get_mut(id) else {
+            return;
+        };
+        let ObjState::Ready(value) = &e.state else {
+            return;
+        };
+        let stored = matches!(value, Value::Stored { .. });
+        e.state = ObjState::Pending;
+        e.unfetched = true;
+        if stored {
+            if let Some((path, _)) = self.objects.unspill(id) {
+                self.emit(crate::command::Command::DeleteSpillFile { path });
+            } else if let Err(err) = self.store.delete(id) {
+                tracing::warn!("handing object {id} to its owner: {err}");
             }
         }
     }

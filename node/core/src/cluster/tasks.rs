@@ -473,6 +473,19 @@ impl Core {
         if !kept.is_empty() {
             self.send_peer(peer, PeerMsg::CopiesKept { ids: kept });
         }
+        // Values asked of it whose answers may have been lost: ask again.
+        for id in self.objects.fetched_from(theirs) {
+            // (Results of a task run here are made here, not asked for.)
+            if !self.cluster.is_pulling(&id) && !self.tasks.contains(&id.task()) {
+                self.send_peer(
+                    peer,
+                    PeerMsg::Fetch {
+                        id,
+                        failed: Vec::new(),
+                    },
+                );
+            }
+        }
         let tasks = self.cluster.sent_to_peer(peer);
         if !tasks.is_empty() {
             self.send_peer(peer, PeerMsg::Which { tasks });

@@ -197,6 +197,18 @@ impl Objects {
             .collect()
     }
 
+    /// Objects of the owner with tag `owner` asked of it whose values have
+    /// not come (nor where they are).
+    pub(crate) fn fetched_from(&self, owner: crate::ids::OwnerTag) -> Vec<ObjectId> {
+        self.entries
+            .iter()
+            .filter(|(id, e)| {
+                id.owner() == owner && e.is_pending() && e.elsewhere.is_none() && !e.unfetched
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Copies kept for their owners on other peers.
     pub(crate) fn copies_kept(&self) -> Vec<ObjectId> {
         self.entries
@@ -342,8 +354,14 @@ impl Core {
         let Some(e) = self.objects.get(id) else {
             return;
         };
-        // A foreign ref never asked for has no value to wait for.
-        let ready = e.is_ready() || e.unfetched || e.is_elsewhere();
+        // A foreign ref never asked for has no value to wait for, nor has one
+        // asked for that nothing here waits for any more (its value may
+        // still come; it is dropped then).
+        let foreign_unwaited = self.is_foreign(id.owner())
+            && e.waiters.is_empty()
+            && e.dependents.is_empty()
+            && !self.tasks.contains(&id.task());
+        let ready = e.is_ready() || e.unfetched || e.is_elsewhere() || foreign_unwaited;
         let unused = e.refs == 0
             && e.had_handle
             && !e.escaped
@@ -356,7 +374,7 @@ impl Core {
         if !unused {
             // Kept (as a copy for its owner, say), but maybe no longer used as a borrowed ref.
             if self.cluster.is_borrowed(id) {
-                self.settle_borrows(&[*id]);
+                self.release_borrows(&[*id]);
             }
             return;
         }
@@ -370,7 +388,7 @@ impl Core {
                 e.cached = true;
                 self.objects.cached.push_back(*id);
             }
-            self.settle_borrows(&[*id]);
+            self.release_borrows(&[*id]);
             return;
         }
         let Some(e) = self.objects.remove(id) else {
@@ -394,7 +412,7 @@ impl Core {
         self.release_holds(&e.contains, None);
         self.release_lineage(id);
         if self.cluster.is_borrowed(id) {
-            self.settle_borrows(&[*id]);
+            self.release_borrows(&[*id]);
         }
         if let Some(aid) = id.actor()
             && !self.is_foreign(id.owner())

@@ -524,7 +524,16 @@ impl Core {
             (_, Outcome::Returns(values)) if values.len() == spec.num_returns as usize => {
                 let mut contained = contained.into_iter();
                 for (id, v) in spec.return_ids().zip(values) {
-                    self.attach_contained(id, contained.next().unwrap_or_default());
+                    let inside = contained.next().unwrap_or_default();
+                    if !self.objects.contains(&id) {
+                        // Freed already (every ref dropped; another run's value
+                        // came first): this value is not wanted.
+                        if let Value::Stored { .. } = v {
+                            self.abort_object(conn_holder(conn), id);
+                        }
+                        continue;
+                    }
+                    self.attach_contained(id, inside);
                     match v {
                         Value::Stored { .. } => self.seal_object(conn_holder(conn), id, Vec::new()),
                         v => self.object_ready(id, v),
@@ -616,7 +625,10 @@ impl Core {
         }
         self.finish_task(tid);
         for id in spec.return_ids() {
-            self.object_ready(id, Value::Error(err.clone()));
+            // A result freed already (every ref to it was dropped) stays freed.
+            if self.objects.contains(&id) {
+                self.object_ready(id, Value::Error(err.clone()));
+            }
         }
         if let Some(aid) = actor {
             // Calls queued behind this one may go now.

@@ -70,8 +70,17 @@ impl Waits {
     }
 
     /// Drop the waits whose answers would go to `target`s matching `gone`.
-    pub(crate) fn forget(&mut self, gone: impl Fn(&PendingWait) -> bool) {
-        self.pending.retain(|_, w| !gone(w));
+    /// Drop the waits `gone` picks; returns the ids they waited for.
+    pub(crate) fn forget(&mut self, gone: impl Fn(&PendingWait) -> bool) -> Vec<ObjectId> {
+        let mut ids = Vec::new();
+        self.pending.retain(|_, w| {
+            let g = gone(w);
+            if g {
+                ids.extend_from_slice(&w.ids);
+            }
+            !g
+        });
+        ids
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &PendingWait> {

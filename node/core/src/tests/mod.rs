@@ -419,6 +419,7 @@ fn is_ready(st: &Core, id: &ObjectId) -> bool {
 }
 
 mod actors;
+mod borrows;
 mod object_plane;
 mod objects;
 mod placement;
