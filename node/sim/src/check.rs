@@ -47,8 +47,9 @@ pub fn results(driver: &Driver, faulty: bool, disturbed: &FxHashSet<ActorId>) ->
     let mut uncertain: Vec<bool> = (0..script.expect.len()).map(disturbed_call).collect();
     for (_, step) in &script.steps {
         if let Step::Submit { r, task } = step {
-            cancelled[*r] |= task.deps.iter().any(|d| cancelled[*d]);
-            uncertain[*r] |= task.deps.iter().any(|d| uncertain[*d]);
+            let inputs = || task.deps.iter().chain(&task.nested);
+            cancelled[*r] |= inputs().any(|d| cancelled[*d]);
+            uncertain[*r] |= inputs().any(|d| uncertain[*d]);
         }
     }
     let mut out = Vec::new();

@@ -119,12 +119,25 @@ pub enum Op {
     Nested,
     /// Raises.
     Fail,
+    /// Holds refs nested in its arguments (after `args[0]` and their count
+    /// `args[1]` come their ids, 20 bytes each): reads the values of those
+    /// that are objects, returns `args[0]` plus the digests of its arguments
+    /// and of those values, and its result holds the nested refs (as a
+    /// Python task returning them inside a list would).
+    Relay,
     /// The actor class: a counter starting at `args[0]`.
     Counter,
 }
 
 impl Op {
-    pub const TASKS: [Op; 5] = [Op::Add, Op::Make, Op::Digest, Op::Nested, Op::Fail];
+    pub const TASKS: [Op; 6] = [
+        Op::Add,
+        Op::Make,
+        Op::Digest,
+        Op::Nested,
+        Op::Fail,
+        Op::Relay,
+    ];
 
     /// The function blob that names the op.
     pub fn blob(self) -> &'static [u8] {
@@ -134,6 +147,7 @@ impl Op {
             Op::Digest => b"op:digest",
             Op::Nested => b"op:nested",
             Op::Fail => b"op:fail",
+            Op::Relay => b"op:relay",
             Op::Counter => b"class:counter",
         }
     }
@@ -152,6 +166,7 @@ impl Op {
             Op::Digest => "digest",
             Op::Nested => "nested",
             Op::Fail => "fail",
+            Op::Relay => "relay",
             Op::Counter => "Counter",
         }
     }
@@ -173,6 +188,8 @@ impl Op {
                 Ok(Val::Int(children.wrapping_add(digests)))
             }
             Op::Fail => Err("the task raised on purpose".into()),
+            // `deps` here are its arguments and then its nested values.
+            Op::Relay => Ok(Val::Int(arg(0).wrapping_add(digests))),
             Op::Counter => Ok(Val::Int(arg(0))),
         }
     }
@@ -220,6 +237,10 @@ pub struct TaskPlan {
     pub args: Vec<i64>,
     /// Earlier refs (indices into the script's refs) it takes as arguments.
     pub deps: Vec<usize>,
+    /// Earlier refs nested in its arguments (`Relay`), and actors whose
+    /// handles are nested there.
+    pub nested: Vec<usize>,
+    pub nested_actors: Vec<usize>,
     /// Pad the arguments to this many bytes (large ones go through the store).
     pub pad_args: usize,
     pub resources: Vec<(String, f64)>,
@@ -244,6 +265,9 @@ pub enum Step {
     Call { r: usize, a: usize, by: i64 },
     /// Drop the driver's handle of ref `r` (it is never read).
     Drop { r: usize },
+    /// Drop the driver's handle of actor `a` (it is never called again): it
+    /// ends once its calls are done and no task or value holds a handle.
+    DropActor { a: usize },
     /// Cancel the task that makes ref `r` (`force`: kill its worker).
     Cancel { r: usize, force: bool },
     /// `kill(actor)`: it restarts (fresh) while `max_restarts` allows,
@@ -263,6 +287,8 @@ pub struct Script {
     pub actors: usize,
     /// Actors the script kills (their counts are not certain from then on).
     pub killed: Vec<bool>,
+    /// Actors whose handle the driver dropped.
+    pub dropped_actors: Vec<bool>,
 }
 
 /// Sizes of large values: over a message (pulled across peers), some over a chunk.
@@ -289,6 +315,7 @@ impl Script {
             call_actor: Vec::new(),
             actors: 0,
             killed: Vec::new(),
+            dropped_actors: Vec::new(),
         };
         let mut counters: Vec<i64> = Vec::new();
         // Each actor's restarts left, and whether it is dead for good.
@@ -315,17 +342,30 @@ impl Script {
                 live.push(r);
                 Step::Put { r, val }
             } else if roll < 70 {
-                let op = match rng.random_range(0..20) {
+                let op = match rng.random_range(0..23) {
                     0..=7 => Op::Add,
                     8..=10 => Op::Make,
                     11..=15 => Op::Digest,
                     16..=18 => Op::Nested,
+                    19..=21 => Op::Relay,
                     _ => Op::Fail,
                 };
                 let ndeps = rng.random_range(0..=3.min(live.len()));
                 let deps: Vec<usize> = (0..ndeps)
                     .map(|_| live[rng.random_range(0..live.len())])
                     .collect();
+                let (nested, nested_actors) = if op == Op::Relay {
+                    let n = rng.random_range(1..=3.min(live.len()));
+                    let nested: Vec<usize> = (0..n)
+                        .map(|_| live[rng.random_range(0..live.len())])
+                        .collect();
+                    let held: Vec<usize> = (0..s.actors)
+                        .filter(|a| !s.dropped_actors[*a] && rng.random_bool(0.3))
+                        .collect();
+                    (nested, held)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
                 let args = match op {
                     Op::Make => vec![
                         LARGE[rng.random_range(0..LARGE.len())] as i64,
@@ -335,20 +375,24 @@ impl Script {
                     _ => vec![rng.random_range(-100..100)],
                 };
                 let mut resources = vec![("CPU".to_string(), 1.0)];
-                if any_gpu && rng.random_bool(0.2) {
+                // (Not a `Relay`: it blocks in `get`, which gives back only its CPU,
+                // so holding the one GPU it may wait for a task that needs that GPU.)
+                if any_gpu && op != Op::Relay && rng.random_bool(0.2) {
                     resources.push(("GPU".into(), 1.0));
                 }
                 let task = TaskPlan {
                     op,
                     args: args.clone(),
                     deps: deps.clone(),
+                    nested: nested.clone(),
+                    nested_actors,
                     pad_args: if rng.random_bool(0.05) { 150_000 } else { 0 },
                     resources,
                     max_retries: if rng.random_bool(0.1) { 0 } else { 3 },
                 };
                 let mut inputs = Vec::new();
                 let mut input_errors: Vec<ErrorKind> = Vec::new();
-                for d in &deps {
+                for d in deps.iter().chain(&nested) {
                     match &values[*d] {
                         Ok(v) => inputs.push(*v),
                         Err(kinds) => input_errors.extend(kinds),
@@ -379,6 +423,7 @@ impl Script {
                 restarts.push(max_restarts);
                 dead.push(false);
                 s.killed.push(false);
+                s.dropped_actors.push(false);
                 // Actors hold nothing while they live (Ray's default: placement
                 // looks for a free CPU), so tasks never wait for them to end.
                 let resources = Vec::new();
@@ -388,8 +433,14 @@ impl Script {
                     resources,
                     max_restarts,
                 }
-            } else if roll < 89 && s.actors > 0 {
-                let a = rng.random_range(0..s.actors);
+            } else if roll < 89 && (0..s.actors).any(|a| !s.dropped_actors[a]) {
+                let held: Vec<usize> = (0..s.actors).filter(|a| !s.dropped_actors[*a]).collect();
+                let a = held[rng.random_range(0..held.len())];
+                if rng.random_bool(0.05) {
+                    s.dropped_actors[a] = true;
+                    s.steps.push((t, Step::DropActor { a }));
+                    continue;
+                }
                 let by = rng.random_range(1..10);
                 counters[a] += by;
                 let r = if dead[a] {
@@ -404,8 +455,9 @@ impl Script {
                 };
                 live.push(r);
                 Step::Call { r, a, by }
-            } else if roll < 90 && s.actors > 0 {
-                let a = rng.random_range(0..s.actors);
+            } else if roll < 90 && (0..s.actors).any(|a| !s.dropped_actors[a]) {
+                let held: Vec<usize> = (0..s.actors).filter(|a| !s.dropped_actors[*a]).collect();
+                let a = held[rng.random_range(0..held.len())];
                 let no_restart = rng.random_bool(0.5);
                 s.killed[a] = true;
                 if no_restart || restarts[a] == 0 {

@@ -65,6 +65,23 @@ const REGRESSIONS: &[(u64, usize, &str)] = &[
     // good, and tasks that need one (rightly) waited forever.
     (66243, 60, "the last node with a resource must come back"),
     (72160, 60, "the last node with a resource must come back"),
+    // Found once refs were counted across peers (issue 15), with refs nested
+    // in arguments and results (`relay`) and actor handles dropped.
+    // A lender that had taken a borrower for gone numbered its lends from 1
+    // again; the borrower took them for repeats and its task's input was freed.
+    (870, 60, "lend numbers only grow"),
+    // A value asked of its owner was lost with a link: asked again after the reset.
+    (1404, 60, "a fetch lost with a link is asked again"),
+    // A task placed again after its result had come back (and been freed)
+    // ran again every 2 s for ever: a result counts for its task, taken or not.
+    (2941, 60, "a result counts for its task even when not taken"),
+    // A failed task's error value brought back a result entry freed already.
+    (3722, 60, "a failed task does not bring back a freed result"),
+    // A lend repeated by a broken stream left entries behind.
+    (4491, 60, "a repeated lend leaves nothing behind"),
+    // The simulator's own bug: a `relay` holding the one GPU waited in `get`
+    // for a task that needed that GPU (a deadlock in Ray as well).
+    (2345, 60, "a task that blocks in get holds no GPU"),
 ];
 
 #[test]

@@ -45,6 +45,8 @@ pub struct Driver {
     /// Each ref's answer, once it came.
     pub results: Vec<Option<Result<Val, ErrorInfo>>>,
     pub dropped: Vec<bool>,
+    /// Actors whose handle it dropped.
+    dropped_actors: Vec<bool>,
     pub cancelled: Vec<bool>,
     /// The steps are done and every live ref was asked for.
     pub collecting: bool,
@@ -71,6 +73,7 @@ impl Driver {
             next_req: 1,
             results: vec![None; refs],
             dropped: vec![false; refs],
+            dropped_actors: vec![false; actors],
             cancelled: vec![false; refs],
             collecting: false,
             done: false,
@@ -191,6 +194,28 @@ impl Driver {
                 let tid = task_id(self.owner, ctx.rng);
                 let deps: Vec<ObjectId> = task.deps.iter().filter_map(|d| self.ids[*d]).collect();
                 let mut args = encode_args(&task.args);
+                // Refs and actor handles nested in the arguments: their ids
+                // follow the integers, and the task holds them.
+                let contained: Vec<ObjectId> = task
+                    .nested
+                    .iter()
+                    .filter_map(|d| self.ids[*d])
+                    .chain(
+                        task.nested_actors
+                            .iter()
+                            .filter_map(|a| self.actors[*a])
+                            .map(ObjectId::for_actor),
+                    )
+                    .collect();
+                if task.op == Op::Relay {
+                    args = encode_args(&[
+                        task.args.first().copied().unwrap_or(0),
+                        contained.len() as i64,
+                    ]);
+                    for c in &contained {
+                        args.extend_from_slice(&c.0);
+                    }
+                }
                 if args.len() < task.pad_args {
                     args.resize(task.pad_args, 0);
                 }
@@ -203,7 +228,7 @@ impl Driver {
                     name: task.op.name().into(),
                     args: Value::Inline(ByteBuf::new()),
                     deps,
-                    contained: Vec::new(),
+                    contained,
                     num_returns: 1,
                     resources: task.resources.clone(),
                     max_retries: task.max_retries,
@@ -307,6 +332,14 @@ impl Driver {
                 if let Some(id) = self.ids[r] {
                     self.dropped[r] = true;
                     ctx.out.push(ClientMsg::DecRefs { ids: vec![id] });
+                }
+            }
+            Step::DropActor { a } => {
+                if let Some(actor) = self.actors[a] {
+                    self.dropped_actors[a] = true;
+                    ctx.out.push(ClientMsg::DecRefs {
+                        ids: vec![ObjectId::for_actor(actor)],
+                    });
                 }
             }
             Step::Cancel { r, force } => {

@@ -24,11 +24,14 @@ enum Phase {
     /// Computing; done at the wake-up (with the task's decoded arguments).
     Computing(Result<Val, ErrorInfo>, Vec<i64>),
     /// A nested task waiting for its children (`Get` request `req`);
-    /// `digests`: its arguments' part of the result.
+    /// `digests`: its arguments' part of the result. A `Relay` waits for its
+    /// nested refs' values the same way; `held`: the refs it holds (the
+    /// nested ones, actor handles too), which its result keeps.
     Children {
         req: u64,
         ids: Vec<ObjectId>,
         digests: i64,
+        held: Vec<ObjectId>,
     },
     /// Writing a large result: waiting for `Create` request `req`.
     Creating { req: u64, blob: Vec<u8> },
@@ -47,6 +50,8 @@ pub struct Worker {
     pub actor: Option<(ActorId, i64)>,
     next_req: u64,
     registered_add: bool,
+    /// The refs nested in the running `Relay`'s arguments.
+    nested: Vec<ObjectId>,
 }
 
 impl Worker {
@@ -61,6 +66,7 @@ impl Worker {
             actor: None,
             next_req: 1,
             registered_add: false,
+            nested: Vec::new(),
         }
     }
 
@@ -98,6 +104,9 @@ impl Worker {
         match (exec.kind, result) {
             (TaskKind::Normal, Ok(Val::Int(digests))) if self.op(&exec) == Some(Op::Nested) => {
                 self.submit_children(exec, &args, digests, ctx)
+            }
+            (TaskKind::Normal, Ok(Val::Int(digests))) if self.op(&exec) == Some(Op::Relay) => {
+                self.read_nested(exec, digests, ctx)
             }
             (_, Ok(v)) => self.finish(exec, Ok(v), ctx),
             (_, Err(e)) => self.finish(exec, Err(e), ctx),
@@ -181,6 +190,11 @@ impl Worker {
                 if op == Op::Nested {
                     // The arguments' part; the children's comes later.
                     Val::Int(deps.iter().map(Val::digest).sum())
+                } else if op == Op::Relay {
+                    self.nested = nested_ids(&args_bytes);
+                    // The arguments' part; the nested values' comes later.
+                    let own: i64 = deps.iter().map(Val::digest).fold(0, i64::wrapping_add);
+                    Val::Int(own.wrapping_add(args.first().copied().unwrap_or(0)))
                 } else {
                     op.apply(&args, &deps)
                         .map_err(|m| ErrorInfo::new(ErrorKind::Task, m))?
@@ -232,7 +246,44 @@ impl Worker {
             ids: ids.clone(),
             timeout_ms: None,
         });
-        self.running = Some((exec, Phase::Children { req, ids, digests }));
+        let held = ids.clone();
+        self.running = Some((
+            exec,
+            Phase::Children {
+                req,
+                ids,
+                digests,
+                held,
+            },
+        ));
+    }
+
+    /// A `Relay`: take handles of the refs nested in its arguments (as
+    /// unpickling them would), and read the values of those that are objects.
+    fn read_nested(&mut self, exec: Execution, digests: i64, ctx: &mut Ctx<'_>) {
+        let held = std::mem::take(&mut self.nested);
+        let ids: Vec<ObjectId> = held
+            .iter()
+            .filter(|id| id.actor().is_none())
+            .copied()
+            .collect();
+        ctx.out.push(ClientMsg::AddRefs { ids: held.clone() });
+        let req = self.next_req;
+        self.next_req += 1;
+        ctx.out.push(ClientMsg::Get {
+            req,
+            ids: ids.clone(),
+            timeout_ms: None,
+        });
+        self.running = Some((
+            exec,
+            Phase::Children {
+                req,
+                ids,
+                digests,
+                held,
+            },
+        ));
     }
 
     fn children_done(&mut self, req: u64, values: Option<Vec<Value>>, ctx: &mut Ctx<'_>) {
@@ -243,6 +294,7 @@ impl Worker {
             req: want,
             ids,
             digests,
+            held,
         } = phase
         else {
             self.running = Some((exec, phase));
@@ -255,6 +307,7 @@ impl Worker {
                     req: want,
                     ids,
                     digests,
+                    held,
                 },
             ));
             return;
@@ -269,17 +322,33 @@ impl Worker {
                 }
             }
         }
-        // The children's handles go with the task.
-        ctx.out.push(ClientMsg::DecRefs { ids });
         let result = match failed {
             Some(e) => Err(e),
             None => Ok(Val::Int(sum)),
         };
-        self.finish(exec, result, ctx);
+        if self.op(&exec) == Some(Op::Relay) && result.is_ok() {
+            // Its result holds the nested refs; its own handles go once it is reported.
+            self.finish_holding(exec, result, held.clone(), ctx);
+        } else {
+            self.finish(exec, result, ctx);
+        }
+        // The handles go with the task.
+        ctx.out.push(ClientMsg::DecRefs { ids: held });
     }
 
     /// Report a task's outcome (a large value goes into the store first).
     fn finish(&mut self, exec: Execution, result: Result<Val, ErrorInfo>, ctx: &mut Ctx<'_>) {
+        self.finish_holding(exec, result, Vec::new(), ctx);
+    }
+
+    /// Report a task's outcome whose value holds the refs `contained`.
+    fn finish_holding(
+        &mut self,
+        exec: Execution,
+        result: Result<Val, ErrorInfo>,
+        contained: Vec<ObjectId>,
+        ctx: &mut Ctx<'_>,
+    ) {
         let outcome = match result {
             Err(e) => Outcome::Failed(e),
             Ok(_) if exec.num_returns == 0 => Outcome::Returns(Vec::new()),
@@ -299,7 +368,11 @@ impl Worker {
                 Outcome::Returns(vec![Value::Inline(ByteBuf::from(blob))])
             }
         };
-        self.report(exec, outcome, ctx);
+        let contained = match &outcome {
+            Outcome::Returns(v) if !v.is_empty() => vec![contained],
+            _ => Vec::new(),
+        };
+        self.report(exec, outcome, contained, ctx);
     }
 
     fn created(&mut self, req: u64, result: Result<Reserved, ErrorInfo>, ctx: &mut Ctx<'_>) {
@@ -323,16 +396,37 @@ impl Worker {
             }
             Err(e) => Outcome::Failed(e),
         };
-        self.report(exec, outcome, ctx);
+        self.report(exec, outcome, Vec::new(), ctx);
     }
 
-    fn report(&mut self, exec: Execution, outcome: Outcome, ctx: &mut Ctx<'_>) {
+    fn report(
+        &mut self,
+        exec: Execution,
+        outcome: Outcome,
+        contained: Vec<Vec<ObjectId>>,
+        ctx: &mut Ctx<'_>,
+    ) {
         ctx.out.push(ClientMsg::TaskDone {
             task: exec.task,
             outcome,
             run_us: 1000,
-            contained: Vec::new(),
+            contained,
         });
         self.start_next(ctx);
     }
+}
+
+/// The ids a `Relay`'s arguments carry after its two integers.
+fn nested_ids(args: &[u8]) -> Vec<ObjectId> {
+    let n = decode_args(args.get(8..16).unwrap_or_default())
+        .first()
+        .copied()
+        .unwrap_or(0)
+        .max(0) as usize;
+    args.get(16..)
+        .unwrap_or_default()
+        .chunks_exact(20)
+        .take(n)
+        .filter_map(ObjectId::from_slice)
+        .collect()
 }
