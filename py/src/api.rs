@@ -192,6 +192,10 @@ pub fn init_embedded<'py>(
 /// Connect to a node's socket and map its store.
 pub fn connect_runtime(socket: &std::path::Path, role: Role) -> Result<Runtime, NodeError> {
     let client = Arc::new(Client::connect(socket, role)?);
+    if role == Role::Driver {
+        // Refs a driver drops free their objects even while it waits on something else.
+        client.flush_in_background(std::time::Duration::from_millis(100));
+    }
     let w = client.welcome().clone();
     let arena = Arena::open(std::path::Path::new(&w.arena_path))?;
     let (num_cpus, resources) = match role {

@@ -2,7 +2,8 @@
 //! attached to a `peer up` daemon.
 //!
 //! - any thread may send; small bookkeeping messages (handle counts, pin
-//!   releases) are batched and go out with the next real message;
+//!   releases) are batched and go out with the next real message (a
+//!   driver's also every 100 ms: [`Client::flush_in_background`]);
 //! - replies are matched to requests by number; whichever thread needs a
 //!   message reads for everyone (leader/follower), so a worker needs no extra
 //!   thread and a multi-threaded driver no lock held across a wait.
@@ -11,6 +12,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind as IoKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -237,6 +239,36 @@ impl Client {
             if let Err(e) = stream.write_all(buf) {
                 tracing::debug!("flushing bookkeeping to the node: {e}");
             }
+        }
+    }
+
+    /// Send batched bookkeeping at least every `every` from a thread of its
+    /// own, so a driver that drops refs and then waits (on input, a sleep,
+    /// anything but the node) frees their objects: drivers call this, workers
+    /// need not (they report a task soon after). The thread ends with the client.
+    pub fn flush_in_background(self: &Arc<Self>, every: Duration) {
+        let client = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("peer-flush".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let Some(c) = client.upgrade() else {
+                        return;
+                    };
+                    if c.inbox.lock().closed.is_some() {
+                        return;
+                    }
+                    if c.writer.lock().lazy.len() > 0
+                        && let Err(e) = c.flush()
+                    {
+                        tracing::debug!("flushing bookkeeping to the node: {e}");
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no thread to send dropped refs in the background: {e}");
         }
     }
 
