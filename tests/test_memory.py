@@ -4,14 +4,15 @@ their last handle is gone (Ray's actor lifetimes).
 Every test starts real ``peer up`` daemons on loopback (see ``peers.py``); drivers run as
 separate processes attached to one of them. Store figures come from ``peer status``.
 
-A driver sends the drops of its refs to its node batched with its next message; the drivers
-here make one call before they wait, so the node hears of every drop.
+The drivers here drop their refs and then wait on their input: the node must hear of the drops
+all the same (a driver sends them within 100 ms).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -23,6 +24,22 @@ SPECS = [
     ("p1", ["--num-cpus", "2", "--resource", "p1=10"]),
     ("p2", ["--num-cpus", "2", "--resource", "p2=10"]),
 ]
+
+
+def ended(driver: subprocess.Popen[str]) -> None:
+    """Wait for a driver to exit; it must succeed."""
+    _, err = driver.communicate(timeout=30)
+    assert driver.returncode == 0, err
+
+
+def stop(driver: subprocess.Popen[str]) -> None:
+    """Kill a driver still running, and close its pipes."""
+    if driver.poll() is None:
+        driver.kill()
+    for pipe in (driver.stdin, driver.stdout, driver.stderr):
+        if pipe is not None:
+            pipe.close()
+    driver.wait(timeout=30)
 
 
 def kept(d: Daemon) -> tuple[int, int]:
@@ -67,8 +84,6 @@ for r in range(ROUNDS):
     back = ray.get(relay_on_p2.remote([a, b]))
     assert ray.get(total_on_p1.remote(back)) == r % 200 + 7
     del a, b, back
-    if (r + 1) % 50 == 0:
-        ray.available_resources()  # sends the batched ref drops (see the module doc)
     if (r + 1) % 50 == 0 and r + 1 < ROUNDS:
         print(json.dumps({"round": r + 1}), flush=True)
         assert sys.stdin.readline().strip() == "go on"
@@ -84,10 +99,10 @@ def test_a_soak_of_200_rounds_across_three_peers_leaves_every_store_idle(launche
     driver = start_driver(p0, "import sys\nROUNDS = 200\n" + SOAK)
     peak = {d.name: 0 for d in peers}
     checks = []
-    stop = threading.Event()
+    halt = threading.Event()
 
     def sample_peak() -> None:
-        while not stop.wait(0.1):
+        while not halt.wait(0.1):
             for d in peers:
                 peak[d.name] = max(peak[d.name], d.status()["store"]["objects"])
 
@@ -109,12 +124,11 @@ def test_a_soak_of_200_rounds_across_three_peers_leaves_every_store_idle(launche
             driver.stdin.flush()
             if done == 200:
                 break
-        assert driver.wait(timeout=30) == 0
+        ended(driver)
     finally:
-        stop.set()
+        halt.set()
         sampler.join(timeout=5)
-        if driver.poll() is None:
-            driver.kill()
+        stop(driver)
     final = {d.name: d.status() for d in peers}
     print(f"soak: idle {idle}, peak store objects {peak}, checks (round, s to settle, (store, table)) {checks}")
     for name, st in final.items():
@@ -165,10 +179,9 @@ sys.stdin.readline()
         print(f"freed {took:.2f} s after the actor dropped it")
         driver.stdin.write("\n")
         driver.stdin.flush()
-        assert driver.wait(timeout=30) == 0
+        ended(driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
+        stop(driver)
     assert p1.status()["objects"]["borrowed"] == 0
 
 
@@ -190,7 +203,6 @@ k = Keeper.remote()
 ref = ray.put(np.ones(10_000_000, dtype=np.uint8))
 kept = ray.get(k.keep.remote([ref]))
 del ref
-ray.available_resources()  # sends the batched ref drops (see the module doc)
 print(json.dumps({"kept": kept}), flush=True)
 sys.stdin.readline()
 """,
@@ -207,10 +219,9 @@ sys.stdin.readline()
         assert driver.stdin is not None
         driver.stdin.write("\n")
         driver.stdin.flush()
-        assert driver.wait(timeout=30) == 0
+        ended(driver)
     finally:
-        if driver.poll() is None:
-            driver.kill()
+        stop(driver)
 
 
 def pid_gone(pid: int) -> bool:
@@ -277,10 +288,9 @@ sys.stdin.readline()
             print(f"actor {where}: exited {took:.2f} s after del; {took2:.2f} s after its last handle (in a task) went")
             driver.stdin.write("\n")
             driver.stdin.flush()
-            assert driver.wait(timeout=30) == 0
+            ended(driver)
         finally:
-            if driver.poll() is None:
-                driver.kill()
+            stop(driver)
 
 
 def test_a_detached_named_actor_outlives_its_creator_and_answers_a_driver_on_another_peer(
