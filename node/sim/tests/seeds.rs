@@ -77,6 +77,9 @@ const REGRESSIONS: &[(u64, usize, &str)] = &[
     (2941, 60, "a result counts for its task even when not taken"),
     // A failed task's error value brought back a result entry freed already.
     (3722, 60, "a failed task does not bring back a freed result"),
+    // A small result handed over to its owner while a `get` here had counted
+    // it ready already: the get read it as freed (found by a 10,000-seed run).
+    (3526, 60, "a value a wait counted stays for it"),
     // A lend repeated by a broken stream left entries behind.
     (4491, 60, "a repeated lend leaves nothing behind"),
     // The simulator's own bug: a `relay` holding the one GPU waited in `get`

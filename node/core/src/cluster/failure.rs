@@ -13,8 +13,8 @@
 //!   rebuilt from its lineage (the spec of the task that made it, kept while
 //!   the object lives; its inputs stay held for that), recursively, up to the
 //!   task's `max_retries`; without lineage or retries it becomes
-//!   `ObjectLostError`. Refs owned by the dead peer that have no value here
-//!   become `OwnerDiedError`.
+//!   `ObjectLostError`. Refs owned by the dead peer become `OwnerDiedError`,
+//!   and values of its objects kept here go (as Ray frees a dead owner's objects).
 
 use std::sync::Arc;
 
@@ -163,7 +163,7 @@ impl Core {
     }
 
     /// Copies on `peer` are gone: objects left with none are rebuilt or fail;
-    /// refs it owned with no value here fail with `OwnerDiedError`.
+    /// refs it owned fail with `OwnerDiedError`.
     fn forget_copies_on(&mut self, peer: PeerId, why: &str) {
         let dead_owner = OwnerTag::of_peer(&peer);
         let mut lost = Vec::new();
@@ -177,11 +177,14 @@ impl Core {
                     lost.push(*id);
                 }
             }
-            if id.owner() == dead_owner && matches!(e.state, ObjState::Pending) {
+            // Its refs fail, with a value here or not (Ray frees an owner's
+            // objects when it dies), but for errors they hold already.
+            if id.owner() == dead_owner && !matches!(e.state, ObjState::Ready(Value::Error(_))) {
                 orphaned.push(*id);
             }
         }
         for id in orphaned {
+            self.drop_value(&id);
             let err = ErrorInfo::new(
                 ErrorKind::OwnerDied,
                 format!(
@@ -254,6 +257,27 @@ impl Core {
                     ),
                 );
                 self.set_error(id, err);
+            }
+        }
+    }
+
+    /// Forget the value of `id` here (its store entry or spill file goes).
+    fn drop_value(&mut self, id: &ObjectId) {
+        let Some(e) = self.objects.get_mut(id) else {
+            return;
+        };
+        let ObjState::Ready(value) = &e.state else {
+            return;
+        };
+        let stored = matches!(value, Value::Stored { .. });
+        e.state = ObjState::Pending;
+        e.cached = false;
+        e.held_for_owner = false;
+        if stored {
+            if let Some((path, _)) = self.objects.unspill(id) {
+                self.emit(crate::command::Command::DeleteSpillFile { path });
+            } else if let Err(err) = self.store.delete(id) {
+                tracing::warn!("dropping the value of object {id}: {err}");
             }
         }
     }

@@ -217,26 +217,24 @@ impl Core {
         }
     }
 
-    /// A value made here for its owner went to it, and refs to it are still
-    /// held here: the value is the owner's now (as in Ray, a small result
-    /// lives with its owner), so a `get` here asks the owner, and fails with
-    /// `OwnerDiedError` once the owner is gone.
+    /// A small value made here for its owner went to it, and refs to it are
+    /// still held here: the value is the owner's now (as in Ray, a small
+    /// result lives with its owner), so a later `get` here asks the owner,
+    /// and fails with `OwnerDiedError` once the owner is gone. A wait here
+    /// that counted the value already keeps it.
     fn hand_over_value(&mut self, id: &ObjectId) {
-        let Some(e) = self.objects.get_mut(id) else {
+        let Some(e) = self.objects.get(id) else {
             return;
         };
-        let ObjState::Ready(value) = &e.state else {
+        if !matches!(e.state, ObjState::Ready(Value::Inline(_))) {
             return;
-        };
-        let stored = matches!(value, Value::Stored { .. });
-        e.state = ObjState::Pending;
-        e.unfetched = true;
-        if stored {
-            if let Some((path, _)) = self.objects.unspill(id) {
-                self.emit(crate::command::Command::DeleteSpillFile { path });
-            } else if let Err(err) = self.store.delete(id) {
-                tracing::warn!("handing object {id} to its owner: {err}");
-            }
+        }
+        if self.waits.values().any(|w| w.ids.contains(id)) {
+            return;
+        }
+        if let Some(e) = self.objects.get_mut(id) {
+            e.state = ObjState::Pending;
+            e.unfetched = true;
         }
     }
 
