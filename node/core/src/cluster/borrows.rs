@@ -28,6 +28,7 @@ use rustc_hash::FxHashMap;
 
 use crate::core::Core;
 use crate::ids::{ObjectId, OwnerTag, PeerId};
+use crate::wire::local::TaskSpec;
 use crate::wire::peer::PeerMsg;
 
 /// How often a lender asks its borrowers what they still hold.
@@ -94,11 +95,7 @@ pub(crate) fn lends_of(msg: &PeerMsg) -> Option<(u64, Vec<ObjectId>)> {
             deps_contain,
             lend,
             ..
-        } => {
-            let mut ids: Vec<ObjectId> = spec.deps.iter().chain(&spec.contained).copied().collect();
-            ids.extend(deps_contain.iter().flatten());
-            Some((*lend, ids))
-        }
+        } => Some((*lend, task_lends(spec, deps_contain))),
         PeerMsg::Objects { contains, lend, .. } => Some((
             *lend,
             contains.iter().flat_map(|(_, c)| c).copied().collect(),
@@ -106,6 +103,17 @@ pub(crate) fn lends_of(msg: &PeerMsg) -> Option<(u64, Vec<ObjectId>)> {
         PeerMsg::NameFound { lend, lent, .. } => Some((*lend, lent.clone())),
         _ => None,
     }
+}
+
+/// The refs a task message lends: its arguments, the refs nested in them,
+/// and the refs nested in the arguments' values.
+pub(crate) fn task_lends(spec: &TaskSpec, deps_contain: &[Vec<ObjectId>]) -> Vec<ObjectId> {
+    spec.deps
+        .iter()
+        .chain(&spec.contained)
+        .chain(deps_contain.iter().flatten())
+        .copied()
+        .collect()
 }
 
 impl Core {

@@ -327,13 +327,7 @@ impl Core {
             lend,
         } = msg
         {
-            let lent: Vec<ObjectId> = spec
-                .deps
-                .iter()
-                .chain(&spec.contained)
-                .chain(deps_contain.iter().flatten())
-                .copied()
-                .collect();
+            let lent = borrows::task_lends(&spec, &deps_contain);
             let args = tasks::Arrival {
                 deps,
                 deps_contain,

@@ -200,13 +200,7 @@ impl Core {
         };
         let hops = guest.map_or(1, |g| g.hops.saturating_add(1));
         // The peer borrows these refs (and may pass them on) until it says it is done.
-        let lent: Vec<ObjectId> = spec
-            .deps
-            .iter()
-            .chain(&spec.contained)
-            .chain(deps_contain.iter().flatten())
-            .copied()
-            .collect();
+        let lent = super::borrows::task_lends(&spec, &deps_contain);
         let lend = self.lend(peer, &lent);
         self.send_peer(
             peer,
