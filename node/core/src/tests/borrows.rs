@@ -233,3 +233,66 @@ fn a_detached_actor_outlives_its_handles() {
     );
     assert!(h.st.actors.is_named("keeper"));
 }
+
+/// A guest task run here for `owner` whose small result a driver here also
+/// borrows (it came back nested in another result): the value is the owner's,
+/// so once the owner is gone the get fails, whichever came first.
+fn small_result_for_a_peer_then_owner_dies(result_first: bool) {
+    let mut h = Harness::new(1.0);
+    h.join();
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let [(_, w)] = h.pool()[..] else {
+        unreachable!()
+    };
+    let owner = peer();
+    h.st.cluster.learn_peer(owner);
+    let mut spec = task(f, vec![]);
+    spec.task = TaskId::owned_by(OwnerTag::of_peer(&owner));
+    let inner = ret(&spec);
+    h.st.handle_peer(
+        owner,
+        PeerMsg::Task {
+            spec: Box::new(spec.clone()),
+            deps: vec![],
+            deps_contain: vec![],
+            owner: ByteBuf::from(owner.as_bytes().to_vec()),
+            hops: 1,
+            expect_queue: 0,
+            lend: 1,
+        },
+    );
+    h.pump();
+    let e = one_execution(&h.recv(w));
+    assert_eq!(e.task, spec.task);
+    // The driver got `inner` nested in another result (as a ref).
+    let borrowed = |h: &mut Harness| {
+        h.add_refs(d, vec![inner]);
+        h.pump();
+    };
+    if !result_first {
+        borrowed(&mut h);
+    }
+    h.returns(w, spec.task, inline(b"made on the owner's behalf"));
+    h.pump();
+    if result_first {
+        borrowed(&mut h);
+    }
+    h.peer_msgs();
+    h.event(Event::PeerGone {
+        peer: owner,
+        why: "killed".into(),
+    });
+    let got = h.get_now(d, &[inner]);
+    assert_eq!(error_kind(&got[0]), Some(ErrorKind::OwnerDied), "{got:?}");
+}
+
+#[test]
+fn a_small_result_made_here_for_a_peer_fails_when_its_owner_dies_made_first() {
+    small_result_for_a_peer_then_owner_dies(true);
+}
+
+#[test]
+fn a_small_result_made_here_for_a_peer_fails_when_its_owner_dies_borrowed_first() {
+    small_result_for_a_peer_then_owner_dies(false);
+}
