@@ -32,6 +32,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TASK_NORMAL", worker::TASK_NORMAL)?;
     m.add("TASK_ACTOR_CREATE", worker::TASK_ACTOR_CREATE)?;
     m.add("TASK_ACTOR_METHOD", worker::TASK_ACTOR_METHOD)?;
+    m.add("DEFERRED", worker::DEFERRED)?;
+    m.add("EXIT", worker::EXIT)?;
     use peer_node_core::wire::local::ErrorKind as K;
     m.add("ERR_TASK", K::Task.as_str())?;
     m.add("ERR_WORKER_CRASHED", K::WorkerCrashed.as_str())?;
@@ -80,5 +82,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(worker::worker_main, m)?)?;
     m.add_function(wrap_pyfunction!(worker::emit_output, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::task_finished, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::actor_exit, m)?)?;
     Ok(())
 }

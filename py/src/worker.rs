@@ -2,14 +2,18 @@
 //!
 //! The loop itself is Rust; Python runs only the user's code and
 //! (de)serialization, through the `executor` callable of `peer._worker`.
+//! A concurrent actor's calls (threaded or async) are handed on by the
+//! executor, which says so with [`DEFERRED`]; each reports its outcome later,
+//! from its own thread, through [`task_finished`], while this loop goes on
+//! receiving calls.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use peer_node::NodeError;
-use peer_node_core::ids::{ObjectId, WorkerId};
+use peer_node_core::ids::{ObjectId, TaskId, WorkerId};
 use peer_node_core::wire::local::{
-    ErrorInfo, ErrorKind, Execution, Outcome, Role, TaskKind, args_object_id,
+    ClientMsg, ErrorInfo, ErrorKind, Execution, Outcome, Role, TaskKind, args_object_id,
 };
 use pyo3::exceptions::{PyConnectionError, PyValueError};
 use pyo3::prelude::*;
@@ -23,6 +27,14 @@ use crate::values::{encode_value, raw_buffers, value_to_py};
 pub const TASK_NORMAL: u8 = 0;
 pub const TASK_ACTOR_CREATE: u8 = 1;
 pub const TASK_ACTOR_METHOD: u8 = 2;
+
+/// What the executor returns for a call it runs later (a concurrent actor's):
+/// its outcome comes through [`task_finished`].
+pub const DEFERRED: u8 = 2;
+
+/// What the executor returns when the actor exits on purpose
+/// (`exit_actor()`): `(EXIT, reason)`; the node fails its calls saying why.
+pub const EXIT: u8 = 3;
 
 fn parse_worker_id(hex: &str) -> PyResult<WorkerId> {
     let bad = || PyValueError::new_err(format!("bad worker id {hex:?}"));
@@ -87,18 +99,19 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
         let name = exec.name.clone();
         let started = std::time::Instant::now();
         let (outcome, contained) = match run_one(py, rt, exec, executor) {
-            Ok(o) => o,
-            Err(e) => {
-                let kind = if e.is_instance_of::<NativeStoreFullError>(py) {
-                    ErrorKind::StoreFull
-                } else {
-                    ErrorKind::Task
-                };
-                (
-                    Outcome::Failed(ErrorInfo::new(kind, format!("task {name}: {e}"))),
-                    Vec::new(),
-                )
+            // Runs on in a thread or on the actor's event loop; this task
+            // stays the context (for output) until the next call comes.
+            Ok(Ran::Deferred) => continue,
+            Ok(Ran::Exit(reason)) => {
+                py.detach(|| client.send(&ClientMsg::ActorExit { reason }))
+                    .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+                // Calls already sent here are not run (the node fails them):
+                // the node answers with its word to exit, which ends this.
+                while py.detach(|| client.next_execution()).is_some() {}
+                break;
             }
+            Ok(Ran::Done(outcome, contained)) => (outcome, contained),
+            Err(e) => failed(py, &name, &e),
         };
         {
             let mut ctx = rt.context.lock();
@@ -113,12 +126,81 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
     Ok(())
 }
 
+/// The outcome of a task whose result could not be turned into values.
+fn failed(py: Python<'_>, name: &str, e: &PyErr) -> (Outcome, Vec<Vec<ObjectId>>) {
+    let kind = if e.is_instance_of::<NativeStoreFullError>(py) {
+        ErrorKind::StoreFull
+    } else {
+        ErrorKind::Task
+    };
+    (
+        Outcome::Failed(ErrorInfo::new(kind, format!("task {name}: {e}"))),
+        Vec::new(),
+    )
+}
+
+/// The actor of this worker exits on purpose (`exit_actor()` in a call of
+/// a concurrent actor): the node fails its calls with `reason` and tells
+/// this worker to exit.
+#[pyfunction]
+pub fn actor_exit(py: Python<'_>, reason: String) -> PyResult<()> {
+    let rt = runtime::current()?;
+    let Some(client) = rt.client.clone() else {
+        return Err(PyValueError::new_err(
+            "only an actor's worker exits its actor",
+        ));
+    };
+    py.detach(|| client.send(&ClientMsg::ActorExit { reason }))
+        .map_err(|e| PyConnectionError::new_err(e.to_string()))
+}
+
+/// What running one execution came to.
+enum Ran {
+    Done(Outcome, Vec<Vec<ObjectId>>),
+    /// A concurrent actor's call: reported later through [`task_finished`].
+    Deferred,
+    /// The actor exits on purpose, saying why.
+    Exit(String),
+}
+
+/// A deferred call (see [`DEFERRED`]) finished: `result` is what the
+/// executor would have returned, `(0, returns)` or `(1, (message, blob))`.
+/// Sent at once: the receiving loop may be waiting for the next call.
+#[pyfunction]
+pub fn task_finished(
+    py: Python<'_>,
+    task_id: &[u8],
+    name: &str,
+    result: &Bound<'_, PyTuple>,
+    run_us: u64,
+) -> PyResult<()> {
+    let rt = runtime::current()?;
+    let Some(client) = rt.client.clone() else {
+        return Err(PyValueError::new_err("only a worker reports tasks"));
+    };
+    let task = TaskId(
+        task_id
+            .try_into()
+            .map_err(|_| PyValueError::new_err("a task id has 16 bytes"))?,
+    );
+    let (outcome, contained) =
+        outcome_of(py, &rt, task, result).unwrap_or_else(|e| failed(py, name, &e));
+    let msg = ClientMsg::TaskDone {
+        task,
+        outcome,
+        run_us,
+        contained,
+    };
+    py.detach(|| client.send(&msg))
+        .map_err(|e| PyConnectionError::new_err(e.to_string()))
+}
+
 fn run_one(
     py: Python<'_>,
     rt: &Arc<Runtime>,
     exec: Execution,
     executor: &Bound<'_, PyAny>,
-) -> PyResult<(Outcome, Vec<Vec<ObjectId>>)> {
+) -> PyResult<Ran> {
     let task = exec.task;
     let args = value_to_py(py, rt, args_object_id(task), exec.args)?;
     let deps = PyList::empty(py);
@@ -144,6 +226,22 @@ fn run_one(
     );
     let r = executor.call1(call_args)?;
     let r = r.cast::<PyTuple>()?;
+    let status: u8 = r.get_item(0)?.extract()?;
+    match status {
+        DEFERRED => Ok(Ran::Deferred),
+        EXIT => Ok(Ran::Exit(r.get_item(1)?.extract()?)),
+        _ => outcome_of(py, rt, task, r).map(|(o, c)| Ran::Done(o, c)),
+    }
+}
+
+/// The outcome an executor's `(status, payload)` says: the task's values
+/// (written to the store or inline), or its error.
+fn outcome_of(
+    py: Python<'_>,
+    rt: &Arc<Runtime>,
+    task: TaskId,
+    r: &Bound<'_, PyTuple>,
+) -> PyResult<(Outcome, Vec<Vec<ObjectId>>)> {
     let status: u8 = r.get_item(0)?.extract()?;
     let payload = r.get_item(1)?;
     if status != 0 {

@@ -45,4 +45,6 @@ pub enum ProtocolError {
     NotAWorkerOutcome,
     #[error("only workers send task output")]
     NotAWorkerOutput,
+    #[error("only actor workers say their actor exits")]
+    NotAnActorWorker,
 }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import exceptions
+from . import actor, exceptions
 from ._actor import ActorClass, ActorHandle, get_actor, kill, method
 from ._api import available_resources, cancel, cluster_resources, get, nodes, put, wait
 from ._context import RuntimeContext, get_runtime_context
@@ -37,6 +37,7 @@ __all__ = [
     "ObjectRef",
     "RemoteFunction",
     "RuntimeContext",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +18,17 @@ class CurrentTask:
     name: str | None = None
 
 
-_current = CurrentTask()
+# A context variable, not a global: calls of a threaded actor run in threads, and an async actor's
+# calls in asyncio tasks, each with its own current task.
+_current: contextvars.ContextVar[CurrentTask] = contextvars.ContextVar("peer_current_task", default=CurrentTask())
 
 
 def set_current(task: CurrentTask) -> None:
-    global _current
-    _current = task
+    _current.set(task)
 
 
 def current() -> CurrentTask:
-    return _current
+    return _current.get()
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,12 @@ def get_runtime_context() -> RuntimeContext:
     """The runtime context of the caller: the driver, or the task/actor a worker is running."""
     _runtime.ensure_initialized()
     native = _native.runtime_context()
-    here = _current
+    here = _current.get()
     return RuntimeContext(
         node_id=native.get("node_id"),
         worker_id=native.get("worker_id"),
-        task_id=native.get("task_id") or here.task_id,
+        # This call's own task first: a concurrent actor runs several at once.
+        task_id=here.task_id or native.get("task_id"),
         actor_id=native.get("actor_id") or here.actor_id,
         namespace=_runtime.namespace(),
     )

@@ -38,6 +38,10 @@ ERR_ACTOR_UNAVAILABLE: str
 TASK_NORMAL: int
 TASK_ACTOR_CREATE: int
 TASK_ACTOR_METHOD: int
+# executor status: the call runs on (a concurrent actor's); task_finished reports it
+DEFERRED: int
+# executor status: the actor exits on purpose, ``(EXIT, reason)``
+EXIT: int
 
 class PeerNativeError(Exception):
     """Base of the errors raised by the native layer."""
@@ -250,4 +254,16 @@ def worker_main(socket_path: str, worker_id: str, executor: Executor) -> None:
     per return (``contained``: ids of refs nested in that return value),
     or ``(1, (message, blob))`` when the task raised (``blob``: the pickled
     exception wrapper). For TASK_ACTOR_CREATE, success returns ``(0, [])``.
+    ``(DEFERRED, None)`` says the call runs on elsewhere (a thread of a threaded actor, or an
+    async actor's event loop); its outcome is reported later with :func:`task_finished`.
+    """
+
+def actor_exit(reason: str) -> None:
+    """Worker side: this actor exits on purpose; the node fails its calls with ``reason`` and
+    tells this worker to exit (for a concurrent actor, whose calls run off the receive loop)."""
+
+def task_finished(task_id: bytes, name: str, result: tuple[int, Any], run_us: int) -> None:
+    """Worker side: report a deferred call's outcome (``result`` as an executor returns it).
+
+    Safe from any thread; sent to the node at once.
     """

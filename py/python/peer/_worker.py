@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from . import _context, _errors, _native, _runtime, _serialization
+from . import _concurrency, _context, _errors, _native, _runtime, _serialization
 from ._worker_output import PrefixedStream
 
 
@@ -26,6 +26,12 @@ class _WorkerState:
         self.code: dict[bytes, Any] = {}
         self.actor: Any = None
         self.actor_name: str | None = None
+        # Runs the calls of a threaded or async actor; None: one call at a time, here.
+        self.runner: _concurrency.Runner | None = None
+        # Why the actor exits on purpose (exit_actor(), __ray_terminate__), once it does.
+        self.exit_reason: str | None = None
+        # The actor's class has async methods (Ray's async actor).
+        self.is_async = False
         self.loop: Any = None  # an asyncio event loop, made for the first coroutine
         self.streams: list[PrefixedStream] = []
 
@@ -72,11 +78,20 @@ def main(socket_path: str, worker_id: str) -> None:
 
 
 def _run_exit_hooks() -> None:
-    """Drop the actor (its ``__del__`` runs) and run ``atexit`` hooks; errors are printed."""
+    """Run the actor's ``__ray_shutdown__``, drop it (its ``__del__`` runs) and run ``atexit``
+    hooks, as Ray does when an actor ends gracefully; errors are printed."""
     import atexit
     import gc
     import traceback
 
+    if _worker.runner is not None:
+        _worker.runner.stop()
+    shutdown = getattr(_worker.actor, "__ray_shutdown__", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except BaseException:  # noqa: BLE001 - a failing hook must not stop the exit
+            traceback.print_exc()
     try:
         _worker.actor = None
         gc.collect()
@@ -103,6 +118,55 @@ def _serialize_returns(
     return [_serialization.serialize(v, f"return value {i} of {name}()") for i, v in enumerate(values)]
 
 
+def _execute(
+    kind: int,
+    task_id: bytes,
+    fn_id: bytes,
+    fn_blob: bytes | None,
+    method: str,
+    name: str,
+    args: tuple[int, Any],
+    dep_values: list[tuple[int, Any]],
+    num_returns: int,
+) -> tuple[int, Any]:
+    current = _context.CurrentTask(task_id=task_id.hex(), name=name)
+    _context.set_current(current)
+    try:
+        if _worker.exit_reason is not None:
+            # Exiting: calls already sent here do not run (the node fails them).
+            return (_native.DEFERRED, None) if _worker.runner is not None else (_native.EXIT, _worker.exit_reason)
+        if fn_blob is not None and fn_id not in _worker.code:
+            _worker.code[fn_id] = pickle.loads(fn_blob)
+        call_args, call_kwargs = _serialization.deserialize_args(args, dep_values)
+        if kind == _native.TASK_ACTOR_CREATE:
+            setup = _concurrency.ActorSetup()
+            if call_args and isinstance(call_args[0], _concurrency.ActorSetup):
+                setup, call_args = call_args[0], call_args[1:]
+            cls = _code(fn_id)
+            _worker.is_async = _concurrency.is_async_class(cls)
+            _worker.actor = cls(*call_args, **call_kwargs)
+            _worker.runner = _concurrency.runner_for(_worker.actor, setup)
+            return (0, [])
+        if kind == _native.TASK_ACTOR_METHOD:
+            if _worker.actor is None:
+                raise RuntimeError(f"this worker holds no actor to call {method}() on")
+            method, group = _concurrency.split_method(method)
+            if _worker.runner is not None:
+                _submit_concurrent(_worker.runner, current, task_id, method, group, name, call_args, call_kwargs, num_returns)
+                return (_native.DEFERRED, None)
+            result = _actor_method(method)(*call_args, **call_kwargs)
+        else:
+            result = _code(fn_id)(*call_args, **call_kwargs)
+        if isinstance(result, types.CoroutineType):
+            result = _worker.run_coroutine(result)
+        return (0, _serialize_returns(result, num_returns, name))
+    except BaseException as e:  # noqa: BLE001 - every failure of user code goes back to the caller
+        return (1, _errors.capture(e, name))
+    finally:
+        _worker.flush()
+        _context.set_current(_context.CurrentTask())
+
+
 def execute(
     kind: int,
     task_id: bytes,
@@ -114,31 +178,89 @@ def execute(
     dep_values: list[tuple[int, Any]],
     num_returns: int,
 ) -> tuple[int, Any]:
-    """Run one task; ``(0, [(pickle, buffers), ...])`` on success, ``(1, (message, blob))`` if it raised."""
+    """Run one task: ``(0, [(pickle, buffers), ...])`` on success, ``(1, (message, blob))`` if it
+    raised, ``(DEFERRED, None)`` when a concurrent actor runs it on, ``(EXIT, reason)`` when the
+    actor exits on purpose (the call that asked for it, or the constructor, fails with that)."""
     if kind == _native.TASK_ACTOR_CREATE:
         _worker.actor_name = name.removesuffix(".__init__")
-    _context.set_current(_context.CurrentTask(task_id=task_id.hex(), name=name))
-    try:
-        if fn_blob is not None and fn_id not in _worker.code:
-            _worker.code[fn_id] = pickle.loads(fn_blob)
-        call_args, call_kwargs = _serialization.deserialize_args(args, dep_values)
-        if kind == _native.TASK_ACTOR_CREATE:
-            _worker.actor = _code(fn_id)(*call_args, **call_kwargs)
-            return (0, [])
-        if kind == _native.TASK_ACTOR_METHOD:
-            if _worker.actor is None:
-                raise RuntimeError(f"this worker holds no actor to call {method}() on")
-            result = getattr(_worker.actor, method)(*call_args, **call_kwargs)
-        else:
-            result = _code(fn_id)(*call_args, **call_kwargs)
-        if isinstance(result, types.CoroutineType):
-            result = _worker.run_coroutine(result)
-        return (0, _serialize_returns(result, num_returns, name))
-    except BaseException as e:  # noqa: BLE001 - every failure of user code goes back to the caller
-        return (1, _errors.capture(e, name))
-    finally:
+    result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns)
+    if _worker.exit_reason is not None and kind != _native.TASK_NORMAL and result[0] != _native.DEFERRED:
+        return (_native.EXIT, _worker.exit_reason)
+    return result
+
+
+def _actor_method(method: str) -> Any:
+    """The bound method ``method`` of this worker's actor, or one of Ray's built-in methods."""
+    if method == "__ray_ready__":
+        return _ray_ready
+    if method == "__ray_terminate__":
+        return _ray_terminate
+    return getattr(_worker.actor, method)
+
+
+def _ray_terminate() -> None:
+    """``handle.__ray_terminate__.remote()``: the actor ends gracefully once this call runs (its
+    ``__ray_shutdown__``, ``__del__`` and ``atexit`` hooks run; it is not restarted)."""
+    request_exit(f"the actor {_worker.actor_name} was terminated with __ray_terminate__")
+
+
+def in_actor() -> bool:
+    """Whether this process is an actor's worker (its constructor may still be running)."""
+    return _worker.actor_name is not None
+
+
+def is_async_actor() -> bool:
+    return _worker.is_async
+
+
+def actor_name() -> str | None:
+    """The class name of this worker's actor (None outside an actor)."""
+    return _worker.actor_name
+
+
+def request_exit(reason: str) -> None:
+    """The actor exits once the running call returns (the first reason given is kept)."""
+    if _worker.exit_reason is None:
+        _worker.exit_reason = reason
+
+
+def _ray_ready() -> bool:
+    """``handle.__ray_ready__.remote()``: True once the constructor has run (as in Ray)."""
+    return True
+
+
+def _submit_concurrent(
+    runner: _concurrency.Runner,
+    current: _context.CurrentTask,
+    task_id: bytes,
+    method: str,
+    group: str | None,
+    name: str,
+    call_args: tuple[Any, ...],
+    call_kwargs: dict[str, Any],
+    num_returns: int,
+) -> None:
+    """Hand a call of a threaded or async actor to its runner, which reports it when done."""
+    group = runner.group_of(method, group)
+
+    def invoke() -> Any:
+        _context.set_current(current)
+        return _actor_method(method)(*call_args, **call_kwargs)
+
+    def outcome(result: Any) -> tuple[int, Any]:
+        try:
+            return (0, _serialize_returns(result, num_returns, name))
+        finally:
+            _worker.flush()
+
+    def failure(e: BaseException) -> tuple[int, Any]:
         _worker.flush()
-        _context.set_current(_context.CurrentTask())
+        return (1, _errors.capture(e, name))
+
+    def exiting() -> str | None:
+        return _worker.exit_reason
+
+    runner.submit(_concurrency.PendingCall(task_id, name, group, invoke, outcome, failure, exiting))
 
 
 def _code(fn_id: bytes) -> Any:

@@ -31,6 +31,7 @@ __all__ = [
     "RaySystemError",
     "RayTaskError",
     "RayActorError",
+    "AsyncioActorExit",
 ]
 
 
@@ -190,3 +191,8 @@ RayError = PeerError
 RaySystemError = PeerSystemError
 RayTaskError = TaskError
 RayActorError = ActorError
+
+
+class AsyncioActorExit(PeerError):
+    """Raised by ``peer.actor.exit_actor()`` inside an async actor's method (Ray's name); catching
+    it does not stop the exit."""

@@ -225,6 +225,30 @@ impl Core {
         self.arm_timer(at);
     }
 
+    /// The actor in worker `wid` exits on purpose (`exit_actor()`,
+    /// `__ray_terminate__`), as Ray's intentional exit: it is not restarted,
+    /// its calls in flight and queued fail with `ActorDiedError` saying
+    /// `reason`, and its worker is told to exit (its exit hooks run) and
+    /// killed if it lingers. False when `wid` runs no actor.
+    pub(crate) fn actor_exits(&mut self, wid: WorkerId, reason: String) -> bool {
+        let Some(WorkerKind::Actor(aid)) = self.workers.get(&wid).map(|w| w.kind) else {
+            return false;
+        };
+        if !self.actor_worker_is(aid, wid) {
+            // An earlier run of the actor (it restarted since): nothing of it is left here.
+            return true;
+        }
+        tracing::debug!("actor {aid} exits: {reason}");
+        if let Some(conn) = self.workers.get(&wid).and_then(|w| w.conn) {
+            self.send_to(conn, NodeMsg::Exit);
+        }
+        let at = self.now + EXIT_GRACE;
+        self.actors.exiting.push((aid, wid, at));
+        self.arm_timer(at);
+        self.actor_died(aid, ErrorInfo::new(ErrorKind::ActorDied, reason), false);
+        true
+    }
+
     /// Time passed: actor workers told to exit that are still there are killed.
     pub(crate) fn kill_lingering_actors(&mut self) {
         let now = self.now;
@@ -237,9 +261,9 @@ impl Core {
             .collect();
         self.actors.exiting.retain(|(_, _, at)| *at > now);
         for (aid, wid) in due {
-            if self.actor_worker_is(aid, wid)
-                && let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid)
-            {
+            // The worker is still connected (an actor that exited on purpose
+            // is no longer its worker's, but the process is still its).
+            if let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid) {
                 tracing::warn!(
                     "actor {aid} did not exit within {EXIT_GRACE:?} of going out of scope: killed"
                 );

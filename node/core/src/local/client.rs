@@ -123,6 +123,12 @@ impl Core {
                 self.forward_output(task, stream, data);
             }
             (Some(_), ClientMsg::Output { .. }) => return Err(ProtocolError::NotAWorkerOutput),
+            (Some(Role::Worker(wid)), ClientMsg::ActorExit { reason }) => {
+                if !self.actor_exits(wid, reason) {
+                    return Err(ProtocolError::NotAnActorWorker);
+                }
+            }
+            (Some(_), ClientMsg::ActorExit { .. }) => return Err(ProtocolError::NotAnActorWorker),
             (Some(_), ClientMsg::Cancel { id, force }) => self.cancel(id, force),
             (Some(_), ClientMsg::KillActor { actor, no_restart }) => {
                 self.kill_actor(actor, no_restart);

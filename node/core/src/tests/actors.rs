@@ -417,3 +417,112 @@ fn a_killed_workers_late_outcome_is_not_its_restarted_actors() {
     h.returns(new, create.task, inline(b"None"));
     assert_eq!(one_execution(&h.recv(new)).task, call.task);
 }
+
+#[test]
+fn an_actor_that_exits_on_purpose_fails_its_calls_with_the_reason_and_is_not_restarted() {
+    let mut h = Harness::new(2.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, None, 3);
+    let aid = create.actor.expect("actor id");
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 5,
+            spec: Box::new(create.clone()),
+        },
+    );
+    h.recv(d);
+    let [aw] = h.spawned()[..] else {
+        panic!("one worker for the actor")
+    };
+    let (ac, _) = h.hello(Role::Worker(aw));
+    h.returns(ac, create.task, inline(b"None"));
+    let calls: Vec<TaskSpec> = (0..2)
+        .map(|i| method(&create, &format!("m{i}"), vec![]))
+        .collect();
+    for c in &calls {
+        h.submit(d, c);
+    }
+    h.recv(ac);
+    // A driver (not a worker) cannot say so.
+    let other = h.driver();
+    let after = h.handle(
+        other,
+        ClientMsg::ActorExit {
+            reason: "no".into(),
+        },
+    );
+    assert!(matches!(after, After::Close(_)), "{after:?}");
+
+    // The first call ran exit_actor(): both calls fail, saying so.
+    h.send(
+        ac,
+        ClientMsg::ActorExit {
+            reason: "exit_actor() was called".into(),
+        },
+    );
+    assert!(
+        h.recv(ac).contains(&NodeMsg::Exit),
+        "its worker is told to exit"
+    );
+    assert!(matches!(h.st.actors[&aid].state, ActorState::Dead(_)));
+    let got = h.get_now(d, &[ret(&calls[0]), ret(&calls[1])]);
+    for v in &got {
+        let Value::Error(e) = v else { panic!("{v:?}") };
+        assert_eq!(e.kind, ErrorKind::ActorDied);
+        assert!(e.message.contains("exit_actor()"), "{}", e.message);
+    }
+    assert_eq!(h.available_cpu(), 2.0, "its CPU is back at once");
+
+    // Its process exits: no restart, nothing more to give back.
+    h.event(Event::Closed { conn: ac });
+    assert!(h.spawned().is_empty(), "not restarted");
+    assert_eq!(h.available_cpu(), 2.0);
+    // Nor is a lingering worker killed once it is gone.
+    h.advance(Duration::from_secs(11));
+    assert!(h.kills.is_empty());
+}
+
+#[test]
+fn an_actor_worker_that_lingers_after_exiting_on_purpose_is_killed() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, None, 0);
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 5,
+            spec: Box::new(create.clone()),
+        },
+    );
+    let [aw] = h.spawned()[..] else {
+        panic!("one worker for the actor")
+    };
+    // A pid the harness only records kills of (it never signals anything).
+    let ac = h.connect();
+    h.send(
+        ac,
+        ClientMsg::Hello {
+            role: Role::Worker(aw),
+            pid: 4_000_000,
+        },
+    );
+    h.recv(ac);
+    h.recv(d);
+    h.send(
+        ac,
+        ClientMsg::ActorExit {
+            reason: "exit_actor() was called in __init__".into(),
+        },
+    );
+    let got = h.get_now(d, &[ObjectId::for_return(create.task, 1)]);
+    assert_eq!(
+        error_kind(&got[0]),
+        Some(ErrorKind::ActorDied),
+        "the creation failed"
+    );
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.kills, vec![4_000_000], "killed after the grace period");
+}

@@ -303,6 +303,11 @@ pub enum ClientMsg {
     },
     /// Stop the node (a daemon's `peer down`).
     Shutdown,
+    /// An actor worker's actor exits on purpose (`exit_actor()`,
+    /// `__ray_terminate__`): `reason` is what its callers' errors say.
+    ActorExit {
+        reason: String,
+    },
 }
 
 /// Node → client.
@@ -378,6 +383,7 @@ impl ClientMsg {
             ClientMsg::GetActor { .. } => "GetActor",
             ClientMsg::Query { .. } => "Query",
             ClientMsg::Shutdown => "Shutdown",
+            ClientMsg::ActorExit { .. } => "ActorExit",
         }
     }
 }
