@@ -481,10 +481,11 @@ pub fn kill_actor(actor_id: &[u8], no_restart: bool) -> PyResult<()> {
 }
 
 #[pyfunction]
-pub fn cancel(object_id: &[u8], force: bool) -> PyResult<()> {
+#[pyo3(signature = (object_id, force, recursive=true))]
+pub fn cancel(object_id: &[u8], force: bool, recursive: bool) -> PyResult<()> {
     let rt = runtime::current()?;
     rt.node
-        .cancel(ObjectRefBase::parse_id(object_id)?, force)
+        .cancel(ObjectRefBase::parse_id(object_id)?, force, recursive)
         .map_err(node_err)
 }
 

@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TASK_ACTOR_METHOD", worker::TASK_ACTOR_METHOD)?;
     m.add("DEFERRED", worker::DEFERRED)?;
     m.add("EXIT", worker::EXIT)?;
+    m.add("CANCELLED", worker::CANCELLED)?;
     use peer_node_core::wire::local::ErrorKind as K;
     m.add("ERR_TASK", K::Task.as_str())?;
     m.add("ERR_WORKER_CRASHED", K::WorkerCrashed.as_str())?;
@@ -84,5 +85,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(worker::emit_output, m)?)?;
     m.add_function(wrap_pyfunction!(worker::task_finished, m)?)?;
     m.add_function(wrap_pyfunction!(worker::actor_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::take_cancel, m)?)?;
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use peer_node::NodeError;
+use peer_node::{NodeError, WorkerEvent};
 use peer_node_core::ids::{ObjectId, TaskId, WorkerId};
 use peer_node_core::wire::local::{
     ClientMsg, ErrorInfo, ErrorKind, Execution, Outcome, Role, TaskKind, args_object_id,
@@ -31,6 +31,10 @@ pub const TASK_ACTOR_METHOD: u8 = 2;
 /// What the executor returns for a call it runs later (a concurrent actor's):
 /// its outcome comes through [`task_finished`].
 pub const DEFERRED: u8 = 2;
+
+/// What the executor returns for a call cancelled before it ran (or an async
+/// actor's call cancelled while it ran): `(CANCELLED, message)`.
+pub const CANCELLED: u8 = 4;
 
 /// What the executor returns when the actor exits on purpose
 /// (`exit_actor()`): `(EXIT, reason)`; the node fails its calls saying why.
@@ -69,6 +73,7 @@ pub fn worker_main(
     socket_path: PathBuf,
     worker_id: &str,
     executor: Bound<'_, PyAny>,
+    canceller: Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let wid = parse_worker_id(worker_id)?;
     let rt = match py.detach(|| connect_runtime(&socket_path, Role::Worker(wid))) {
@@ -79,17 +84,29 @@ pub fn worker_main(
     };
     let rt = Arc::new(rt);
     runtime::install(Arc::clone(&rt));
-    let result = serve(py, &rt, &executor);
+    let result = serve(py, &rt, &executor, &canceller);
     runtime::uninstall();
     rt.node.close();
     result
 }
 
-fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyResult<()> {
+fn serve(
+    py: Python<'_>,
+    rt: &Arc<Runtime>,
+    executor: &Bound<'_, PyAny>,
+    canceller: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let Some(client) = &rt.client else {
         return Err(PyValueError::new_err("a worker needs a socket connection"));
     };
-    while let Some(exec) = py.detach(|| client.next_execution()) {
+    while let Some(event) = py.detach(|| client.next_event()) {
+        let exec = match event {
+            WorkerEvent::Execute(exec) => *exec,
+            WorkerEvent::Cancel(task) => {
+                canceller.call1((PyBytes::new(py, &task.0),))?;
+                continue;
+            }
+        };
         *rt.context.lock() = Context {
             task: Some(exec.task),
             actor: exec.actor,
@@ -107,7 +124,7 @@ fn serve(py: Python<'_>, rt: &Arc<Runtime>, executor: &Bound<'_, PyAny>) -> PyRe
                     .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
                 // Calls already sent here are not run (the node fails them):
                 // the node answers with its word to exit, which ends this.
-                while py.detach(|| client.next_execution()).is_some() {}
+                while py.detach(|| client.next_event()).is_some() {}
                 break;
             }
             Ok(Ran::Done(outcome, contained)) => (outcome, contained),
@@ -137,6 +154,24 @@ fn failed(py: Python<'_>, name: &str, e: &PyErr) -> (Outcome, Vec<Vec<ObjectId>>
         Outcome::Failed(ErrorInfo::new(kind, format!("task {name}: {e}"))),
         Vec::new(),
     )
+}
+
+/// From the interrupt signal's handler: whether the node cancelled `task_id`
+/// (the task this worker runs), waiting up to `wait_s` seconds for its word.
+#[pyfunction]
+pub fn take_cancel(py: Python<'_>, task_id: &[u8], wait_s: f64) -> PyResult<bool> {
+    let Some(client) = runtime::current_opt().and_then(|rt| rt.client.clone()) else {
+        return Ok(false);
+    };
+    let task = task_id_of(task_id)?;
+    let wait = std::time::Duration::from_secs_f64(wait_s.clamp(0.0, 10.0));
+    Ok(py.detach(|| client.take_cancel(task, wait)))
+}
+
+fn task_id_of(b: &[u8]) -> PyResult<TaskId> {
+    Ok(TaskId(b.try_into().map_err(|_| {
+        PyValueError::new_err("a task id has 16 bytes")
+    })?))
 }
 
 /// The actor of this worker exits on purpose (`exit_actor()` in a call of
@@ -178,11 +213,7 @@ pub fn task_finished(
     let Some(client) = rt.client.clone() else {
         return Err(PyValueError::new_err("only a worker reports tasks"));
     };
-    let task = TaskId(
-        task_id
-            .try_into()
-            .map_err(|_| PyValueError::new_err("a task id has 16 bytes"))?,
-    );
+    let task = task_id_of(task_id)?;
     let (outcome, contained) =
         outcome_of(py, &rt, task, result).unwrap_or_else(|e| failed(py, name, &e));
     let msg = ClientMsg::TaskDone {
@@ -244,6 +275,13 @@ fn outcome_of(
 ) -> PyResult<(Outcome, Vec<Vec<ObjectId>>)> {
     let status: u8 = r.get_item(0)?.extract()?;
     let payload = r.get_item(1)?;
+    if status == CANCELLED {
+        let message: String = payload.extract()?;
+        return Ok((
+            Outcome::Failed(ErrorInfo::new(ErrorKind::Cancelled, message)),
+            Vec::new(),
+        ));
+    }
     if status != 0 {
         let (message, blob): (String, Option<Vec<u8>>) = payload.extract()?;
         return Ok((

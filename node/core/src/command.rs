@@ -35,6 +35,11 @@ pub enum Command {
     SpawnWorker { worker: WorkerId },
     /// SIGKILL a worker process.
     Kill { pid: u32 },
+    /// Tell a worker process to look for a cancel of the task it runs (a
+    /// signal: its Python handler raises `KeyboardInterrupt` in the task if
+    /// the node's [`NodeMsg::Cancel`](crate::wire::local::NodeMsg::Cancel)
+    /// names that task).
+    Interrupt { pid: u32 },
     /// Pull object `id` (`len` bytes) from `sources` into the store at
     /// `offset` (created there, unsealed); report each chunk with
     /// [`Event::PullChunk`](crate::Event::PullChunk) and the end with

@@ -344,7 +344,11 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
             actor,
             no_restart: true,
         },
-        PeerMsg::Cancel { task, force: true },
+        PeerMsg::Cancel {
+            task,
+            force: true,
+            recursive: true,
+        },
         PeerMsg::Located { id: object },
         PeerMsg::Free {
             ids: vec![object; 64],

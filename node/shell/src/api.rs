@@ -53,7 +53,7 @@ pub trait NodeApi: Send + Sync {
     /// Refs that were serialized and may outlive every handle.
     fn mark_escaped(&self, ids: &[ObjectId]);
     /// Cancel the task that makes `id`.
-    fn cancel(&self, id: ObjectId, force: bool) -> NodeResult<()>;
+    fn cancel(&self, id: ObjectId, force: bool, recursive: bool) -> NodeResult<()>;
     fn kill_actor(&self, id: ActorId, no_restart: bool) -> NodeResult<()>;
     /// The stored handle of a live named actor, on this node or another.
     fn get_actor(&self, name: &str) -> NodeResult<Option<Vec<u8>>>;

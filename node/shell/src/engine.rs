@@ -152,6 +152,7 @@ impl Io {
                 }
             }
             Command::Kill { pid } => crate::sys::kill_process(pid),
+            Command::Interrupt { pid } => crate::sys::interrupt_process(pid),
             Command::Pull {
                 id,
                 offset,

@@ -31,6 +31,6 @@ pub mod timers;
 pub use api::NodeApi;
 pub use config::NodeConfig;
 pub use error::NodeError;
-pub use local::client::Client;
+pub use local::client::{Client, WorkerEvent};
 pub use node::{Node, NodeInfo};
 pub use peer_node_core as core;

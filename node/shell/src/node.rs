@@ -421,9 +421,9 @@ impl NodeApi for Node {
         self.shared.engine.lock().core.driver_mark_escaped(ids);
     }
 
-    fn cancel(&self, id: ObjectId, force: bool) -> NodeResult<()> {
+    fn cancel(&self, id: ObjectId, force: bool, recursive: bool) -> NodeResult<()> {
         let mut e = self.shared.engine.lock();
-        e.core.driver_cancel(id, force, Instant::now());
+        e.core.driver_cancel(id, force, recursive, Instant::now());
         e.run();
         Ok(())
     }

@@ -13,6 +13,22 @@ pub fn kill_process(pid: u32) {
     }
 }
 
+/// The signal that tells a worker to look for a cancel of its running task
+/// (its handler raises `KeyboardInterrupt` there when one came).
+pub const INTERRUPT_SIGNAL: i32 = libc::SIGUSR1;
+
+/// Send [`INTERRUPT_SIGNAL`] to a worker process we started.
+pub fn interrupt_process(pid: u32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a stale pid at worst
+    // signals nothing or gets ESRCH.
+    unsafe {
+        libc::kill(pid as libc::pid_t, INTERRUPT_SIGNAL);
+    }
+}
+
 /// SIGTERM a process we started.
 pub fn terminate_process(pid: u32) {
     if pid <= 1 {

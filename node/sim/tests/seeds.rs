@@ -85,6 +85,15 @@ const REGRESSIONS: &[(u64, usize, &str)] = &[
     // The simulator's own bug: a `relay` holding the one GPU waited in `get`
     // for a task that needed that GPU (a deadlock in Ray as well).
     (2345, 60, "a task that blocks in get holds no GPU"),
+    // Found once a cancel interrupts a running task (issue 16). A task
+    // interrupted in `get` left its handles held and, when the answer came
+    // later, the values it pinned: its gets end with it now.
+    (5, 60, "an interrupted task's handles go"),
+    (382, 60, "an interrupted get's answer is not sent"),
+    (517, 60, "an interrupted get's answer is not sent"),
+    // The simulator's own bug: a wake-up left over from an interrupted task
+    // dropped the next task's state, which then never finished.
+    (1186, 60, "a stale wake-up leaves the next task alone"),
 ];
 
 #[test]

@@ -116,14 +116,15 @@ def wait(
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError.
 
-    A queued task is dropped; a running one is stopped only with ``force=True`` (its worker is
-    killed). ``recursive`` is accepted for Ray compatibility.
+    As in Ray: a task not started yet never runs; a running task gets ``KeyboardInterrupt``
+    (with ``force=True`` its worker is killed instead); ``recursive`` cancels the tasks it submitted
+    too. An actor call not started yet is skipped; a running call of an async actor is cancelled
+    as an asyncio task, and of another actor runs on. A finished task is left as it is.
     """
-    del recursive
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _runtime.ensure_initialized()
-    _native.cancel(object_ref.binary(), force)
+    _native.cancel(object_ref.binary(), bool(force), bool(recursive))
 
 
 def nodes() -> list[dict[str, Any]]:

@@ -153,6 +153,10 @@ class Runner:
     def submit(self, call: PendingCall) -> None:
         raise NotImplementedError
 
+    def cancel(self, task_id: bytes) -> None:
+        """The node cancelled a call: one not started yet is skipped (the caller's ``invoke``
+        checks); a running one runs on, as Ray's threaded actors do (async actors override)."""
+
     def stop(self) -> None:
         """Stop taking calls (the process is about to exit)."""
 
@@ -213,8 +217,8 @@ class AsyncRunner(Runner):
         limits.update(self._groups)
         self._limits = limits
         self._semaphores: dict[str | None, asyncio.Semaphore] = {}
-        # Running calls: the loop keeps only weak references to its tasks.
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Running calls by task id (the loop keeps only weak references to its tasks).
+        self._tasks: dict[bytes, asyncio.Task[None]] = {}
         self._thread = threading.Thread(target=self._run_loop, name="actor-event-loop", daemon=True)
         self._thread.start()
 
@@ -235,21 +239,33 @@ class AsyncRunner(Runner):
 
         async def run() -> None:
             result: tuple[int, Any] | None
-            async with self._semaphore(call.group):
-                try:
+            try:
+                # A call cancelled while it waits for its group's turn ends here too.
+                async with self._semaphore(call.group):
                     value = call.invoke()
                     if inspect.isawaitable(value):
                         value = await value
                     result = call.outcome(value)
-                except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
-                    result = None if _is_exit(e, call) else call.failure(e)
+            except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+                result = None if _is_exit(e, call) else call.failure(e)
             self._finished(call, result, started)
 
         def start() -> None:
-            self._tasks.add(task := self.loop.create_task(run()))
-            task.add_done_callback(self._tasks.discard)
+            task = self.loop.create_task(run())
+            self._tasks[call.task_id] = task
+            task.add_done_callback(lambda _: self._tasks.pop(call.task_id, None))
 
         self.loop.call_soon_threadsafe(start)
+
+    def cancel(self, task_id: bytes) -> None:
+        """A running (or waiting) call is cancelled as an asyncio task, as Ray does."""
+
+        def cancel_on_loop() -> None:
+            task = self._tasks.get(task_id)
+            if task is not None:
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(cancel_on_loop)
 
     def run_sync(self, coro: Any) -> Any:
         """Run ``coro`` on the actor's loop and wait for it (the constructor, say)."""

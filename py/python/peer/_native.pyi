@@ -42,6 +42,8 @@ TASK_ACTOR_METHOD: int
 DEFERRED: int
 # executor status: the actor exits on purpose, ``(EXIT, reason)``
 EXIT: int
+# executor status: the call was cancelled, ``(CANCELLED, message)``
+CANCELLED: int
 
 class PeerNativeError(Exception):
     """Base of the errors raised by the native layer."""
@@ -186,8 +188,9 @@ def get_actor(name: str) -> tuple[bytes, bytes] | None:
     """``(actor_id, handle_blob)`` of the live named actor ``name``, or None."""
 
 def kill_actor(actor_id: bytes, no_restart: bool) -> None: ...
-def cancel(object_id: bytes, force: bool) -> None:
-    """Cancel the task producing ``object_id``: dropped if queued; with ``force``, its worker is killed."""
+def cancel(object_id: bytes, force: bool, recursive: bool = True) -> None:
+    """Cancel the task producing ``object_id`` (and, ``recursive``, the tasks it submitted):
+    dropped if not started; interrupted if running; with ``force``, its worker is killed."""
 
 # ---- objects -------------------------------------------------------------------
 
@@ -243,7 +246,9 @@ def emit_output(stream: int, data: bytes) -> bool:
     Returns False (nothing sent) when the driver shares this worker's terminal.
     """
 
-def worker_main(socket_path: str, worker_id: str, executor: Executor) -> None:
+def worker_main(
+    socket_path: str, worker_id: str, executor: Executor, canceller: Callable[[bytes], None]
+) -> None:
     """Run this process as a worker until the node says stop (or the socket closes).
 
     For each task the loop calls ``executor(kind, task_id, fn_id, fn_blob,
@@ -254,9 +259,15 @@ def worker_main(socket_path: str, worker_id: str, executor: Executor) -> None:
     per return (``contained``: ids of refs nested in that return value),
     or ``(1, (message, blob))`` when the task raised (``blob``: the pickled
     exception wrapper). For TASK_ACTOR_CREATE, success returns ``(0, [])``.
+    ``canceller(task_id)`` is called when the node cancels a task sent here (before the task
+    comes, if it has not yet). ``(CANCELLED, message)`` reports a task cancelled before it ran.
     ``(DEFERRED, None)`` says the call runs on elsewhere (a thread of a threaded actor, or an
     async actor's event loop); its outcome is reported later with :func:`task_finished`.
     """
+
+def take_cancel(task_id: bytes, wait_s: float) -> bool:
+    """Worker side, in the interrupt signal's handler: whether the node cancelled ``task_id``
+    (waiting up to ``wait_s`` for its word, which may trail the signal)."""
 
 def actor_exit(reason: str) -> None:
     """Worker side: this actor exits on purpose; the node fails its calls with ``reason`` and

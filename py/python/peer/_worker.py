@@ -8,11 +8,13 @@ method), and returns the pickled results or the pickled error wrapper. It never 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import types
 import pickle
 import signal
 import sys
+from collections import OrderedDict
 from typing import Any
 
 from . import _concurrency, _context, _errors, _native, _runtime, _serialization
@@ -32,6 +34,8 @@ class _WorkerState:
         self.exit_reason: str | None = None
         # The actor's class has async methods (Ray's async actor).
         self.is_async = False
+        # Tasks the node cancelled (oldest first, at most MAX_CANCELLED kept).
+        self.cancelled: OrderedDict[bytes, None] = OrderedDict()
         self.loop: Any = None  # an asyncio event loop, made for the first coroutine
         self.streams: list[PrefixedStream] = []
 
@@ -53,18 +57,55 @@ class _WorkerState:
 
 _worker = _WorkerState()
 
+# Cancels of tasks that never come here (they ended first) are forgotten past this many.
+MAX_CANCELLED = 4096
+# How long the interrupt handler waits for the node's word naming the task (it trails the signal).
+CANCEL_WORD_WAIT_S = 1.0
+
+
+class _CancelledBeforeStart(Exception):
+    """A concurrent actor's call that was cancelled before it started."""
+
+
+def cancel(task_id: bytes) -> None:
+    """The node cancelled ``task_id`` (sent here, maybe not yet arrived): it does not start; a
+    running async actor call is cancelled as an asyncio task."""
+    _worker.cancelled[task_id] = None
+    if len(_worker.cancelled) > MAX_CANCELLED:
+        _worker.cancelled.popitem(last=False)
+    if _worker.runner is not None:
+        _worker.runner.cancel(task_id)
+
+
+def is_cancelled(task_id: bytes) -> bool:
+    return task_id in _worker.cancelled
+
+
+def _cancelled_message(name: str) -> str:
+    return f"task {name} was cancelled with peer.cancel()"
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """The node's interrupt signal: raise ``KeyboardInterrupt`` in the running task if the node
+    cancelled it (Ray's ``cancel(force=False)``); a stale signal is ignored."""
+    del signum, frame
+    running = _context.current().task_id
+    if running is not None and _native.take_cancel(bytes.fromhex(running), CANCEL_WORD_WAIT_S):
+        raise KeyboardInterrupt(f"task {_context.current().name} was cancelled with peer.cancel()")
+
 
 def main(socket_path: str, worker_id: str) -> None:
     """Run this process as worker ``worker_id`` of the node at ``socket_path`` until told to stop."""
     _runtime.mark_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _on_interrupt)
     out = PrefixedStream(1, _worker.prefix)
     err = PrefixedStream(2, _worker.prefix)
     _worker.streams = [out, err]
     sys.stdout = out
     sys.stderr = err
     try:
-        _native.worker_main(socket_path, worker_id, execute)
+        _native.worker_main(socket_path, worker_id, execute, cancel)
     except ConnectionError:
         # The node went away (or is shutting down) before or while this worker served it;
         # there is no one left to report to, and the node accounts for its workers itself.
@@ -135,6 +176,9 @@ def _execute(
         if _worker.exit_reason is not None:
             # Exiting: calls already sent here do not run (the node fails them).
             return (_native.DEFERRED, None) if _worker.runner is not None else (_native.EXIT, _worker.exit_reason)
+        if task_id in _worker.cancelled:
+            del _worker.cancelled[task_id]
+            return (_native.CANCELLED, _cancelled_message(name))
         if fn_blob is not None and fn_id not in _worker.code:
             _worker.code[fn_id] = pickle.loads(fn_blob)
         call_args, call_kwargs = _serialization.deserialize_args(args, dep_values)
@@ -244,6 +288,8 @@ def _submit_concurrent(
     group = runner.group_of(method, group)
 
     def invoke() -> Any:
+        if task_id in _worker.cancelled:
+            raise _CancelledBeforeStart()
         _context.set_current(current)
         return _actor_method(method)(*call_args, **call_kwargs)
 
@@ -255,6 +301,9 @@ def _submit_concurrent(
 
     def failure(e: BaseException) -> tuple[int, Any]:
         _worker.flush()
+        if isinstance(e, (_CancelledBeforeStart, asyncio.CancelledError)) and task_id in _worker.cancelled:
+            del _worker.cancelled[task_id]
+            return (_native.CANCELLED, _cancelled_message(name))
         return (1, _errors.capture(e, name))
 
     def exiting() -> str | None:

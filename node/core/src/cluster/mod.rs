@@ -248,7 +248,11 @@ impl Core {
                 self.settle_borrows(&taken);
             }
             PeerMsg::KillActor { actor, no_restart } => self.kill_actor(actor, no_restart),
-            PeerMsg::Cancel { task, force } => self.cancel(ObjectId::for_return(task, 1), force),
+            PeerMsg::Cancel {
+                task,
+                force,
+                recursive,
+            } => self.cancel(ObjectId::for_return(task, 1), force, recursive),
             PeerMsg::LinkReset => self.link_reset(from, false),
             PeerMsg::Moved { task, to } => match PeerId::from_bytes(&to) {
                 Ok(to) => self.task_moved(task, to),

@@ -129,7 +129,14 @@ impl Core {
                 }
             }
             (Some(_), ClientMsg::ActorExit { .. }) => return Err(ProtocolError::NotAnActorWorker),
-            (Some(_), ClientMsg::Cancel { id, force }) => self.cancel(id, force),
+            (
+                Some(_),
+                ClientMsg::Cancel {
+                    id,
+                    force,
+                    recursive,
+                },
+            ) => self.cancel(id, force, recursive),
             (Some(_), ClientMsg::KillActor { actor, no_restart }) => {
                 self.kill_actor(actor, no_restart);
             }

@@ -111,9 +111,9 @@ impl Core {
     }
 
     /// `cancel(ref, force)`.
-    pub fn driver_cancel(&mut self, id: ObjectId, force: bool, now: Instant) {
+    pub fn driver_cancel(&mut self, id: ObjectId, force: bool, recursive: bool, now: Instant) {
         self.now = now;
-        self.cancel(id, force);
+        self.cancel(id, force, recursive);
     }
 
     /// `kill(actor, no_restart)`.

@@ -13,6 +13,7 @@ use crate::core::Core;
 use crate::error::SubmitError;
 use crate::ids::{ActorId, ConnId, FnId, ObjectId, PeerId, TaskId, WorkerId};
 use crate::local::objects::{Holder, ObjState};
+use crate::local::waits::Target;
 use crate::resources::Resources;
 use crate::wire::local::{
     ErrorInfo, ErrorKind, NodeMsg, Outcome, Role, TaskKind, TaskSpec, Value, args_object_id,
@@ -68,6 +69,8 @@ pub(crate) struct TaskEntry {
     /// Some arguments are in other peers' stores: they are pulled here before
     /// it runs here (or it is placed near them).
     pub(crate) inputs_elsewhere: bool,
+    /// Tasks it submitted while it ran here (a recursive `cancel` cancels them too).
+    pub(crate) children: Vec<TaskId>,
 }
 
 impl TaskEntry {
@@ -85,6 +88,7 @@ impl TaskEntry {
             guest: None,
             stay_local: false,
             inputs_elsewhere: false,
+            children: Vec::new(),
         }
     }
 }
@@ -269,7 +273,14 @@ impl Core {
             }
         }
         rejected?;
+        let child = spec.task;
         self.accept(spec, from, None);
+        if let Holder::Conn(conn) = from
+            && let Some(parent) = self.running_task_of(conn)
+            && let Some(p) = self.tasks.get_mut(&parent)
+        {
+            p.children.push(child);
+        }
         Ok(())
     }
 
@@ -501,6 +512,18 @@ impl Core {
         }
         let spec = Arc::clone(&t.spec);
         if t.cancelled {
+            if let Some(c) = conn
+                && spec.kind == TaskKind::Normal
+            {
+                // An interrupted get of the task is over: its answer (and
+                // the pins it would bring) is not wanted any more.
+                let ids = self
+                    .waits
+                    .forget(|w| matches!(w.target, Target::Conn { conn: wc, .. } if wc == c));
+                for id in ids {
+                    self.maybe_free(&id);
+                }
+            }
             self.discard_outcome(conn, tid, &outcome);
             self.fail_task(tid, cancelled_error(&spec.name));
             self.schedule();
@@ -664,30 +687,103 @@ impl Core {
         self.release_holds(&inputs, Some(spec.task));
     }
 
-    /// Cancel the task that makes `id`.
-    pub(crate) fn cancel(&mut self, id: ObjectId, force: bool) {
+    /// `cancel(ref, force, recursive)`, with Ray's semantics:
+    /// - a task not started yet fails with `TaskCancelledError` and never runs;
+    /// - a running task is interrupted (`KeyboardInterrupt` in it: the worker
+    ///   is told which task, then signalled), or with `force` its worker is
+    ///   killed; either way it fails with `TaskCancelledError`, never retried;
+    /// - an actor call not started yet is skipped; a running one of an async
+    ///   actor is cancelled as an asyncio task, of another actor runs on;
+    /// - a task sent to another peer, or owned by one, is cancelled there;
+    /// - `recursive`: the tasks it submitted are cancelled too;
+    /// - a finished task: nothing happens.
+    pub(crate) fn cancel(&mut self, id: ObjectId, force: bool, recursive: bool) {
         let tid = id.task();
         let Some(t) = self.tasks.get_mut(&tid) else {
+            if self.is_foreign(id.owner())
+                && let Some(owner) = self.peer_of(id.owner())
+            {
+                // A borrowed ref: its owner knows where the task is.
+                self.send_peer(
+                    owner,
+                    PeerMsg::Cancel {
+                        task: tid,
+                        force,
+                        recursive,
+                    },
+                );
+            }
             return;
         };
+        if t.spec.kind == TaskKind::ActorCreate {
+            // An actor is ended with kill(), not cancel().
+            return;
+        }
+        let children = if recursive {
+            std::mem::take(&mut t.children)
+        } else {
+            Vec::new()
+        };
+        let actor_call = t.spec.kind == TaskKind::ActorMethod;
         match t.state {
             TaskState::Waiting | TaskState::Queued | TaskState::Placing => {
                 let name = t.spec.name.clone();
+                if let (true, Some(aid)) = (actor_call, t.spec.actor) {
+                    self.unqueue_actor_call(aid, tid);
+                }
                 self.fail_task(tid, cancelled_error(&name));
             }
             TaskState::Remote => {
                 if let Some(peer) = self.cluster.sent_to(&tid) {
-                    self.send_peer(peer, PeerMsg::Cancel { task: tid, force });
+                    self.send_peer(
+                        peer,
+                        PeerMsg::Cancel {
+                            task: tid,
+                            force,
+                            recursive,
+                        },
+                    );
                 }
             }
             TaskState::Running(wid) => {
-                t.cancelled = true;
-                if force
-                    && t.spec.kind == TaskKind::Normal
-                    && let Some(pid) = self.workers.get(&wid).and_then(|w| w.pid)
-                {
-                    self.kill_process(pid);
+                let (conn, pid, running) = match self.workers.get(&wid) {
+                    Some(w) => (w.conn, w.pid, w.busy == Some(tid)),
+                    None => (None, None, false),
+                };
+                if !actor_call {
+                    t.cancelled = true;
                 }
+                if force && !actor_call {
+                    if let Some(pid) = pid {
+                        self.kill_process(pid);
+                    }
+                } else if let Some(conn) = conn {
+                    self.send_to(conn, NodeMsg::Cancel { task: tid });
+                    if running
+                        && !actor_call
+                        && let Some(pid) = pid.filter(|p| *p > 1)
+                    {
+                        self.emit(Command::Interrupt { pid });
+                    }
+                }
+            }
+        }
+        for child in children {
+            self.cancel(ObjectId::for_return(child, 1), force, true);
+        }
+    }
+
+    /// The task a connection's worker is running now (the caller of a nested
+    /// submit): a task worker's task, or a one-call-at-a-time actor's call.
+    fn running_task_of(&self, conn: ConnId) -> Option<TaskId> {
+        let Some(Role::Worker(wid)) = self.conns.role(conn) else {
+            return None;
+        };
+        let w = self.workers.get(&wid)?;
+        match w.kind {
+            crate::local::workers::WorkerKind::Task => w.busy,
+            crate::local::workers::WorkerKind::Actor(aid) => {
+                self.actors.get(&aid)?.inflight.front().copied()
             }
         }
     }

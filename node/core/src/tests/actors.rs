@@ -297,6 +297,7 @@ fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
             ClientMsg::Cancel {
                 id: ret(t),
                 force: false,
+                recursive: true,
             },
         );
         let v = h.get_now(d, &[ret(t)]);
@@ -311,9 +312,15 @@ fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
         ClientMsg::Cancel {
             id: ret(&running),
             force: false,
+            recursive: true,
         },
     );
     assert!(h.st.tasks[&running.task].cancelled);
+    assert_eq!(
+        h.recv(wc),
+        vec![NodeMsg::Cancel { task: running.task }],
+        "the worker is told, to interrupt it"
+    );
     h.returns(wc, running.task, inline(b"too late"));
     let v = h.get_now(d, &[ret(&running)]);
     assert_eq!(error_kind(&v[0]), Some(ErrorKind::Cancelled));
@@ -325,6 +332,7 @@ fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
         ClientMsg::Cancel {
             id: ret(&running),
             force: true,
+            recursive: true,
         },
     );
     h.send(
@@ -332,6 +340,7 @@ fn cancel_fails_queued_and_waiting_tasks_and_marks_running_ones() {
         ClientMsg::Cancel {
             id: ObjectId::for_put(),
             force: true,
+            recursive: true,
         },
     );
     assert!(h.recv(wc).is_empty());
@@ -525,4 +534,149 @@ fn an_actor_worker_that_lingers_after_exiting_on_purpose_is_killed() {
     );
     h.advance(Duration::from_secs(11));
     assert_eq!(h.kills, vec![4_000_000], "killed after the grace period");
+}
+
+/// A worker connected with a pid the harness only records signals to.
+fn worker_with_pid(h: &mut Harness, wid: WorkerId, pid: u32) -> ConnId {
+    let c = h.connect();
+    h.send(
+        c,
+        ClientMsg::Hello {
+            role: Role::Worker(wid),
+            pid,
+        },
+    );
+    h.recv(c);
+    c
+}
+
+fn cancel(h: &mut Harness, d: ConnId, id: ObjectId, force: bool, recursive: bool) {
+    h.send(
+        d,
+        ClientMsg::Cancel {
+            id,
+            force,
+            recursive,
+        },
+    );
+}
+
+#[test]
+fn a_running_task_is_interrupted_and_a_recursive_cancel_reaches_the_tasks_it_submitted() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    h.st.start_pool();
+    let [wid] = h.spawned()[..] else {
+        panic!("one worker")
+    };
+    let w = worker_with_pid(&mut h, wid, 4_000_001);
+    let parent = task(f, vec![]);
+    h.submit(d, &parent);
+    assert_eq!(one_execution(&h.recv(w)).task, parent.task);
+    // It submits two children (they wait: its CPU is taken) and blocks on them.
+    let kids: Vec<TaskSpec> = (0..2).map(|_| task(f, vec![])).collect();
+    for k in &kids {
+        h.submit(w, k);
+    }
+    h.send(
+        w,
+        ClientMsg::Get {
+            req: 9,
+            ids: kids.iter().map(ret).collect(),
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(h.st.tasks[&parent.task].children.len(), 2);
+
+    // Not recursive: only the parent is interrupted.
+    cancel(&mut h, d, ret(&parent), false, false);
+    assert_eq!(h.interrupts, vec![4_000_001], "the worker is signalled");
+    assert!(h.recv(w).contains(&NodeMsg::Cancel { task: parent.task }));
+    assert!(kids.iter().all(|k| h.st.tasks.contains(&k.task)));
+
+    // Recursive: the children go too (never run), and their get answers.
+    cancel(&mut h, d, ret(&parent), false, true);
+    for k in &kids {
+        assert!(!h.st.tasks.contains(&k.task), "child cancelled");
+    }
+    let got = h.recv(w);
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, NodeMsg::Values { req: 9, values: Some(v) }
+            if v.iter().all(|v| error_kind(v) == Some(ErrorKind::Cancelled)))),
+        "{got:?}"
+    );
+    // The interrupted task reports KeyboardInterrupt: it fails as cancelled.
+    h.done(
+        w,
+        parent.task,
+        Outcome::Failed(ErrorInfo::new(ErrorKind::Task, "KeyboardInterrupt")),
+        10,
+    );
+    let v = h.get_now(d, &[ret(&parent)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::Cancelled));
+    assert_eq!(h.available_cpu(), 1.0);
+}
+
+#[test]
+fn a_started_actor_call_is_told_of_its_cancel_but_not_failed_by_the_node() {
+    let mut h = Harness::new(2.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, None, 0);
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 5,
+            spec: Box::new(create.clone()),
+        },
+    );
+    h.recv(d);
+    let [aw] = h.spawned()[..] else {
+        panic!("one worker for the actor")
+    };
+    let ac = worker_with_pid(&mut h, aw, 4_000_002);
+    h.returns(ac, create.task, inline(b"None"));
+    let call = method(&create, "m", vec![]);
+    h.submit(d, &call);
+    h.recv(ac);
+    cancel(&mut h, d, ret(&call), true, true);
+    assert!(h.kills.is_empty(), "force does not kill an actor");
+    assert!(h.interrupts.is_empty(), "actor calls are not interrupted");
+    assert_eq!(h.recv(ac), vec![NodeMsg::Cancel { task: call.task }]);
+    // A call of a regular actor runs on: its value stands.
+    h.returns(ac, call.task, inline(b"done"));
+    assert_eq!(h.get_now(d, &[ret(&call)]), vec![inline(b"done")]);
+    // One the worker skipped (or an async actor's, cancelled) reports so.
+    let call2 = method(&create, "m", vec![]);
+    h.submit(d, &call2);
+    h.recv(ac);
+    cancel(&mut h, d, ret(&call2), false, true);
+    h.done(
+        ac,
+        call2.task,
+        Outcome::Failed(ErrorInfo::new(ErrorKind::Cancelled, "skipped")),
+        1,
+    );
+    let v = h.get_now(d, &[ret(&call2)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::Cancelled));
+}
+
+#[test]
+fn cancelling_a_borrowed_ref_asks_its_owner() {
+    let mut h = Harness::new(1.0);
+    h.join();
+    let d = h.driver();
+    let owner = peer();
+    h.st.cluster.learn_peer(owner);
+    let id = ObjectId::for_return(TaskId::owned_by(crate::ids::OwnerTag::of_peer(&owner)), 1);
+    h.add_refs(d, vec![id]);
+    cancel(&mut h, d, id, false, true);
+    let sent = h.peer_msgs();
+    assert!(
+        sent.iter().any(|(p, m)| *p == owner
+            && matches!(m, PeerMsg::Cancel { task, force: false, recursive: true } if *task == id.task())),
+        "{sent:?}"
+    );
 }

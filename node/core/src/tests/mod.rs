@@ -62,6 +62,7 @@ struct Harness {
     to_peers: Vec<(PeerId, PeerMsg)>,
     pulls: Vec<PullCmd>,
     kills: Vec<u32>,
+    interrupts: Vec<u32>,
     closed: Vec<ConnId>,
     dropped: Vec<(ConnId, String)>,
     stops: usize,
@@ -101,6 +102,7 @@ impl Harness {
             to_peers: Vec::new(),
             pulls: Vec::new(),
             kills: Vec::new(),
+            interrupts: Vec::new(),
             closed: Vec::new(),
             dropped: Vec::new(),
             stops: 0,
@@ -133,6 +135,7 @@ impl Harness {
                 Command::ToPeer { peer, msg } => self.to_peers.push((peer, msg)),
                 Command::SpawnWorker { worker } => self.spawned.push(worker),
                 Command::Kill { pid } => self.kills.push(pid),
+                Command::Interrupt { pid } => self.interrupts.push(pid),
                 Command::Pull {
                     id,
                     offset,

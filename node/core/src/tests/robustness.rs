@@ -144,7 +144,11 @@ fn sample_messages() -> Vec<ClientMsg> {
             outcome: Outcome::Failed(ErrorInfo::new(ErrorKind::Task, "x")),
             run_us: 3,
         },
-        ClientMsg::Cancel { id, force: false },
+        ClientMsg::Cancel {
+            id,
+            force: false,
+            recursive: true,
+        },
         ClientMsg::KillActor {
             actor: ActorId::random(),
             no_restart: true,

@@ -279,9 +279,12 @@ pub enum ClientMsg {
         run_us: u64,
         contained: Vec<Vec<ObjectId>>,
     },
+    /// `cancel(ref, force, recursive)`: `recursive` cancels the tasks the
+    /// task submitted too.
     Cancel {
         id: ObjectId,
         force: bool,
+        recursive: bool,
     },
     /// Lines a task printed (`stream` 1: stdout, 2: stderr), for its driver.
     Output {
@@ -357,6 +360,13 @@ pub enum NodeMsg {
     },
     /// The node is stopping: exit.
     Exit,
+    /// To a worker: task `task`, sent to it earlier, is cancelled. Not yet
+    /// started: skip it. Running: a task is interrupted (the node signals
+    /// the process too), an async actor's call is cancelled as an asyncio
+    /// task, a call of another actor runs on (Ray's rules).
+    Cancel {
+        task: TaskId,
+    },
 }
 
 impl ClientMsg {

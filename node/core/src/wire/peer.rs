@@ -150,6 +150,7 @@ pub enum PeerMsg {
     Cancel {
         task: TaskId,
         force: bool,
+        recursive: bool,
     },
     /// To an object's owner: this node now holds a complete copy.
     Located {

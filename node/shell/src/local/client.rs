@@ -105,6 +105,20 @@ struct Inbox {
     /// Why the connection is over.
     closed: Option<String>,
     exit_requested: bool,
+    /// Tasks the node cancelled, not yet taken (oldest first).
+    cancels: VecDeque<TaskId>,
+}
+
+/// Most cancels a worker keeps untaken (those of tasks that ended already
+/// are never taken; the oldest go).
+const MAX_CANCELS_KEPT: usize = 4096;
+
+/// What a worker is told next.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    Execute(Box<Execution>),
+    /// A task sent here earlier is cancelled (see [`NodeMsg::Cancel`]).
+    Cancel(TaskId),
 }
 
 /// Connection state of the reading side: bytes read but not yet framed.
@@ -363,8 +377,10 @@ impl Client {
         self.send(&ClientMsg::Shutdown)
     }
 
-    /// Worker side: the next task to run; None when the node says exit or goes away.
-    pub fn next_execution(&self) -> Option<Execution> {
+    /// Worker side: the next task to run or cancel (cancels first, so that a
+    /// call cancelled before it started is known when it comes); None when
+    /// the node says exit or goes away.
+    pub fn next_event(&self) -> Option<WorkerEvent> {
         if self.inbox.lock().executions.is_empty() {
             // About to wait: held-back outcomes must reach the node first.
             if let Err(e) = self.flush() {
@@ -374,8 +390,11 @@ impl Client {
         }
         let r = self.read_until(
             |inbox| {
+                if let Some(t) = inbox.cancels.pop_front() {
+                    return Some(Some(WorkerEvent::Cancel(t)));
+                }
                 if let Some(e) = inbox.executions.pop_front() {
-                    return Some(Some(e));
+                    return Some(Some(WorkerEvent::Execute(Box::new(e))));
                 }
                 inbox.exit_requested.then_some(None)
             },
@@ -386,6 +405,22 @@ impl Client {
             Ok(Some(e)) => e,
             _ => None,
         }
+    }
+
+    /// Worker side, from the interrupt signal's handler: whether the node
+    /// cancelled `task` (waiting up to `wait` for its word, which may trail
+    /// the signal). Takes that cancel.
+    pub fn take_cancel(&self, task: TaskId, wait: Duration) -> bool {
+        let r = self.read_until(
+            |inbox| {
+                let at = inbox.cancels.iter().position(|t| *t == task)?;
+                inbox.cancels.remove(at);
+                Some(())
+            },
+            Some(Instant::now() + wait),
+            &mut || false,
+        );
+        matches!(r, Ok(Some(())))
     }
 
     /// Worker side: pass lines a task printed to the node, for its driver.
@@ -515,8 +550,12 @@ impl NodeApi for Client {
         self.lazy(|l| l.escaped.extend_from_slice(ids));
     }
 
-    fn cancel(&self, id: ObjectId, force: bool) -> NodeResult<()> {
-        self.send(&ClientMsg::Cancel { id, force })
+    fn cancel(&self, id: ObjectId, force: bool, recursive: bool) -> NodeResult<()> {
+        self.send(&ClientMsg::Cancel {
+            id,
+            force,
+            recursive,
+        })
     }
 
     fn kill_actor(&self, actor: ActorId, no_restart: bool) -> NodeResult<()> {
@@ -559,6 +598,12 @@ fn deliver(inbox: &mut Inbox, msg: NodeMsg) {
         NodeMsg::Execute(e) => inbox.executions.push_back(*e),
         NodeMsg::Revoke { tasks } => inbox.executions.retain(|e| !tasks.contains(&e.task)),
         NodeMsg::Exit => inbox.exit_requested = true,
+        NodeMsg::Cancel { task } => {
+            if inbox.cancels.len() == MAX_CANCELS_KEPT {
+                inbox.cancels.pop_front();
+            }
+            inbox.cancels.push_back(task);
+        }
         NodeMsg::Output { stream, data } => {
             // Output of tasks this (attached) driver submitted: print it here.
             use std::io::Write as _;

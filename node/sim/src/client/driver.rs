@@ -345,7 +345,11 @@ impl Driver {
             Step::Cancel { r, force } => {
                 if let Some(id) = self.ids[r] {
                     self.cancelled[r] = true;
-                    ctx.out.push(ClientMsg::Cancel { id, force });
+                    ctx.out.push(ClientMsg::Cancel {
+                        id,
+                        force,
+                        recursive: true,
+                    });
                 }
             }
             Step::KillActor { a, no_restart } => {

@@ -20,7 +20,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 
 pub use driver::{Driver, NEXT_STEP};
-pub use worker::Worker;
+pub use worker::{INTERRUPT, Worker};
 
 use crate::program::{Op, Val};
 

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use peer_node_core::ids::{ActorId, FnId, ObjectId, OwnerTag, WorkerId};
+use peer_node_core::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
 use peer_node_core::store::ObjectStore;
 use peer_node_core::wire::local::{
     ClientMsg, ErrorInfo, ErrorKind, Execution, INLINE_MAX, NodeMsg, Outcome, Reserved, Role,
@@ -17,6 +17,9 @@ use serde_bytes::ByteBuf;
 
 use super::{Ctx, fn_id, read_value, task_id};
 use crate::program::{Op, Val, decode_args, encode_args};
+
+/// The wake-up token of the node's interrupt signal (see [`Worker::on_interrupt`]).
+pub const INTERRUPT: u64 = 2;
 
 /// A task a worker runs now, and where it is.
 #[derive(Debug)]
@@ -52,6 +55,8 @@ pub struct Worker {
     registered_add: bool,
     /// The refs nested in the running `Relay`'s arguments.
     nested: Vec<ObjectId>,
+    /// Cancels of the running task, for the interrupt signal to find.
+    cancels: Vec<TaskId>,
 }
 
 impl Worker {
@@ -67,6 +72,7 @@ impl Worker {
             next_req: 1,
             registered_add: false,
             nested: Vec::new(),
+            cancels: Vec::new(),
         }
     }
 
@@ -86,6 +92,7 @@ impl Worker {
                 self.start_next(ctx);
             }
             NodeMsg::Revoke { tasks } => self.queue.retain(|e| !tasks.contains(&e.task)),
+            NodeMsg::Cancel { task } => self.cancelled(task, ctx),
             NodeMsg::Exit => ctx.exit = true,
             NodeMsg::Values { req, values } => self.children_done(req, values, ctx),
             NodeMsg::Created { req, result } => self.created(req, result, ctx),
@@ -96,9 +103,52 @@ impl Worker {
         }
     }
 
+    /// The node cancelled `task`: not started yet, it is skipped (reported
+    /// cancelled, as the Python worker does); running, the interrupt signal
+    /// that follows ends it.
+    fn cancelled(&mut self, task: TaskId, ctx: &mut Ctx<'_>) {
+        if let Some(at) = self.queue.iter().position(|e| e.task == task) {
+            let exec = self.queue.remove(at).expect("found");
+            let err = ErrorInfo::new(ErrorKind::Cancelled, "cancelled before it started");
+            return self.finish(exec, Err(err), ctx);
+        }
+        if self.running.as_ref().is_some_and(|(e, _)| e.task == task) {
+            self.cancels.push(task);
+        }
+    }
+
+    /// The node's interrupt signal: a running task it cancelled raises
+    /// `KeyboardInterrupt` (computing or blocked in `get`); a stale one is
+    /// ignored. Actor calls are never interrupted.
+    pub fn on_interrupt(&mut self, ctx: &mut Ctx<'_>) {
+        let Some((exec, phase)) = self.running.take() else {
+            return;
+        };
+        let interrupt = exec.kind == TaskKind::Normal
+            && !matches!(phase, Phase::Creating { .. })
+            && self.cancels.contains(&exec.task);
+        self.cancels.clear();
+        if !interrupt {
+            self.running = Some((exec, phase));
+            return;
+        }
+        let err = ErrorInfo::new(ErrorKind::Task, "KeyboardInterrupt");
+        self.finish(exec, Err(err), ctx);
+        // The handles it held go as the exception unwinds.
+        if let Phase::Children { held, .. } = phase {
+            ctx.out.push(ClientMsg::DecRefs { ids: held });
+        }
+    }
+
     /// The wake-up it asked for: the running task's computation is done.
     pub fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
-        let Some((exec, Phase::Computing(result, args))) = self.running.take() else {
+        let Some((exec, phase)) = self.running.take() else {
+            return;
+        };
+        // A wake-up left over from a task interrupted while computing may
+        // come while the next one waits: it stays as it is.
+        let Phase::Computing(result, args) = phase else {
+            self.running = Some((exec, phase));
             return;
         };
         match (exec.kind, result) {

@@ -33,7 +33,7 @@ use faults::Fault;
 use pulls::Pull;
 
 use crate::check;
-use crate::client::{Ctx, Driver, NEXT_STEP, Worker};
+use crate::client::{Ctx, Driver, INTERRUPT, NEXT_STEP, Worker};
 use crate::net::Net;
 use crate::program::{NodeSpec, Script};
 use crate::trace::{self, Trace};
@@ -502,6 +502,26 @@ impl World {
                     self.process_gone(n, conn);
                 }
             }
+            Command::Interrupt { pid } => {
+                let conn = self.nodes[n].procs.iter().find_map(|(c, p)| match p {
+                    Proc::Worker(w) if w.pid == pid => Some(*c),
+                    _ => None,
+                });
+                if let Some(conn) = conn {
+                    // A signal: it may come before the cancel message is read.
+                    let d = self.micros(0, 2_000);
+                    let inc = self.nodes[n].incarnation;
+                    self.at(
+                        d,
+                        Ev::Wake {
+                            node: n,
+                            inc,
+                            conn,
+                            token: INTERRUPT,
+                        },
+                    );
+                }
+            }
             Command::Pull {
                 id,
                 offset,
@@ -773,6 +793,7 @@ impl World {
                 self.run_proc(node, conn, |p, d, ctx| match p {
                     Proc::Driver if token == NEXT_STEP => d.on_wake(ctx),
                     Proc::Driver => {}
+                    Proc::Worker(w) if token == INTERRUPT => w.on_interrupt(ctx),
                     Proc::Worker(w) => w.on_wake(ctx),
                 });
                 Ok(())
