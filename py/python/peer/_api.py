@@ -35,8 +35,10 @@ def get(object_refs: Sequence[ObjectRef], *, timeout: float | None = None) -> li
 def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """Block until the value(s) exist and return them; raises the task's error if it failed.
 
-    ``timeout`` is in seconds; when it passes first, :class:`GetTimeoutError` is raised. Arrays in
-    the shared-memory store come back as read-only views of it, without copying.
+    ``timeout`` is in seconds; when it passes first, :class:`GetTimeoutError` is raised.
+    ``timeout=0`` returns the values if they are all ready and raises GetTimeoutError at once
+    otherwise (what Ray documents as the intended behaviour of ``timeout=0``). Arrays in the
+    shared-memory store come back as read-only views of it, without copying.
     """
     single = isinstance(object_refs, ObjectRef)
     refs: Sequence[Any]
@@ -83,9 +85,13 @@ def wait(
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Wait until ``num_returns`` of the refs are ready or ``timeout`` seconds pass.
 
-    Returns ``(ready, not_ready)``: ``ready`` in completion order, ``not_ready`` in input order.
+    Returns ``(ready, not_ready)``, both in input order (as Ray documents); ``ready`` holds at
+    most ``num_returns`` refs. ``timeout=0`` only looks at what is ready now. ``fetch_local=False``
+    (Ray: do not pull the objects here, return once they exist anywhere) is accepted: readiness
+    here is always "the value exists", and ``get`` pulls it when asked. The checks follow Ray's
+    order: an empty list returns ``([], [])`` whatever ``num_returns`` is.
     """
-    del fetch_local  # values are always local on one node
+    del fetch_local
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; pass [ref]")
     if not isinstance(object_refs, (list, tuple)):
@@ -94,21 +100,22 @@ def wait(
     for ref in object_refs:
         if not isinstance(ref, ObjectRef):
             raise _not_a_ref(ref, "peer.wait()")
-    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
-        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
     if len(object_refs) == 0:
         return [], []
     if len(set(object_refs)) != len(object_refs):
         raise ValueError("wait() requires a list of unique ObjectRefs; remove the duplicates")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
     if num_returns > len(object_refs):
         raise ValueError(
-            f"num_returns ({num_returns}) cannot be greater than the number of refs ({len(object_refs)})"
+            f"num_returns ({num_returns}) cannot be greater than the number of refs ({len(object_refs)}) "
+            "passed to wait()"
         )
     _runtime.ensure_initialized()
     ids = [r.binary() for r in object_refs]
     ready_idx = _native.wait(ids, num_returns, None if timeout is None else float(timeout))
-    ready_set = set(ready_idx)
-    ready = [object_refs[i] for i in ready_idx]
+    ready_set = set(ready_idx[:num_returns])
+    ready = [r for i, r in enumerate(object_refs) if i in ready_set]
     rest = [r for i, r in enumerate(object_refs) if i not in ready_set]
     return ready, rest
 

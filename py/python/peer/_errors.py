@@ -1,9 +1,12 @@
 """Errors across processes: the wrapper a worker pickles for a failed task, and error values → exceptions.
 
 Worker side, :func:`capture` turns an exception into ``(message, blob)`` where ``blob`` is a
-cloudpickled :class:`RemoteError` (the exception itself when it pickles, else its type name and
-repr, plus the formatted traceback, function name and pid). Caller side, :func:`from_error_info`
-maps the native ``ErrorInfo`` of an error value to the matching ``peer.exceptions`` class.
+cloudpickled :class:`RemoteError`: the exception itself when it survives a pickle round trip;
+otherwise (it holds a lock or a socket, or its ``__init__`` needs arguments unpickling does not
+pass) a *shell* of it: its class, its args and the attributes that pickle, from which the caller
+rebuilds an instance of the same type without calling ``__init__``. Always with its type name and
+repr, the formatted traceback, function name and pid. Caller side, :func:`from_error_info` maps the
+native ``ErrorInfo`` of an error value to the matching ``peer.exceptions`` class.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ class RemoteError:
     traceback_str: str
     function_name: str
     pid: int
+    # Set when exception_pickle is None: (class pickle, args, picklable attributes), and why.
+    shell: bytes | None = None
+    pickle_error: str | None = None
 
 
 def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
@@ -41,10 +47,17 @@ def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
     else:
         cause = error
         tb = _format(error)
+    shell: bytes | None = None
+    pickle_error: str | None = None
     try:
         exception_pickle: bytes | None = _pickler.dumps(cause)
-    except Exception:  # noqa: BLE001 - any pickling failure means "send the repr instead"
+        # Round trip here: an exception whose __init__ needs other arguments than its args
+        # pickles fine but cannot be unpickled; better to find that out where it was raised.
+        pickle.loads(exception_pickle)  # type: ignore[arg-type]
+    except Exception as e:  # noqa: BLE001 - any failure means "send a shell of it instead"
         exception_pickle = None
+        pickle_error = f"{type(e).__name__}: {_safe_str(e)}"
+        shell = _shell(cause)
     cls = type(cause)
     remote = RemoteError(
         exception_pickle=exception_pickle,
@@ -54,9 +67,61 @@ def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
         traceback_str=tb,
         function_name=function_name,
         pid=os.getpid(),
+        shell=shell,
+        pickle_error=pickle_error,
     )
     message = f"{function_name}() raised {cls.__name__}: {_safe_str(cause)}"
     return message, _pickler.dumps(remote)
+
+
+def _pickles(value: object) -> bool:
+    try:
+        _pickler.dumps(value)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _shell(error: BaseException) -> bytes | None:
+    """``(class pickle, args, state)`` of an exception that does not pickle whole: args that do not
+    pickle become their repr, attributes that do not pickle are left out."""
+    try:
+        cls_pickle = _pickler.dumps(type(error))
+        args = tuple(a if _pickles(a) else _safe_repr(a) for a in error.args)
+        state = {k: v for k, v in getattr(error, "__dict__", {}).items() if _pickles(v)}
+        return _pickler.dumps((cls_pickle, args, state))
+    except Exception:  # noqa: BLE001 - then the caller rebuilds it from the type name
+        return None
+
+
+def _bare_instance(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException | None:
+    """An instance of ``cls`` made without calling ``__init__`` (which may need other arguments)."""
+    for new_args in ((), args):
+        try:
+            obj = cls.__new__(cls, *new_args)
+        except Exception:  # noqa: BLE001 - try the next way
+            continue
+        if isinstance(obj, cls):
+            obj.args = args
+            return obj
+    return None
+
+
+def _from_shell(shell: bytes) -> BaseException | None:
+    try:
+        cls_pickle, args, state = pickle.loads(shell)
+        cls = pickle.loads(cls_pickle)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            return None
+        obj = _bare_instance(cls, tuple(args))
+        if obj is not None and state:
+            try:
+                obj.__dict__.update(state)
+            except AttributeError:
+                pass  # no __dict__ (slots): the args are what there is
+        return obj
+    except Exception:  # noqa: BLE001 - the class cannot be loaded here
+        return None
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -92,6 +157,10 @@ def _rebuild_cause(remote: RemoteError) -> BaseException | None:
                 return cause
         except Exception:  # noqa: BLE001 - fall back to an instance made from the type name
             pass
+    if remote.shell is not None:
+        rebuilt = _from_shell(remote.shell)
+        if rebuilt is not None:
+            return rebuilt
     try:
         obj: Any = importlib.import_module(remote.type_module)
         for part in remote.type_qualname.split("."):
@@ -118,8 +187,18 @@ def task_error(blob: bytes | None, message: str) -> exc.TaskError:
         return exc.TaskError("<unknown>", message, None, None)
     cause = _rebuild_cause(remote)
     tb = remote.traceback_str
+    name = f"{remote.type_module}.{remote.type_qualname}"
     if cause is None:
-        tb += f"\n(the exception {remote.type_module}.{remote.type_qualname} could not be rebuilt here)"
+        # Ray's answer to an exception it cannot send: the cause becomes an error saying so.
+        why = f" ({remote.pickle_error})" if remote.pickle_error else ""
+        note = f"the exception {name} raised by {remote.function_name}() could not be rebuilt here{why}"
+        tb += f"\n({note}; its repr: {remote.exception_repr})"
+        cause = exc.PeerError(f"{note}. It was: {remote.exception_repr}")
+    elif remote.pickle_error is not None:
+        tb += (
+            f"\n({name} could not be pickled whole ({remote.pickle_error}); it was rebuilt here from "
+            "its type, args and the attributes that pickle)"
+        )
     return exc.TaskError(remote.function_name, tb, cause, remote.pid).as_instanceof_cause()
 
 

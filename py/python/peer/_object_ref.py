@@ -12,6 +12,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
     import concurrent.futures
 
 from . import _native
@@ -54,12 +55,16 @@ class ObjectRef(_native.ObjectRefBase):
         return (ObjectRef, (id,))
 
     def __await__(self) -> Generator[Any, None, Any]:
-        from ._api import get
-
         import asyncio  # imported on first await: workers and most drivers never need it
 
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, get, self).__await__()
+        fut: asyncio.Future[Any] = loop.create_future()
+        # A daemon thread, not the loop's default executor: executor threads are joined at
+        # interpreter exit, so a ref that never resolves would keep the program from exiting.
+        threading.Thread(
+            target=_resolve_for_loop, args=(self, loop, fut), name=f"peer-await-{self.hex()[:8]}", daemon=True
+        ).start()
+        return fut.__await__()
 
     def future(self) -> concurrent.futures.Future[Any]:
         """A ``concurrent.futures.Future`` that completes with the value (or its error)."""
@@ -79,3 +84,37 @@ class ObjectRef(_native.ObjectRefBase):
 
         threading.Thread(target=resolve, name=f"peer-future-{self.hex()[:8]}", daemon=True).start()
         return fut
+
+
+_AWAIT_POLL_S = 0.5
+
+
+def _resolve_for_loop(ref: ObjectRef, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+    """Wait (in slices, so a cancelled await frees this thread) for ``ref``, then hand its value or
+    error to ``fut`` on its event loop."""
+    from ._api import get
+
+    ok = False
+    result: Any = None
+    try:
+        id = ref.binary()
+        while not _native.wait([id], 1, _AWAIT_POLL_S):
+            if fut.done() or loop.is_closed():
+                return  # the await was cancelled (e.g. by a timeout) or its loop is gone
+        result = get(ref)
+        ok = True
+    except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+        result = e
+
+    def deliver() -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(result)
+        else:
+            fut.set_exception(result)
+
+    try:
+        loop.call_soon_threadsafe(deliver)
+    except RuntimeError:
+        pass  # the loop was closed meanwhile: nobody awaits the value any more

@@ -55,7 +55,10 @@ class Options:
                     f"valid options are: {', '.join(sorted(valid))}"
                 )
             _check(key, value)
-        return dataclasses.replace(self, **kwargs)
+        new = dataclasses.replace(self, **kwargs)
+        if new.get_if_exists and not new.name:
+            raise ValueError("The actor name must be specified to use `get_if_exists`: pass name= too")
+        return new
 
     def resource_demand(self) -> dict[str, float]:
         """Custom resources plus GPU and memory, as the native layer takes them."""

@@ -2,12 +2,17 @@
 
 The function is cloudpickled once per process (content id = blake2b of the blob) and sent to the
 node once per runtime; each task then carries only the id and its arguments.
+
+:class:`ArgSpec` checks that the arguments of ``f.remote(...)`` (and of actor constructors and
+methods) bind to the function's signature before anything is submitted, as Ray does.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import inspect
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _native, _pickler, _runtime, _serialization
@@ -39,6 +44,104 @@ class PickledCode:
         return self._id
 
 
+_P = inspect.Parameter
+# Parameter kinds by their int value: an ArgSpec keeps ints (plain pickle, any peer version).
+_KINDS: dict[int, Any] = {
+    int(k): k
+    for k in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL, _P.KEYWORD_ONLY, _P.VAR_KEYWORD)
+}
+_POSITIONAL = (int(_P.POSITIONAL_ONLY), int(_P.POSITIONAL_OR_KEYWORD))
+
+
+class _Default:
+    """Stands for a parameter's default value: only whether there is one matters for binding."""
+
+    def __repr__(self) -> str:
+        return "..."
+
+
+_DEFAULT = _Default()
+
+
+class ArgSpec:
+    """The parameters ``f.remote(...)`` must bind to, as Ray checks them (``Signature.bind``).
+
+    Keeps only names, kinds and whether each has a default (no default values or annotations), so
+    it is small and always picklable: actor handles carry one per method. Plain positional calls
+    that fit take a fast path (two comparisons); anything else is bound by ``inspect``.
+    ``no_self`` marks a method with no parameter to take ``self``: every call of it fails.
+    """
+
+    __slots__ = ("name", "params", "no_self", "_lo", "_hi", "_sig")
+
+    def __init__(self, name: str, params: tuple[tuple[str, int, bool], ...], no_self: bool = False) -> None:
+        self.name = name
+        self.params = params
+        self.no_self = no_self
+        lo = hi = 0
+        for _, kind, has_default in params:
+            if kind in _POSITIONAL:
+                hi += 1
+                lo += not has_default
+            elif kind == int(_P.VAR_POSITIONAL):
+                hi = sys.maxsize
+            elif kind == int(_P.KEYWORD_ONLY) and not has_default:
+                lo, hi = 1, 0  # a required keyword-only parameter: no positional call fits
+                break
+        if no_self:
+            lo, hi = 1, 0
+        self._lo, self._hi = lo, hi
+        self._sig: inspect.Signature | None = None
+
+    @classmethod
+    def of(cls, fn: Any, name: str, *, bound: bool = False) -> ArgSpec | None:
+        """The spec of ``fn`` (``bound``: its first parameter takes ``self``/``cls``), or None when
+        ``fn`` has no signature Python can read (some builtins): such calls are not checked."""
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return None
+        params = list(sig.parameters.values())
+        if bound:
+            if params and params[0].kind == _P.VAR_POSITIONAL:
+                pass  # def m(*args): self is the first of args
+            elif params and params[0].kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
+                params = params[1:]
+            else:
+                return cls(name, (), no_self=True)
+        return cls(name, tuple((p.name, int(p.kind), p.default is not _P.empty) for p in params))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArgSpec, (self.name, self.params, self.no_self))
+
+    def __repr__(self) -> str:
+        return f"ArgSpec({self.name}{self.signature()})"
+
+    def signature(self) -> inspect.Signature:
+        sig = self._sig
+        if sig is None:
+            sig = self._sig = inspect.Signature(
+                [_P(n, _KINDS[k], default=_DEFAULT if d else _P.empty) for n, k, d in self.params]
+            )
+        return sig
+
+    def check(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError (Ray's message, plus what to do) unless the call binds."""
+        if not kwargs and self._lo <= len(args) <= self._hi:
+            return
+        if self.no_self:
+            raise TypeError(
+                f"{self.name}() takes no 'self' parameter, so it cannot be called on an actor; "
+                "add self as its first parameter, or make it a @staticmethod"
+            )
+        try:
+            self.signature().bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(
+                f"{self.name}() {e}; pass arguments that fit its signature {self.name}{self.signature()}"
+            ) from None
+
+
 def wrap_returns(ids: list[bytes], num_returns: int) -> ObjectRef | list[ObjectRef] | None:
     """Ray's return shape: one ref, a list of refs, or None for ``num_returns=0``."""
     if num_returns == 1:
@@ -48,10 +151,23 @@ def wrap_returns(ids: list[bytes], num_returns: int) -> ObjectRef | list[ObjectR
     return [ObjectRef(i) for i in ids]
 
 
+class _Unset:
+    """Not computed yet (None already means: no signature to check against)."""
+
+
+_UNSET = _Unset()
+
+
 class RemoteFunction:
     """A function that runs as a task: call ``f.remote(*args)`` to get an ObjectRef."""
 
-    def __init__(self, function: Callable[..., Any], options: Options, code: PickledCode | None = None) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        options: Options,
+        code: PickledCode | None = None,
+        arg_spec: ArgSpec | None | _Unset = _UNSET,
+    ) -> None:
         self._function = function
         self._options = options
         self._code = code or PickledCode(function)
@@ -60,6 +176,9 @@ class RemoteFunction:
         self.__doc__ = function.__doc__
         self.__module__ = getattr(function, "__module__", __name__)
         self.__wrapped__ = function
+        # The signature calls must bind to: read on the first .remote() (not per call), shared by
+        # the copies .options() makes.
+        self._arg_spec = arg_spec
         # Options are immutable: work out the submit arguments once, not per call.
         self._num_returns = 1 if options.num_returns is None else options.num_returns
         self._task_name = options.name or self.__name__
@@ -86,12 +205,25 @@ class RemoteFunction:
 
     def options(self, **options: Any) -> RemoteFunction:
         """A copy with some options changed, e.g. ``f.options(num_cpus=2).remote()``."""
-        return RemoteFunction(self._function, self._options.updated("function", **options), self._code)
+        return RemoteFunction(
+            self._function, self._options.updated("function", **options), self._code, self._arg_spec
+        )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Submit a task; returns an ObjectRef (a list of them if ``num_returns > 1``)."""
+        """Submit a task; returns an ObjectRef (a list of them if ``num_returns > 1``).
+
+        Raises TypeError, before anything is submitted, if the arguments do not fit the
+        function's signature.
+        """
+        spec = self._arg_spec
+        if isinstance(spec, _Unset):
+            spec = self._arg_spec = ArgSpec.of(self._function, self.__name__)
+        if spec is not None:
+            spec.check(args, kwargs)
         _runtime.ensure_initialized()
-        data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, self._task_name)
+        data, buffers, deps, contained = _serialization.serialize_args(
+            args, kwargs, self._task_name, _runtime.namespace()
+        )
         ids = _native.submit_task(
             self._code.registered_id(), data, buffers, deps, contained=contained, **self._submit_options
         )

@@ -56,32 +56,120 @@ def _node_resources(
     return out
 
 
+class UnknownInitArgumentError(TypeError, RuntimeError):
+    """``init()`` got a keyword argument neither peer nor Ray knows (Ray raises RuntimeError for
+    these, Python's convention is TypeError: this is both)."""
+
+
+# Ray's init() options that tune Ray's own machinery (dashboard, GCS, raylet, logging set-up,
+# job config, ...): peer has no such parts, so it accepts them and says once that they do nothing.
+_IGNORED_OPTIONS: dict[str, str] = {
+    "local_mode": "tasks still run in worker processes (Ray deprecated local_mode)",
+    "include_dashboard": "peer has no dashboard; `peer status` shows the cluster",
+    "dashboard_host": "peer has no dashboard",
+    "dashboard_port": "peer has no dashboard",
+    "job_config": "peer has no job config; pass namespace= to init() for the job's namespace",
+    "logging_format": "peer logs through the standard `logging` module: configure its handlers",
+    "logging_config": "peer logs through the standard `logging` module: configure its handlers",
+    "log_to_driver": "peer always forwards worker output",
+    "labels": "peer places by resources only: use resources= for custom placement",
+    "storage": "peer has no cluster storage",
+    "enable_resource_isolation": "peer does not isolate resources with cgroups",
+    "cgroup_path": "peer does not isolate resources with cgroups",
+    "system_reserved_cpu": "peer does not isolate resources with cgroups",
+    "system_reserved_memory": "peer does not isolate resources with cgroups",
+    "proxy_server_url": "peer has no Ray Client proxy",
+}
+# Ray's hidden init() options (``_name=...`` keyword arguments Ray pops before rejecting the rest).
+_RAY_PRIVATE_OPTIONS: dict[str, str] = {
+    "_system_config": "peer has no RayConfig to override",
+    "_temp_dir": "peer keeps its files in the state directory: set PEER_STATE_DIR or pass _state_dir=",
+    "_enable_object_reconstruction": "peer has no such setting",
+    "_redis_max_memory": "peer has no Redis",
+    "_redis_password": "peer has no Redis: the cluster key (key=) authenticates peers",
+    "_plasma_directory": "peer chooses where its shared-memory store lives",
+    "_node_ip_address": "a peer is reached at its listen addresses (listen=)",
+    "_driver_object_store_memory": "the driver uses the node's object store",
+    "_memory": "peer has no such setting",
+    "_metrics_export_port": "peer exports no Prometheus metrics; see `peer status --json`",
+    "_tracing_startup_hook": "peer has no tracing hooks",
+    "_node_name": "nodes are named by their peer id",
+    "_skip_env_hook": "peer runs no runtime_env hooks",
+}
+_warned_options: set[str] = set()
+
+
+def _ignore_option(name: str, value: Any, why: str) -> None:
+    """Warn once per process that a Ray-only ``init()`` option does nothing here.
+
+    A log record, not ``warnings.warn``: Ray accepts these without a warning, so a Ray program (or
+    its test suite run with ``-W error``) must keep working unchanged.
+    """
+    if name in _warned_options:
+        return
+    _warned_options.add(name)
+    logger.warning("peer.init(%s=%r) is accepted for Ray compatibility and ignored: %s", name, value, why)
+
+
+def check_namespace(namespace: object, where: str) -> None:
+    """Ray's rules for a namespace (a non-empty string), plus: no NUL (it separates the namespace
+    from the actor name in what the node stores)."""
+    if not isinstance(namespace, str):
+        raise TypeError(f"{where}: namespace must be None or a string, got {type(namespace).__name__}")
+    if namespace == "":
+        raise ValueError(f'{where}: "" is not a valid namespace. Pass None to not specify a namespace.')
+    if "\x00" in namespace:
+        raise ValueError(f"{where}: a namespace cannot contain a NUL character, got {namespace!r}")
+
+
 def init(
     address: str | None = None,
     *,
     num_cpus: int | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     object_store_memory: int | None = None,
+    local_mode: bool = False,
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
-    log_to_driver: bool = True,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
+    job_config: Any = None,
+    configure_logging: bool = True,
+    logging_level: int | str | None = None,
+    logging_format: str | None = None,
+    logging_config: Any = None,
+    log_to_driver: bool | None = None,
     namespace: str | None = None,
     runtime_env: dict[str, Any] | None = None,
-    logging_level: int | str | None = None,
+    storage: str | None = None,
+    enable_resource_isolation: bool = False,
+    cgroup_path: str | None = None,
+    system_reserved_cpu: float | None = None,
+    system_reserved_memory: int | None = None,
+    proxy_server_url: str | None = None,
     bootstrap: list[str] | None = None,
     key: str | None = None,
     listen: list[str] | None = None,
     mdns: bool = True,
     _state_dir: str | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """Connect this process to a node and return the node's description.
 
     ``address``: None attaches to the ``peer up`` daemon of the state directory if one runs and
     otherwise starts a node inside this process; ``"auto"`` requires the daemon; ``"local"``
     always starts an in-process node; anything else is the path of a node's Unix socket.
-    ``include_dashboard`` and ``log_to_driver`` are accepted for Ray compatibility (there is no
-    dashboard; worker output always reaches the node's terminal).
+
+    ``namespace``: the namespace named actors of this job are created in and looked up in (Ray's
+    rules); None puts the job in the namespace "default", which every such job shares.
+
+    Ray's other init() options (``include_dashboard``, ``log_to_driver``, ``_system_config``,
+    ``_temp_dir``, ...) are accepted; those that would change something log a one-line warning
+    that peer ignores them. Keyword arguments Ray does not know either raise TypeError.
+    ``configure_logging`` is accepted (peer installs no logging handlers); ``logging_level`` sets
+    the level of the ``peer`` logger.
 
     ``bootstrap``: multiaddrs of cluster members (``/ip4/…/tcp/…/p2p/…``); the in-process node
     then joins that cluster as a full peer, with the cluster ``key`` (64 hex characters or a key
@@ -89,11 +177,52 @@ def init(
     ``/ip4/0.0.0.0/tcp/0``) and, unless ``mdns=False``, finding LAN peers by mDNS. Without
     ``bootstrap`` (and without ``listen``) no network port is opened at all.
     """
-    del include_dashboard, log_to_driver
+    del configure_logging  # peer never installs handlers, so there is nothing to switch off
+    unknown = [k for k in kwargs if k not in _RAY_PRIVATE_OPTIONS]
+    if unknown:
+        raise UnknownInitArgumentError(
+            f"peer.init() got unknown keyword argument(s): {', '.join(unknown)} (Ray's init() rejects "
+            "them too); check the spelling against peer.init's documentation"
+        )
     if runtime_env:
-        raise ValueError("peer does not support runtime_env yet; install dependencies in the driver's environment")
+        raise ValueError(
+            "peer does not support runtime_env: workers run in the driver's Python environment and "
+            "working directory, so install packages there and set environment variables before "
+            "peer.init()"
+        )
+    if namespace is not None:
+        check_namespace(namespace, "peer.init()")
+    if address is not None and "://" in address:
+        raise ValueError(
+            f"peer.init(address={address!r}): peer has no Ray Client (ray://) and no head node; "
+            "join the cluster as a peer with peer.init(bootstrap=[...], key=...), or pass the "
+            "path of a node's Unix socket"
+        )
+    ignored: dict[str, Any] = {
+        "local_mode": local_mode or None,
+        "include_dashboard": include_dashboard or None,
+        "dashboard_host": dashboard_host,
+        "dashboard_port": dashboard_port,
+        "job_config": job_config,
+        "logging_format": logging_format,
+        "logging_config": logging_config,
+        "log_to_driver": None if log_to_driver in (None, True) else log_to_driver,
+        "labels": labels or None,
+        "storage": storage,
+        "enable_resource_isolation": enable_resource_isolation or None,
+        "cgroup_path": cgroup_path,
+        "system_reserved_cpu": system_reserved_cpu,
+        "system_reserved_memory": system_reserved_memory,
+        "proxy_server_url": proxy_server_url,
+    }
+    for name, value in ignored.items():
+        if value is not None:
+            _ignore_option(name, value, _IGNORED_OPTIONS[name])
+    for name, value in kwargs.items():
+        if value is not None and value is not False:
+            _ignore_option(name, value, _RAY_PRIVATE_OPTIONS[name])
     if logging_level is not None:
-        logger.setLevel(logging_level)
+        logger.setLevel(logging_level.upper() if isinstance(logging_level, str) else logging_level)
     with _state.lock:
         if _state.in_worker or _state.info is not None or _native.is_initialized():
             if ignore_reinit_error or _state.in_worker:
@@ -155,7 +284,7 @@ def init(
                 ),
             )
         _state.info = dict(info)
-        _state.namespace = namespace
+        _state.namespace = namespace if namespace is not None else "default"
         if not _state.atexit_registered:
             atexit.register(shutdown)
             _state.atexit_registered = True
@@ -212,4 +341,16 @@ def node_info() -> dict[str, Any]:
 
 
 def namespace() -> str | None:
+    """The namespace of this job (in a worker: of the task or actor it runs); None before init."""
     return _state.namespace
+
+
+def current_namespace() -> str:
+    """The namespace named actors are created in and looked up in when none is given."""
+    ensure_initialized()
+    return _state.namespace or ""
+
+
+def set_task_namespace(namespace: str) -> None:
+    """Worker side: the task (or actor) about to run belongs to ``namespace``."""
+    _state.namespace = namespace

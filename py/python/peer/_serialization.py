@@ -4,7 +4,9 @@
   (numpy arrays and anything else exposing ``PickleBuffer``) as flat byte views; the native layer
   lays them out 64-byte aligned inline or in the store.
 - :func:`serialize_args` does the same for ``(args, kwargs)`` after replacing each top-level
-  ``ObjectRef`` by a :class:`DepPlaceholder`; the refs' ids become the task's dependencies.
+  ``ObjectRef`` by a :class:`DepPlaceholder`; the refs' ids become the task's dependencies. Tasks
+  and actor constructors also carry the caller's namespace (``(args, kwargs, namespace)``): the
+  worker runs them in it, as a Ray worker runs in its job's namespace.
 - :func:`deserialize` turns a native value tuple back into the object: stored values come back as
   zero-copy, read-only views of shared memory; error values raise.
 """
@@ -15,7 +17,7 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
-from . import _errors, _native, _pickler
+from . import _errors, _native, _pickler, _runtime
 from ._object_ref import ObjectRef, collect_refs
 from .exceptions import SerializationError
 
@@ -83,15 +85,23 @@ def serialize(value: Any, what: str = "the value") -> tuple[bytes, list[memoryvi
 
 
 _NO_ARGS = pickle.dumps(((), {}), protocol=5)
+_no_args_in: dict[str, bytes] = {}  # namespace -> the pickle of no arguments in it
 
 
 def serialize_args(
-    args: Sequence[Any], kwargs: dict[str, Any], fn_name: str
+    args: Sequence[Any], kwargs: dict[str, Any], fn_name: str, namespace: str | None = None
 ) -> tuple[bytes, list[memoryview], list[bytes], list[bytes]]:
     """``(pickle, buffers, deps, contained)`` for a task's arguments: top-level refs become deps
-    (the task gets their values), refs nested deeper stay refs and are held by the task."""
+    (the task gets their values), refs nested deeper stay refs and are held by the task.
+    ``namespace``: the namespace the task runs in (None for actor method calls: an actor runs in
+    the one it was created in)."""
     if not args and not kwargs:
-        return _NO_ARGS, [], [], []
+        if namespace is None:
+            return _NO_ARGS, [], [], []
+        data = _no_args_in.get(namespace)
+        if data is None:
+            data = _no_args_in[namespace] = pickle.dumps(((), {}, namespace), protocol=5)
+        return data, [], [], []
     deps: list[bytes] = []
     index: dict[bytes, int] = {}
 
@@ -112,8 +122,9 @@ def serialize_args(
         swapped_kwargs = {k: swap(v) for k, v in kwargs.items()}
     else:  # the common case: nothing to swap
         swapped_args, swapped_kwargs = tuple(args), kwargs
+    payload = (swapped_args, swapped_kwargs) if namespace is None else (swapped_args, swapped_kwargs, namespace)
     try:
-        data, buffers, contained = _dumps((swapped_args, swapped_kwargs))
+        data, buffers, contained = _dumps(payload)
     except Exception as e:  # noqa: BLE001
         raise _argument_error(swapped_args, swapped_kwargs, fn_name, e) from e
     return data, buffers, deps, contained
@@ -159,8 +170,15 @@ def deserialize(value: tuple[int, Any]) -> Any:
 def deserialize_args(
     value: tuple[int, Any], dep_values: Sequence[tuple[int, Any]]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A task's ``(args, kwargs)`` with each placeholder replaced by its dependency's value."""
-    args, kwargs = deserialize(value)
+    """A task's ``(args, kwargs)`` with each placeholder replaced by its dependency's value.
+
+    A namespace sent with them becomes this process's current namespace (see the module doc)."""
+    payload = deserialize(value)
+    if len(payload) == 3:
+        args, kwargs, namespace = payload
+        _runtime.set_task_namespace(namespace)
+    else:
+        args, kwargs = payload
     deps = [deserialize(v) for v in dep_values]
 
     def swap(v: Any) -> Any:

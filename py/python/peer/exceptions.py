@@ -4,8 +4,10 @@ Ray's names are aliases of the same classes (``RayError``, ``RayTaskError``, ``R
 so ``except ray.exceptions.RayTaskError`` works under ``import peer as ray``.
 
 A task's exception is re-raised in the caller by :meth:`TaskError.as_instanceof_cause`: an instance
-of a class derived from both :class:`TaskError` and the original exception type, so both
-``except TaskError`` and ``except ValueError`` catch a remote ``ValueError``.
+of a class derived from both :class:`TaskError` and the original exception type (named
+``RayTaskError(ValueError)``, as in Ray), so both ``except TaskError`` and ``except ValueError``
+catch a remote ``ValueError``. ``str()`` of it is Ray's layout: ``ray::f() (pid=...)`` and then
+the remote traceback, ending with the original ``ValueError: message`` line.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class SerializationError(PeerError, TypeError):
 class TaskError(PeerError):
     """A task or actor method raised; carries the remote traceback.
 
-    ``cause`` is the original exception (rebuilt in this process), ``traceback_str`` the traceback
+    ``cause`` is the original exception (rebuilt in this process; if it could not be rebuilt at
+    all, a :class:`PeerError` that says what it was, as Ray does), ``traceback_str`` the traceback
     as formatted in the worker, ``function_name`` and ``pid`` say where it ran.
     """
 
@@ -82,10 +85,11 @@ class TaskError(PeerError):
         self.pid = pid
 
     def __str__(self) -> str:
-        where = f"{self.function_name}()" + (f" (pid={self.pid})" if self.pid is not None else "")
+        # Ray's layout: "ray::<task>() (pid=...)", then the traceback as the worker printed it.
+        where = f"ray::{self.function_name}()" + (f" (pid={self.pid})" if self.pid is not None else "")
         cause = "" if self.cause is None else f"{type(self.cause).__name__}: {self.cause}"
-        text = self.traceback_str.rstrip() or cause
-        return f"{where} failed in a worker:\n{text}"
+        text = self.traceback_str.strip() or cause
+        return f"{where}\n{text}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid))
@@ -93,11 +97,12 @@ class TaskError(PeerError):
     def as_instanceof_cause(self) -> TaskError:
         """This error as an instance of both :class:`TaskError` and the type of ``cause``.
 
-        Falls back to ``self`` when that type cannot be subclassed (e.g. it is final or has an
-        incompatible layout) or when the cause is itself a ``TaskError``.
+        Returns ``self`` when it already is one (the cause is a ``TaskError``, or of a type
+        ``TaskError`` derives from, such as ``Exception`` or ``PeerError``: Ray's rule), and when
+        that type cannot be subclassed (e.g. it is final or has an incompatible layout).
         """
         cause = self.cause
-        if cause is None or isinstance(cause, TaskError):
+        if cause is None or isinstance(cause, TaskError) or issubclass(TaskError, type(cause)):
             return self
         cls = _dual_class(type(cause))
         if cls is None:
@@ -137,13 +142,13 @@ def _dual_class(cause_type: type[BaseException]) -> type[TaskError] | None:
             "__str__": TaskError.__str__,
             "__reduce__": TaskError.__reduce__,
             "__module__": cause_type.__module__,
-            "__qualname__": f"TaskError({cause_type.__qualname__})",
+            "__qualname__": f"RayTaskError({cause_type.__qualname__})",
         }
         try:
             cls: type[TaskError] | None = type(
-                f"TaskError({cause_type.__name__})", (TaskError, cause_type), namespace
+                f"RayTaskError({cause_type.__name__})", (TaskError, cause_type), namespace
             )
-        except TypeError:
+        except Exception:  # noqa: BLE001 - a layout conflict, or an __init_subclass__ that refuses
             cls = None
         _dual_classes[cause_type] = cls
         return cls
