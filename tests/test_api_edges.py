@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -254,6 +255,33 @@ def test_named_actors_live_in_namespaces(make_cluster: Callable[..., dict[str, A
     assert ray.get(tag_of_named.remote("orange")) == "counter-1"
     assert ray.get(fruit.namespace.remote()) == "colors", "an actor runs in its creator's namespace"
     assert ray.get(fruit.lookup_and_tag.remote("orange")) == "counter-1"
+
+
+def test_the_default_namespace_is_anonymous_per_job(make_cluster: Callable[..., dict[str, Any]]) -> None:
+    info = make_cluster(num_cpus=2)
+    mine = ray.get_runtime_context().namespace
+    assert mine is not None and str(uuid.UUID(mine)) == mine, "a UUID, as in Ray"
+    assert ray.get(namespace_in_task.remote()) == mine
+    keeper = Counter.options(name="keeper").remote(5)
+    assert ray.get(keeper.tag.remote()) == "counter-5"
+    # A second job attached to the same node has its own anonymous namespace.
+    script = textwrap.dedent(
+        f"""
+        import peer as ray
+        ray.init(address={info["socket"]!r})
+        try:
+            ray.get_actor("keeper")
+            print("found-in-own-namespace")
+        except ValueError:
+            print("not-in-own-namespace")
+        other = ray.get_actor("keeper", namespace={mine!r})
+        print(ray.get(other.tag.remote()))
+        ray.shutdown()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["not-in-own-namespace", "counter-5"], out.stdout
 
 
 # ---- the module cluster ---------------------------------------------------------------------

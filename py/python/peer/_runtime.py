@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +164,7 @@ def init(
     always starts an in-process node; anything else is the path of a node's Unix socket.
 
     ``namespace``: the namespace named actors of this job are created in and looked up in (Ray's
-    rules); None puts the job in the namespace "default", which every such job shares.
+    rules); None gives the job an anonymous namespace of its own (a UUID, as in Ray).
 
     Ray's other init() options (``include_dashboard``, ``log_to_driver``, ``_system_config``,
     ``_temp_dir``, ...) are accepted; those that would change something log a one-line warning
@@ -284,7 +285,8 @@ def init(
                 ),
             )
         _state.info = dict(info)
-        _state.namespace = namespace if namespace is not None else "default"
+        # Ray's anonymous namespace: a UUID of this job's own.
+        _state.namespace = namespace if namespace is not None else str(uuid.uuid4())
         if not _state.atexit_registered:
             atexit.register(shutdown)
             _state.atexit_registered = True
