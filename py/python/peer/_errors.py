@@ -49,11 +49,12 @@ def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
         tb = _format(error)
     shell: bytes | None = None
     pickle_error: str | None = None
+    exception_pickle: bytes | None
     try:
-        exception_pickle: bytes | None = _pickler.dumps(cause)
+        exception_pickle = blob = _pickler.dumps(cause)
         # Round trip here: an exception whose __init__ needs other arguments than its args
         # pickles fine but cannot be unpickled; better to find that out where it was raised.
-        pickle.loads(exception_pickle)  # type: ignore[arg-type]
+        pickle.loads(blob)
     except Exception as e:  # noqa: BLE001 - any failure means "send a shell of it instead"
         exception_pickle = None
         pickle_error = f"{type(e).__name__}: {_safe_str(e)}"
