@@ -600,6 +600,10 @@ def test_await_still_returns_values_and_errors() -> None:
 
     async def main() -> tuple[Any, ...]:
         value = await sleep_then.remote(0.2, "v")
+        ready = ray.put("ready")
+        assert await ready == "ready"  # already there: answered without a thread
+        many = await asyncio.gather(*[add.remote(i) for i in range(200)])
+        assert many == [i + 1 for i in range(200)]
         try:
             await boom.remote()
         except KeyError as e:

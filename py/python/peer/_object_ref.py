@@ -57,13 +57,23 @@ class ObjectRef(_native.ObjectRefBase):
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio  # imported on first await: workers and most drivers never need it
 
+        from ._api import get
+
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        # A daemon thread, not the loop's default executor: executor threads are joined at
-        # interpreter exit, so a ref that never resolves would keep the program from exiting.
-        threading.Thread(
-            target=_resolve_for_loop, args=(self, loop, fut), name=f"peer-await-{self.hex()[:8]}", daemon=True
-        ).start()
+        try:
+            ready = bool(_native.wait([self.binary()], 1, 0.0))
+            if ready:  # already there (the common case for results awaited late): no thread
+                fut.set_result(get(self))
+        except Exception as e:  # noqa: BLE001 - the awaiting coroutine gets it
+            ready = True
+            fut.set_exception(e)
+        if not ready:
+            # A daemon thread, not the loop's default executor: executor threads are joined at
+            # interpreter exit, so a ref that never resolves would keep the program from exiting.
+            threading.Thread(
+                target=_resolve_for_loop, args=(self, loop, fut), name=f"peer-await-{self.hex()[:8]}", daemon=True
+            ).start()
         return fut.__await__()
 
     def future(self) -> concurrent.futures.Future[Any]:
