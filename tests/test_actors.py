@@ -101,7 +101,7 @@ def test_direct_calls_raise() -> None:
 
 def test_actor_options() -> None:
     with pytest.raises(ValueError, match="max_concurrency"):
-        Counter.options(max_concurrency=4)
+        Counter.options(max_concurrency=0)
     with pytest.raises(ValueError, match="invalid option"):
         Counter.options(num_returns=2)
     counter = Counter.options(num_cpus=0, max_restarts=0).remote(1)

@@ -115,7 +115,15 @@ fn serve(
         let task = exec.task;
         let name = exec.name.clone();
         let started = std::time::Instant::now();
-        let (outcome, contained) = match run_one(py, rt, exec, executor) {
+        let interruptible = exec.kind == TaskKind::Normal;
+        if interruptible {
+            client.set_running(Some(task));
+        }
+        let ran = run_one(py, rt, exec, executor);
+        if interruptible {
+            client.set_running(None);
+        }
+        let (outcome, contained) = match ran {
             // Runs on in a thread or on the actor's event loop; this task
             // stays the context (for output) until the next call comes.
             Ok(Ran::Deferred) => continue,

@@ -29,6 +29,27 @@ pub fn interrupt_process(pid: u32) {
     }
 }
 
+/// Send [`INTERRUPT_SIGNAL`] to this process (a worker that read a cancel of
+/// the task it runs).
+pub fn interrupt_self() {
+    // SAFETY: raise(3) has no memory-safety preconditions.
+    unsafe {
+        libc::raise(INTERRUPT_SIGNAL);
+    }
+}
+
+/// Whether `fd` has bytes to read now (poll(2) without waiting).
+pub fn readable_now(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd that outlives the call.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLIN != 0
+}
+
 /// SIGTERM a process we started.
 pub fn terminate_process(pid: u32) {
     if pid <= 1 {

@@ -81,3 +81,13 @@ def remote(*args: Any, **options: Any) -> Any:
             "e.g. @peer.remote(num_cpus=1)"
         )
     return lambda target: _make_remote(target, options)
+
+
+def __getattr__(name: str) -> Any:
+    """``peer.util`` on first use, as ``ray.util`` works after ``import ray`` (imported lazily:
+    most programs never need it, and ``import peer`` stays fast)."""
+    if name == "util":
+        import importlib
+
+        return importlib.import_module(".util", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from . import _native, _runtime, _serialization
+from . import _concurrency, _native, _runtime, _serialization
 from ._object_ref import ObjectRef
 from ._options import Options
 from ._remote_function import ArgSpec, PickledCode, wrap_returns
@@ -40,6 +40,8 @@ def method(**options: Any) -> Any:
 
     def decorate(fn: Any) -> Any:
         setattr(fn, _METHOD_OPTIONS_ATTR, opts)
+        if opts.concurrency_group is not None:
+            setattr(fn, _concurrency.GROUP_ATTR, opts.concurrency_group)
         return fn
 
     return decorate
@@ -59,6 +61,9 @@ def _method_table(cls: type) -> dict[str, int]:
         opts = getattr(attr, _METHOD_OPTIONS_ATTR, None)
         n = opts.num_returns if isinstance(opts, Options) and opts.num_returns is not None else 1
         table[name] = n
+    # Ray's built-in methods every actor has.
+    table.setdefault("__ray_ready__", 1)
+    table.setdefault("__ray_terminate__", 1)
     return table
 
 
@@ -119,13 +124,21 @@ def qualified_name(name: str, namespace: str) -> str:
 class ActorMethod:
     """``handle.method``: call ``.remote(*args)`` to queue a call on the actor."""
 
-    __slots__ = ("_handle", "_name", "_num_returns", "_task_name")
+    __slots__ = ("_handle", "_name", "_num_returns", "_task_name", "_group")
 
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int, task_name: str | None = None) -> None:
+    def __init__(
+        self,
+        handle: ActorHandle,
+        name: str,
+        num_returns: int,
+        task_name: str | None = None,
+        group: str | None = None,
+    ) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
         self._task_name = task_name
+        self._group = group
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -133,9 +146,11 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
-        opts = Options(num_returns=self._num_returns, name=self._task_name).updated("method", **options)
+        opts = Options(num_returns=self._num_returns, name=self._task_name, concurrency_group=self._group).updated(
+            "method", **options
+        )
         assert opts.num_returns is not None
-        return ActorMethod(self._handle, self._name, opts.num_returns, opts.name)
+        return ActorMethod(self._handle, self._name, opts.num_returns, opts.name, opts.concurrency_group)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Queue the call; TypeError at once (nothing sent) if the arguments do not fit the method."""
@@ -145,9 +160,11 @@ class ActorMethod:
             spec.check(args, kwargs)
         name = self._task_name or f"{handle._class_name}.{self._name}"
         data, buffers, deps, contained = _serialization.serialize_args(args, kwargs, name)
+        # A call's own concurrency group travels with the method name (the worker splits them).
+        method = self._name if self._group is None else f"{self._name}{_concurrency.GROUP_SEPARATOR}{self._group}"
         ids = _native.submit_actor_task(
             handle._actor_id,
-            self._name,
+            method,
             data,
             buffers,
             deps,
@@ -269,6 +286,10 @@ class ActorClass:
         init_spec, specs = _specs_of(self._cls, self._methods)
         if init_spec is not None:
             init_spec.check(args, kwargs)
+        if opts.max_concurrency is not None or opts.concurrency_groups:
+            # How the worker runs the calls: sent ahead of the constructor's arguments.
+            setup = _concurrency.ActorSetup(opts.max_concurrency, dict(opts.concurrency_groups or {}))
+            args = (setup, *args)
         # The actor runs in its creator's namespace (the name may be registered in another one).
         data, buffers, deps, contained = _serialization.serialize_args(
             args, kwargs, self.__name__, namespace=job_namespace

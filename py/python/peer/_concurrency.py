@@ -18,16 +18,18 @@ Everything here runs in the actor's worker process only.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _native
+
+if TYPE_CHECKING:  # imported where used: drivers import this module, and asyncio is slow to import
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
 # The attribute @method(concurrency_group=...) leaves on a function.
@@ -180,6 +182,8 @@ class ThreadedRunner(Runner):
     """A thread pool per concurrency group (Ray's threaded actors)."""
 
     def __init__(self, instance: Any, setup: ActorSetup) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         super().__init__(instance, setup)
         default = setup.max_concurrency or 1
         self._pools: dict[str | None, ThreadPoolExecutor] = {
@@ -211,6 +215,8 @@ class AsyncRunner(Runner):
     """One event loop in its own thread; a semaphore per concurrency group (Ray's async actors)."""
 
     def __init__(self, instance: Any, setup: ActorSetup) -> None:
+        import asyncio
+
         super().__init__(instance, setup)
         self.loop = asyncio.new_event_loop()
         limits: dict[str | None, int] = {None: setup.max_concurrency or DEFAULT_ASYNC_CONCURRENCY}
@@ -223,10 +229,14 @@ class AsyncRunner(Runner):
         self._thread.start()
 
     def _run_loop(self) -> None:
+        import asyncio
+
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
     def _semaphore(self, group: str | None) -> asyncio.Semaphore:
+        import asyncio
+
         # Made on the loop's thread, the first time a group is used.
         sem = self._semaphores.get(group)
         if sem is None:
@@ -266,10 +276,6 @@ class AsyncRunner(Runner):
                 task.cancel()
 
         self.loop.call_soon_threadsafe(cancel_on_loop)
-
-    def run_sync(self, coro: Any) -> Any:
-        """Run ``coro`` on the actor's loop and wait for it (the constructor, say)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

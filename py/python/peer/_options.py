@@ -20,8 +20,16 @@ _COMMON = frozenset({"num_cpus", "num_gpus", "memory", "resources", "name", "sch
 VALID: dict[Kind, frozenset[str]] = {
     "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions"},
     "actor": _COMMON
-    | {"max_restarts", "max_task_retries", "namespace", "lifetime", "get_if_exists", "max_concurrency"},
-    "method": frozenset({"num_returns", "name"}),
+    | {
+        "max_restarts",
+        "max_task_retries",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_concurrency",
+        "concurrency_groups",
+    },
+    "method": frozenset({"num_returns", "name", "concurrency_group"}),
 }
 
 
@@ -43,6 +51,8 @@ class Options:
     lifetime: str | None = None
     get_if_exists: bool | None = None
     max_concurrency: int | None = None
+    concurrency_groups: Mapping[str, int] | None = None
+    concurrency_group: str | None = None
     scheduling_strategy: Any = None
 
     def updated(self, kind: Kind, **kwargs: Any) -> Options:
@@ -102,8 +112,19 @@ def _check(key: str, value: Any) -> None:
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be True or False, got {value!r}")
     elif key == "max_concurrency":
-        if value != 1:
-            raise ValueError("peer actors run one call at a time: max_concurrency must be 1")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_concurrency must be an int >= 1, got {value!r}")
+    elif key == "concurrency_groups":
+        if not isinstance(value, Mapping):
+            raise TypeError(f"concurrency_groups must be a dict of group name -> limit, got {type(value).__name__}")
+        for group, limit in value.items():
+            if not isinstance(group, str) or not group:
+                raise ValueError(f"concurrency group names must be non-empty strings, got {group!r}")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"concurrency_groups[{group!r}] must be an int >= 1, got {limit!r}")
+    elif key == "concurrency_group":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"concurrency_group must be a non-empty string, got {value!r}")
     elif key == "lifetime":
         if value not in ("detached", "non_detached"):
             raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {value!r}")

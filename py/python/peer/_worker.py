@@ -8,7 +8,6 @@ method), and returns the pickled results or the pickled error wrapper. It never 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import types
 import pickle
@@ -36,6 +35,9 @@ class _WorkerState:
         self.is_async = False
         # Tasks the node cancelled (oldest first, at most MAX_CANCELLED kept).
         self.cancelled: OrderedDict[bytes, None] = OrderedDict()
+        # The task (hex id) the interrupt signal interrupted last.
+        self.interrupted: str | None = None
+        self.in_interrupt_handler = False
         self.loop: Any = None  # an asyncio event loop, made for the first coroutine
         self.streams: list[PrefixedStream] = []
 
@@ -90,7 +92,17 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     cancelled it (Ray's ``cancel(force=False)``); a stale signal is ignored."""
     del signum, frame
     running = _context.current().task_id
-    if running is not None and _native.take_cancel(bytes.fromhex(running), CANCEL_WORD_WAIT_S):
+    if running is None or running == _worker.interrupted or _worker.in_interrupt_handler:
+        # Between tasks; a repeat of the signal that interrupted this task already; or the
+        # signal the word raises again, come while this handler reads that word.
+        return
+    _worker.in_interrupt_handler = True
+    try:
+        cancelled = _native.take_cancel(bytes.fromhex(running), CANCEL_WORD_WAIT_S)
+    finally:
+        _worker.in_interrupt_handler = False
+    if cancelled:
+        _worker.interrupted = running
         raise KeyboardInterrupt(f"task {_context.current().name} was cancelled with peer.cancel()")
 
 
@@ -173,14 +185,15 @@ def _execute(
     current = _context.CurrentTask(task_id=task_id.hex(), name=name)
     _context.set_current(current)
     try:
+        # The node sends a function's code once per worker: keep it even for a task not run.
+        if fn_blob is not None and fn_id not in _worker.code:
+            _worker.code[fn_id] = pickle.loads(fn_blob)
         if _worker.exit_reason is not None:
             # Exiting: calls already sent here do not run (the node fails them).
             return (_native.DEFERRED, None) if _worker.runner is not None else (_native.EXIT, _worker.exit_reason)
         if task_id in _worker.cancelled:
             del _worker.cancelled[task_id]
             return (_native.CANCELLED, _cancelled_message(name))
-        if fn_blob is not None and fn_id not in _worker.code:
-            _worker.code[fn_id] = pickle.loads(fn_blob)
         call_args, call_kwargs = _serialization.deserialize_args(args, dep_values)
         if kind == _native.TASK_ACTOR_CREATE:
             setup = _concurrency.ActorSetup()
@@ -301,6 +314,8 @@ def _submit_concurrent(
 
     def failure(e: BaseException) -> tuple[int, Any]:
         _worker.flush()
+        import asyncio  # loaded already in an async actor
+
         if isinstance(e, (_CancelledBeforeStart, asyncio.CancelledError)) and task_id in _worker.cancelled:
             del _worker.cancelled[task_id]
             return (_native.CANCELLED, _cancelled_message(name))

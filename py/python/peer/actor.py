@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from . import _concurrency, _worker
+from . import _concurrency
 from ._actor import ActorClass, ActorHandle, ActorMethod, method
 from .exceptions import AsyncioActorExit
 
@@ -20,6 +20,8 @@ def exit_actor() -> NoReturn:
     is not restarted; its ``__ray_shutdown__``, ``__del__`` and ``atexit`` hooks run. Raises
     ``TypeError`` outside an actor.
     """
+    from . import _worker  # only workers get this far with an actor
+
     if not _worker.in_actor():
         raise TypeError(
             "exit_actor API is called on a non-actor worker: call it in an actor's method or "

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind as IoKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ struct Inbox {
     exit_requested: bool,
     /// Tasks the node cancelled, not yet taken (oldest first).
     cancels: VecDeque<TaskId>,
+    /// The task this worker runs on its main thread (see [`Client::set_running`]).
+    running: Option<TaskId>,
 }
 
 /// Most cancels a worker keeps untaken (those of tasks that ended already
@@ -324,23 +327,41 @@ impl Client {
             } else {
                 inbox.reading = true;
                 drop(inbox);
-                let got = self.read_some();
-                let mut inbox = self.inbox.lock();
-                inbox.reading = false;
-                match got {
-                    Ok(msgs) => {
-                        for m in msgs {
-                            deliver(&mut inbox, m);
-                        }
-                    }
-                    Err(e) => inbox.closed = Some(e.to_string()),
-                }
-                self.cv.notify_all();
+                self.read_as_reader();
             }
             if interrupted() {
                 return Ok(None);
             }
         }
+    }
+
+    /// Take in what the node sent that is there to read now, without
+    /// waiting (nothing when another thread is reading).
+    fn read_what_came(&self) {
+        let mut inbox = self.inbox.lock();
+        if inbox.reading || !crate::sys::readable_now(self.read_side.lock().stream.as_raw_fd()) {
+            return;
+        }
+        inbox.reading = true;
+        drop(inbox);
+        self.read_as_reader();
+    }
+
+    /// Read once and deliver what came; the caller set `reading` (this
+    /// thread is the one reader until it is cleared here).
+    fn read_as_reader(&self) {
+        let got = self.read_some();
+        let mut inbox = self.inbox.lock();
+        inbox.reading = false;
+        match got {
+            Ok(msgs) => {
+                for m in msgs {
+                    deliver(&mut inbox, m);
+                }
+            }
+            Err(e) => inbox.closed = Some(e.to_string()),
+        }
+        self.cv.notify_all();
     }
 
     /// Read what is available (waiting at most one poll interval) and frame it.
@@ -387,6 +408,10 @@ impl Client {
                 tracing::debug!("flushing task outcomes: {e}");
                 return None;
             }
+        } else {
+            // A task read earlier is next: a cancel of it that came since
+            // must be seen first.
+            self.read_what_came();
         }
         let r = self.read_until(
             |inbox| {
@@ -405,6 +430,12 @@ impl Client {
             Ok(Some(e)) => e,
             _ => None,
         }
+    }
+
+    /// Worker side: the task the main thread runs now (None between tasks),
+    /// so that a cancel of it read by any thread interrupts it.
+    pub fn set_running(&self, task: Option<TaskId>) {
+        self.inbox.lock().running = task;
     }
 
     /// Worker side, from the interrupt signal's handler: whether the node
@@ -603,6 +634,11 @@ fn deliver(inbox: &mut Inbox, msg: NodeMsg) {
                 inbox.cancels.pop_front();
             }
             inbox.cancels.push_back(task);
+            if inbox.running == Some(task) {
+                // The node's signal may have come before this word (and been
+                // passed over): signal again now that the word is here.
+                crate::sys::interrupt_self();
+            }
         }
         NodeMsg::Output { stream, data } => {
             // Output of tasks this (attached) driver submitted: print it here.
