@@ -235,7 +235,8 @@ def join_more(launcher: Launcher, first: Daemon, specs: list[tuple[str, list[str
 
 def run_driver(daemon: Daemon, body: str, timeout: float = 120) -> dict:  # type: ignore[type-arg]
     """Runs ``body`` in a driver attached to ``daemon``; it prints one JSON line last."""
-    script = "import json, time\nimport peer as ray\nray.init()\n" + textwrap.dedent(body)
+    # One namespace for every driver of a test: named actors are scoped to it, as in Ray.
+    script = "import json, time\nimport peer as ray\nray.init(namespace=\"peer-tests\")\n" + textwrap.dedent(body)
     script += "\nray.shutdown()\n"
     r = subprocess.run(
         [sys.executable, "-c", script], env=daemon.driver_env(), capture_output=True, text=True, timeout=timeout
@@ -253,7 +254,8 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str | None:
 
 
 def start_driver(daemon: Daemon, body: str) -> subprocess.Popen[str]:
-    script = "import json, time\nimport peer as ray\nray.init()\n" + textwrap.dedent(body)
+    # One namespace for every driver of a test: named actors are scoped to it, as in Ray.
+    script = "import json, time\nimport peer as ray\nray.init(namespace=\"peer-tests\")\n" + textwrap.dedent(body)
     return subprocess.Popen(
         [sys.executable, "-c", script],
         env=daemon.driver_env(),
