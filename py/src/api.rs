@@ -423,7 +423,7 @@ pub fn create_actor<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (actor_id, method, args_pickle, args_buffers, deps, *, num_returns, name, contained=None))]
+#[pyo3(signature = (actor_id, method, args_pickle, args_buffers, deps, *, num_returns, name, contained=None, max_retries=0))]
 #[allow(clippy::too_many_arguments)]
 pub fn submit_actor_task<'py>(
     py: Python<'py>,
@@ -435,6 +435,7 @@ pub fn submit_actor_task<'py>(
     num_returns: u32,
     name: String,
     contained: Option<&Bound<'py, PyAny>>,
+    max_retries: i32,
 ) -> PyResult<Bound<'py, PyList>> {
     let rt = runtime::current()?;
     let spec = build_spec(
@@ -450,7 +451,7 @@ pub fn submit_actor_task<'py>(
         deps,
         num_returns,
         Vec::new(),
-        0,
+        max_retries,
         false,
         contained,
     )?;

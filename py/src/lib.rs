@@ -35,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFERRED", worker::DEFERRED)?;
     m.add("EXIT", worker::EXIT)?;
     m.add("CANCELLED", worker::CANCELLED)?;
+    m.add("FAILED_FINAL", worker::FAILED_FINAL)?;
     use peer_node_core::wire::local::ErrorKind as K;
     m.add("ERR_TASK", K::Task.as_str())?;
     m.add("ERR_WORKER_CRASHED", K::WorkerCrashed.as_str())?;
@@ -86,5 +87,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(worker::task_finished, m)?)?;
     m.add_function(wrap_pyfunction!(worker::actor_exit, m)?)?;
     m.add_function(wrap_pyfunction!(worker::take_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::retire_after_task, m)?)?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use peer_node::{NodeError, WorkerEvent};
 use peer_node_core::ids::{ObjectId, TaskId, WorkerId};
@@ -35,6 +36,14 @@ pub const DEFERRED: u8 = 2;
 /// What the executor returns for a call cancelled before it ran (or an async
 /// actor's call cancelled while it ran): `(CANCELLED, message)`.
 pub const CANCELLED: u8 = 4;
+
+/// What the executor returns when a task raised an exception its
+/// `retry_exceptions` list does not name: `(FAILED_FINAL, (message, blob))`,
+/// reported as failed for good (no retry).
+pub const FAILED_FINAL: u8 = 5;
+
+/// Set by [`retire_after_task`]: this worker exits once it reported its task.
+static RETIRING: AtomicBool = AtomicBool::new(false);
 
 /// What the executor returns when the actor exits on purpose
 /// (`exit_actor()`): `(EXIT, reason)`; the node fails its calls saying why.
@@ -147,8 +156,23 @@ fn serve(
             tracing::debug!("reporting a task outcome failed: {e}");
             break;
         }
+        if RETIRING.load(Ordering::Relaxed) {
+            // `max_calls` reached: tasks sent here since are the node's to
+            // give to others; its word to exit ends this.
+            py.detach(|| client.send(&ClientMsg::Retire))
+                .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+            while py.detach(|| client.next_event()).is_some() {}
+            break;
+        }
     }
     Ok(())
+}
+
+/// The task running now is this worker's last (its function's `max_calls`
+/// is reached): once it is reported, the worker exits.
+#[pyfunction]
+pub fn retire_after_task() {
+    RETIRING.store(true, Ordering::Relaxed);
 }
 
 /// The outcome of a task whose result could not be turned into values.
@@ -283,6 +307,17 @@ fn outcome_of(
 ) -> PyResult<(Outcome, Vec<Vec<ObjectId>>)> {
     let status: u8 = r.get_item(0)?.extract()?;
     let payload = r.get_item(1)?;
+    if status == FAILED_FINAL {
+        let (message, blob): (String, Option<Vec<u8>>) = payload.extract()?;
+        return Ok((
+            Outcome::FailedFinal(ErrorInfo {
+                kind: ErrorKind::Task,
+                message,
+                blob: blob.map(serde_bytes::ByteBuf::from),
+            }),
+            Vec::new(),
+        ));
+    }
     if status == CANCELLED {
         let message: String = payload.extract()?;
         return Ok((

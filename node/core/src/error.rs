@@ -47,4 +47,6 @@ pub enum ProtocolError {
     NotAWorkerOutput,
     #[error("only actor workers say their actor exits")]
     NotAnActorWorker,
+    #[error("only task workers retire")]
+    NotATaskWorker,
 }

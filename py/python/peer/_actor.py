@@ -171,6 +171,7 @@ class ActorMethod:
             num_returns=self._num_returns,
             name=name,
             contained=contained,
+            max_retries=handle._task_retries,
         )
         return wrap_returns(ids, self._num_returns)
 
@@ -178,7 +179,7 @@ class ActorMethod:
 class ActorHandle:
     """A handle to a live actor; picklable, so it can be passed to tasks and other actors."""
 
-    __slots__ = ("_actor_id", "_class_name", "_methods", "_ref", "_specs", "__weakref__")
+    __slots__ = ("_actor_id", "_class_name", "_methods", "_ref", "_specs", "_task_retries", "__weakref__")
 
     def __init__(
         self,
@@ -187,6 +188,7 @@ class ActorHandle:
         methods: dict[str, int],
         ref: ObjectRef | None = None,
         specs: dict[str, ArgSpec] | None = None,
+        task_retries: int = 0,
     ) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
@@ -195,6 +197,8 @@ class ActorHandle:
         self._ref = ref if ref is not None else ObjectRef(handle_object_id(actor_id))
         # Method name -> the signature its calls must bind to (methods without one are not checked).
         self._specs = specs if specs is not None else {}
+        # The actor's max_task_retries: each call runs again this often if the actor dies under it.
+        self._task_retries = task_retries
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = object.__getattribute__(self, "_methods")
@@ -207,7 +211,10 @@ class ActorHandle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The ref travels inside the pickle, so whoever unpickles the handle holds the actor too.
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._ref, self._specs))
+        return (
+            ActorHandle,
+            (self._actor_id, self._class_name, self._methods, self._ref, self._specs, self._task_retries),
+        )
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -296,7 +303,8 @@ class ActorClass:
         )
         # The id is only known once create_actor returns, so the blob kept for get_actor()
         # holds the class name, method table and signatures; the node returns the id beside it.
-        handle_blob = pickle.dumps((self.__name__, self._methods, specs), protocol=5)
+        task_retries = opts.task_retries()
+        handle_blob = pickle.dumps((self.__name__, self._methods, specs, task_retries), protocol=5)
         try:
             actor_id = _native.create_actor(
                 self._code.registered_id(),
@@ -323,7 +331,7 @@ class ActorClass:
                 f"The name {opts.name} (namespace={namespace}) is already taken. Please use a different "
                 f"name or get the existing actor using ray.get_actor({opts.name!r}, namespace={namespace!r})"
             ) from None
-        return ActorHandle(actor_id, self.__name__, self._methods, specs=specs)
+        return ActorHandle(actor_id, self.__name__, self._methods, specs=specs, task_retries=task_retries)
 
 
 def lookup(name: str, namespace: str | None = None) -> ActorHandle | None:
@@ -340,7 +348,8 @@ def lookup(name: str, namespace: str | None = None) -> ActorHandle | None:
     actor_id, blob = found
     stored = pickle.loads(blob)  # (class name, method table, signatures); older peers sent no signatures
     specs = stored[2] if len(stored) > 2 else None
-    handle = ActorHandle(bytes(actor_id), stored[0], stored[1], specs=specs)
+    task_retries = stored[3] if len(stored) > 3 else 0
+    handle = ActorHandle(bytes(actor_id), stored[0], stored[1], specs=specs, task_retries=task_retries)
     # The node kept the actor alive for this answer with one ref; the handle holds its own now.
     _native.release_ref(handle_object_id(bytes(actor_id)))
     return handle

@@ -109,13 +109,20 @@ def _serve(socket_path: str) -> None:
         worker_id = line.strip().decode("utf-8", "replace")
         if not worker_id:
             continue
+        # SIGTERM waits while forking: raised inside the fork hooks (logging's lock release, say)
+        # it would be swallowed there, and the worker half made.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             pid = os.fork()
         except OSError as e:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             print(f"peer fork server: cannot fork worker {worker_id}: {e}", file=sys.stderr, flush=True)
             continue
         if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             _child(socket_path, worker_id)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 if __name__ == "__main__":

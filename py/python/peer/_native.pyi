@@ -44,6 +44,8 @@ DEFERRED: int
 EXIT: int
 # executor status: the call was cancelled, ``(CANCELLED, message)``
 CANCELLED: int
+# executor status: raised an exception retry_exceptions does not list, ``(FAILED_FINAL, (message, blob))``
+FAILED_FINAL: int
 
 class PeerNativeError(Exception):
     """Base of the errors raised by the native layer."""
@@ -181,8 +183,10 @@ def submit_actor_task(
     num_returns: int,
     name: str,
     contained: list[bytes] | None = None,
+    max_retries: int = 0,
 ) -> list[bytes]:
-    """Queue a method call; calls on one actor run one at a time, in submission order."""
+    """Queue a method call (sent to the actor in submission order); ``max_retries``: how often it
+    runs again if the actor dies under it and restarts (the actor's ``max_task_retries``)."""
 
 def get_actor(name: str) -> tuple[bytes, bytes] | None:
     """``(actor_id, handle_blob)`` of the live named actor ``name``, or None."""
@@ -264,6 +268,10 @@ def worker_main(
     ``(DEFERRED, None)`` says the call runs on elsewhere (a thread of a threaded actor, or an
     async actor's event loop); its outcome is reported later with :func:`task_finished`.
     """
+
+def retire_after_task() -> None:
+    """Worker side: the running task is this worker's last (``max_calls``); it exits once the task
+    is reported, and the node gives the tasks sent to it since to other workers."""
 
 def take_cancel(task_id: bytes, wait_s: float) -> bool:
     """Worker side, in the interrupt signal's handler: whether the node cancelled ``task_id``

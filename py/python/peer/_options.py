@@ -18,7 +18,7 @@ INFINITE = 2**31 - 1
 
 _COMMON = frozenset({"num_cpus", "num_gpus", "memory", "resources", "name", "scheduling_strategy"})
 VALID: dict[Kind, frozenset[str]] = {
-    "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions"},
+    "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"},
     "actor": _COMMON
     | {
         "max_restarts",
@@ -43,7 +43,10 @@ class Options:
     resources: Mapping[str, float] | None = None
     num_returns: int | None = None
     max_retries: int | None = None
-    retry_exceptions: bool | None = None
+    # True: retry on any exception; a list of exception types: retry on those only.
+    retry_exceptions: bool | tuple[type[BaseException], ...] | None = None
+    # How many tasks of the function one worker runs before it exits (0: no limit).
+    max_calls: int | None = None
     max_restarts: int | None = None
     max_task_retries: int | None = None
     name: str | None = None
@@ -87,6 +90,23 @@ class Options:
         n = 0 if self.max_restarts is None else self.max_restarts
         return INFINITE if n < 0 else n
 
+    def retry_on(self) -> tuple[type[BaseException], ...] | None:
+        """The exception types a task is retried on, when ``retry_exceptions`` lists them."""
+        r = self.retry_exceptions
+        return None if r is None or isinstance(r, bool) else tuple(r)
+
+    def calls_per_worker(self) -> int:
+        """``max_calls``: Ray's default is no limit, but 1 for tasks that use GPUs (so that a
+        worker gives back GPU memory after each such task)."""
+        if self.max_calls is not None:
+            return self.max_calls
+        return 1 if self.num_gpus else 0
+
+    def task_retries(self) -> int:
+        """How often an actor's call runs again when the actor dies under it (Ray's default: 0)."""
+        n = 0 if self.max_task_retries is None else self.max_task_retries
+        return INFINITE if n < 0 else n
+
 
 def _check(key: str, value: Any) -> None:
     if value is None:
@@ -108,7 +128,17 @@ def _check(key: str, value: Any) -> None:
     elif key in ("max_retries", "max_restarts", "max_task_retries"):
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
             raise ValueError(f"{key} must be an int >= -1 (-1: without limit), got {value!r}")
-    elif key in ("retry_exceptions", "get_if_exists"):
+    elif key == "retry_exceptions":
+        if isinstance(value, bool):
+            return
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in value
+        ):
+            raise TypeError(f"retry_exceptions must be True, False or a list of exception types, got {value!r}")
+    elif key == "max_calls":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"max_calls must be an int >= 0 (0: no limit), got {value!r}")
+    elif key == "get_if_exists":
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be True or False, got {value!r}")
     elif key == "max_concurrency":

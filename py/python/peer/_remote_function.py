@@ -44,6 +44,48 @@ class PickledCode:
         return self._id
 
 
+class TaskCode:
+    """A task's function with what its worker applies to it: ``max_calls`` (after that many
+    tasks the worker exits) and ``retry_exceptions`` given as exception types (others are not
+    retried). Registered instead of the bare function only when one of them is set."""
+
+    __slots__ = ("function", "max_calls", "retry_on", "calls")
+
+    def __init__(
+        self, function: Callable[..., Any], max_calls: int, retry_on: tuple[type[BaseException], ...] | None
+    ) -> None:
+        self.function = function
+        self.max_calls = max_calls
+        self.retry_on = retry_on
+        self.calls = 0  # in this worker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskCode, (self.function, self.max_calls, self.retry_on))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.max_calls and self.calls >= self.max_calls:
+            _native.retire_after_task()
+        if self.retry_on is None:
+            return self.function(*args, **kwargs)
+        try:
+            return self.function(*args, **kwargs)
+        except BaseException as e:
+            if not isinstance(e, self.retry_on):
+                from . import _worker  # this runs in a worker
+
+                _worker.fail_for_good()
+            raise
+
+
+def _task_code(function: Callable[..., Any], options: Options) -> PickledCode | None:
+    """The code to register for ``function`` under ``options``, when it needs a :class:`TaskCode`."""
+    max_calls, retry_on = options.calls_per_worker(), options.retry_on()
+    if not max_calls and retry_on is None:
+        return None
+    return PickledCode(TaskCode(function, max_calls, retry_on))
+
+
 _P = inspect.Parameter
 # Parameter kinds by their int value: an ArgSpec keeps ints (plain pickle, any peer version).
 _KINDS: dict[int, Any] = {
@@ -170,7 +212,9 @@ class RemoteFunction:
     ) -> None:
         self._function = function
         self._options = options
-        self._code = code or PickledCode(function)
+        # The bare function's code, shared by the copies .options() makes.
+        self._plain_code = code or PickledCode(function)
+        self._code = _task_code(function, options) or self._plain_code
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__doc__ = function.__doc__
@@ -187,6 +231,7 @@ class RemoteFunction:
             "num_cpus": 1.0 if options.num_cpus is None else float(options.num_cpus),
             "resources": options.resource_demand(),
             "max_retries": options.retries(),
+            # A list of types: the node retries, and the worker says which failures are final.
             "retry_exceptions": bool(options.retry_exceptions),
             "name": self._task_name,
         }
@@ -206,7 +251,7 @@ class RemoteFunction:
     def options(self, **options: Any) -> RemoteFunction:
         """A copy with some options changed, e.g. ``f.options(num_cpus=2).remote()``."""
         return RemoteFunction(
-            self._function, self._options.updated("function", **options), self._code, self._arg_spec
+            self._function, self._options.updated("function", **options), self._plain_code, self._arg_spec
         )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -35,6 +35,8 @@ class _WorkerState:
         self.is_async = False
         # Tasks the node cancelled (oldest first, at most MAX_CANCELLED kept).
         self.cancelled: OrderedDict[bytes, None] = OrderedDict()
+        # The running task raised an exception its retry_exceptions list does not name.
+        self.failed_for_good = False
         # The task (hex id) the interrupt signal interrupted last.
         self.interrupted: str | None = None
         self.in_interrupt_handler = False
@@ -240,7 +242,10 @@ def execute(
     actor exits on purpose (the call that asked for it, or the constructor, fails with that)."""
     if kind == _native.TASK_ACTOR_CREATE:
         _worker.actor_name = name.removesuffix(".__init__")
+    _worker.failed_for_good = False
     result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns)
+    if result[0] == 1 and _worker.failed_for_good:
+        return (_native.FAILED_FINAL, result[1])
     if _worker.exit_reason is not None and kind != _native.TASK_NORMAL and result[0] != _native.DEFERRED:
         return (_native.EXIT, _worker.exit_reason)
     return result
@@ -259,6 +264,11 @@ def _ray_terminate() -> None:
     """``handle.__ray_terminate__.remote()``: the actor ends gracefully once this call runs (its
     ``__ray_shutdown__``, ``__del__`` and ``atexit`` hooks run; it is not restarted)."""
     request_exit(f"the actor {_worker.actor_name} was terminated with __ray_terminate__")
+
+
+def fail_for_good() -> None:
+    """The running task's exception is not one its ``retry_exceptions`` lists: no retry."""
+    _worker.failed_for_good = True
 
 
 def in_actor() -> bool:

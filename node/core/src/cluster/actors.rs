@@ -100,6 +100,18 @@ impl super::Cluster {
         }
     }
 
+    /// Put a call back at the front of the actor's proxy queue (it is sent
+    /// again); false when there is no proxy for it here.
+    pub(crate) fn requeue_at_proxy(&mut self, aid: ActorId, tid: TaskId) -> bool {
+        match self.actors.proxies.get_mut(&aid) {
+            Some(p) => {
+                p.queue.push_front(tid);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn unqueue_at_proxy(&mut self, aid: ActorId, tid: TaskId) {
         if let Some(p) = self.actors.proxies.get_mut(&aid) {
             p.queue.retain(|x| *x != tid);

@@ -616,7 +616,26 @@ impl Core {
                 continue;
             };
             let name = t.spec.name.clone();
-            if t.spec.kind == TaskKind::ActorMethod {
+            if t.spec.kind == TaskKind::ActorMethod && t.retries_left != 0 {
+                // `max_task_retries`: it goes to the actor again once it is
+                // known where the actor runs now (order is not kept, as in Ray).
+                if t.retries_left > 0 {
+                    t.retries_left -= 1;
+                }
+                t.state = TaskState::Queued;
+                self.stats.tasks_retried += 1;
+                if let Some(aid) = t.spec.actor
+                    && !self.cluster.requeue_at_proxy(aid, tid)
+                {
+                    let err = ErrorInfo::new(
+                        ErrorKind::ActorDied,
+                        format!(
+                            "the call {name} was running on peer {peer}, which is gone ({why})"
+                        ),
+                    );
+                    self.fail_task(tid, err);
+                }
+            } else if t.spec.kind == TaskKind::ActorMethod {
                 let err = ErrorInfo::new(
                     ErrorKind::ActorDied,
                     format!("the call {name} was running on peer {peer}, which is gone ({why})"),

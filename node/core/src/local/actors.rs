@@ -486,8 +486,28 @@ impl Core {
         } else {
             self.actors.set_dead(aid, err.clone());
         }
-        for tid in inflight {
-            self.fail_task(tid, err.clone());
+        // Calls it was running fail, but for those with retries left
+        // (`max_task_retries`) when it restarts: they run again on the new
+        // instance, ahead of the calls queued behind them.
+        for tid in inflight.into_iter().rev() {
+            let retry = restart
+                && self.tasks.get_mut(&tid).is_some_and(|t| {
+                    if t.retries_left == 0 {
+                        return false;
+                    }
+                    if t.retries_left > 0 {
+                        t.retries_left -= 1;
+                    }
+                    t.state = TaskState::Queued;
+                    true
+                });
+            match self.actors.entries.get_mut(&aid) {
+                Some(a) if retry => {
+                    self.stats.tasks_retried += 1;
+                    a.queue.push_front(tid);
+                }
+                _ => self.fail_task(tid, err.clone()),
+            }
         }
         // A constructor that was running runs again; one still waiting for
         // its arguments, a slot or a peer keeps its place.

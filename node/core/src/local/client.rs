@@ -129,6 +129,12 @@ impl Core {
                 }
             }
             (Some(_), ClientMsg::ActorExit { .. }) => return Err(ProtocolError::NotAnActorWorker),
+            (Some(Role::Worker(wid)), ClientMsg::Retire) => {
+                if !self.worker_retires(wid) {
+                    return Err(ProtocolError::NotATaskWorker);
+                }
+            }
+            (Some(_), ClientMsg::Retire) => return Err(ProtocolError::NotATaskWorker),
             (
                 Some(_),
                 ClientMsg::Cancel {

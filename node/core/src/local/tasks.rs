@@ -534,7 +534,7 @@ impl Core {
                 self.actor_created(&spec);
                 self.finish_task(tid);
             }
-            (TaskKind::ActorCreate, Outcome::Failed(err)) => {
+            (TaskKind::ActorCreate, Outcome::Failed(err) | Outcome::FailedFinal(err)) => {
                 let aid = spec.actor.unwrap_or_default_actor();
                 let msg = format!(
                     "the actor {} died because its constructor raised: {}",
@@ -576,6 +576,10 @@ impl Core {
                         spec.num_returns
                     ),
                 );
+                self.fail_task(tid, err);
+            }
+            (_, Outcome::FailedFinal(err)) => {
+                self.abort_unsealed_returns(conn, &spec);
                 self.fail_task(tid, err);
             }
             (_, Outcome::Failed(err)) => {

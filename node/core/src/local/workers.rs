@@ -444,6 +444,47 @@ impl Core {
         }
     }
 
+    /// A task worker exits after the task it reported last (its function's
+    /// `max_calls`): the tasks sent to it that it did not start run
+    /// elsewhere, its slot is free, and it gets nothing more; it is told to
+    /// exit (a new worker replaces it once it is gone). False when `wid` is
+    /// no task worker.
+    pub(crate) fn worker_retires(&mut self, wid: WorkerId) -> bool {
+        let Some(w) = self.workers.entries.get_mut(&wid) else {
+            return false;
+        };
+        if w.kind != WorkerKind::Task {
+            return false;
+        }
+        let not_started: Vec<TaskId> = w
+            .busy
+            .take()
+            .into_iter()
+            .chain(w.queued.drain(..))
+            .collect();
+        if w.blocked > 0 {
+            w.blocked = 0;
+            self.available.take(&w.held.cpu_only());
+        }
+        let held = std::mem::take(&mut w.held);
+        let conn = w.conn;
+        self.available.give(&held);
+        self.workers.idle.retain(|x| *x != wid);
+        for tid in not_started.iter().rev() {
+            if let Some(t) = self.tasks.get_mut(tid)
+                && t.state == TaskState::Running(wid)
+            {
+                t.state = TaskState::Queued;
+                self.tasks.push_ready_front(*tid);
+            }
+        }
+        if let Some(c) = conn {
+            self.send_to(c, NodeMsg::Exit);
+        }
+        self.schedule();
+        true
+    }
+
     /// Its get returned: take the CPU again (possibly oversubscribing for a moment).
     pub(crate) fn unblock_worker(&mut self, wid: WorkerId) {
         let Some(w) = self.workers.entries.get_mut(&wid) else {

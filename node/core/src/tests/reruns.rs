@@ -208,3 +208,121 @@ fn tasks_waiting_for_a_function_ask_their_owner_and_go_when_it_does() {
     h.st.peer_gone(owner, "test");
     assert!(!h.st.cluster.awaits_functions());
 }
+
+#[test]
+fn a_retiring_worker_hands_back_the_tasks_it_did_not_start_and_is_told_to_exit() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let [(_, w)] = h.pool()[..] else {
+        unreachable!()
+    };
+    let first = task(f, vec![]);
+    let second = task(f, vec![]);
+    h.submit(d, &first);
+    h.submit(d, &second);
+    assert_eq!(one_execution(&h.recv(w)).task, first.task);
+    // Its function's max_calls is reached: it reports the task, then retires.
+    h.returns(w, first.task, inline(b"one"));
+    let sent = h.recv(w);
+    h.send(w, ClientMsg::Retire);
+    assert!(h.recv(w).contains(&NodeMsg::Exit), "{sent:?}");
+    assert_eq!(h.available_cpu(), 1.0, "its slot is free");
+    // The second task (maybe sent to it already) waits for another worker,
+    // with its retries untouched.
+    assert_eq!(h.st.tasks[&second.task].state, TaskState::Queued);
+    assert_eq!(h.st.tasks[&second.task].retries_left, second.max_retries);
+    h.event(Event::Closed { conn: w });
+    let [w2] = h.spawned()[..] else {
+        panic!("a new worker replaces it")
+    };
+    let (c2, msgs) = h.hello(Role::Worker(w2));
+    assert_eq!(one_execution(&msgs).task, second.task);
+    h.returns(c2, second.task, inline(b"two"));
+    assert_eq!(h.get_now(d, &[ret(&second)]), vec![inline(b"two")]);
+    // A driver does not retire.
+    assert!(matches!(h.handle(d, ClientMsg::Retire), After::Close(_)));
+}
+
+#[test]
+fn an_exception_its_retry_list_does_not_name_fails_the_task_at_once() {
+    let mut h = Harness::new(1.0);
+    let d = h.driver();
+    let f = h.register(d, FN_BLOB);
+    let [(_, w)] = h.pool()[..] else {
+        unreachable!()
+    };
+    let mut t = task(f, vec![]);
+    t.max_retries = 3;
+    t.retry_exceptions = true;
+    h.submit(d, &t);
+    h.recv(w);
+    // A listed exception: retried.
+    h.done(
+        w,
+        t.task,
+        Outcome::Failed(ErrorInfo::new(ErrorKind::Task, "Flaky")),
+        10,
+    );
+    assert_eq!(h.st.stats.tasks_retried, 1);
+    assert_eq!(one_execution(&h.recv(w)).task, t.task);
+    // One the list does not name: failed for good.
+    h.done(
+        w,
+        t.task,
+        Outcome::FailedFinal(ErrorInfo::new(ErrorKind::Task, "ValueError")),
+        10,
+    );
+    assert_eq!(h.st.stats.tasks_retried, 1);
+    let v = h.get_now(d, &[ret(&t)]);
+    assert_eq!(error_kind(&v[0]), Some(ErrorKind::Task));
+}
+
+#[test]
+fn an_actor_call_with_task_retries_runs_again_on_the_restarted_actor() {
+    let mut h = Harness::new(2.0);
+    let d = h.driver();
+    let class = h.register(d, CLASS_BLOB);
+    let create = actor_spec(class, None, 1);
+    let aid = create.actor.expect("actor id");
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 5,
+            spec: Box::new(create.clone()),
+        },
+    );
+    h.recv(d);
+    let [aw] = h.spawned()[..] else {
+        panic!("one worker")
+    };
+    let (ac, _) = h.hello(Role::Worker(aw));
+    h.returns(ac, create.task, inline(b"None"));
+    let mut retried = method(&create, "m", vec![]);
+    retried.max_retries = 1;
+    let plain = method(&create, "m", vec![]);
+    h.submit(d, &retried);
+    h.submit(d, &plain);
+    assert_eq!(executions(&h.recv(ac)).len(), 2);
+    // The actor's process dies under both calls: it restarts (max_restarts=1).
+    h.event(Event::Closed { conn: ac });
+    let v = h.get_now(d, &[ret(&plain)]);
+    assert_eq!(
+        error_kind(&v[0]),
+        Some(ErrorKind::ActorDied),
+        "no task retries: it fails"
+    );
+    let [aw2] = h.spawned()[..] else {
+        panic!("the actor restarts")
+    };
+    let (ac2, _) = h.hello(Role::Worker(aw2));
+    h.returns(ac2, create.task, inline(b"None"));
+    let again = executions(&h.recv(ac2));
+    assert_eq!(
+        again.iter().map(|e| e.task).collect::<Vec<_>>(),
+        vec![retried.task]
+    );
+    h.returns(ac2, retried.task, inline(b"second run"));
+    assert_eq!(h.get_now(d, &[ret(&retried)]), vec![inline(b"second run")]);
+    assert_eq!(h.st.actors[&aid].state, ActorState::Alive);
+}

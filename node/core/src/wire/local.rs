@@ -190,6 +190,9 @@ pub enum Outcome {
     Returns(Vec<Value>),
     /// The task raised.
     Failed(ErrorInfo),
+    /// The task raised an exception its `retry_exceptions` list does not
+    /// name: it fails without a retry.
+    FailedFinal(ErrorInfo),
 }
 
 /// Who is on the other end of a connection.
@@ -306,6 +309,9 @@ pub enum ClientMsg {
     },
     /// Stop the node (a daemon's `peer down`).
     Shutdown,
+    /// A task worker exits after the task it reported last (`max_calls`):
+    /// the tasks sent to it that it did not start go elsewhere.
+    Retire,
     /// An actor worker's actor exits on purpose (`exit_actor()`,
     /// `__ray_terminate__`): `reason` is what its callers' errors say.
     ActorExit {
@@ -394,6 +400,7 @@ impl ClientMsg {
             ClientMsg::Query { .. } => "Query",
             ClientMsg::Shutdown => "Shutdown",
             ClientMsg::ActorExit { .. } => "ActorExit",
+            ClientMsg::Retire => "Retire",
         }
     }
 }
