@@ -57,7 +57,12 @@ pub struct Worker {
     nested: Vec<ObjectId>,
     /// Cancels of the running task, for the interrupt signal to find.
     cancels: Vec<TaskId>,
+    /// It said `Retire`: it waits for the node's word to exit.
+    retiring: bool,
 }
+
+/// How often a task worker retires after a task (as `max_calls` makes it).
+const RETIRE_CHANCE: f64 = 0.03;
 
 impl Worker {
     pub fn new(wid: WorkerId, pid: u32) -> Self {
@@ -73,6 +78,7 @@ impl Worker {
             registered_add: false,
             nested: Vec::new(),
             cancels: Vec::new(),
+            retiring: false,
         }
     }
 
@@ -87,6 +93,7 @@ impl Worker {
     pub fn on_msg(&mut self, msg: NodeMsg, ctx: &mut Ctx<'_>) {
         match msg {
             NodeMsg::Welcome { owner_tag, .. } => self.owner = owner_tag,
+            NodeMsg::Execute(_) if self.retiring => {}
             NodeMsg::Execute(e) => {
                 self.queue.push_back(*e);
                 self.start_next(ctx);
@@ -456,12 +463,28 @@ impl Worker {
         contained: Vec<Vec<ObjectId>>,
         ctx: &mut Ctx<'_>,
     ) {
+        let outcome = match outcome {
+            // Some failures are not retried (an exception a `retry_exceptions`
+            // list does not name).
+            Outcome::Failed(e) if e.kind == ErrorKind::Task && ctx.rng.random_bool(0.3) => {
+                Outcome::FailedFinal(e)
+            }
+            o => o,
+        };
         ctx.out.push(ClientMsg::TaskDone {
             task: exec.task,
             outcome,
             run_us: 1000,
             contained,
         });
+        if exec.kind == TaskKind::Normal && ctx.rng.random_bool(RETIRE_CHANCE) {
+            // `max_calls` reached: the tasks sent here since are the node's
+            // to give to others; this worker runs nothing more.
+            ctx.out.push(ClientMsg::Retire);
+            self.retiring = true;
+            self.queue.clear();
+            return;
+        }
         self.start_next(ctx);
     }
 }
