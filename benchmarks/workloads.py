@@ -20,6 +20,7 @@ a fixed small count), so a full run of all groups stays within minutes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import importlib
 import json
@@ -236,6 +237,12 @@ def build_remotes(ray) -> SimpleNamespace:
             return b"ok"
 
     @ray.remote
+    class AsyncActor:
+        async def small_value(self):
+            await asyncio.sleep(0)
+            return b"ok"
+
+    @ray.remote
     class Client:
         def __init__(self, servers):
             self.servers = servers
@@ -244,7 +251,7 @@ def build_remotes(ray) -> SimpleNamespace:
             ray.get([s.small_value.remote() for s in self.servers for _ in range(n)])
 
     return SimpleNamespace(noop=noop, chain=chain, sleep1=sleep1, make_refs=make_refs,
-                           call_actors=call_actors, Actor=Actor, Client=Client)
+                           call_actors=call_actors, Actor=Actor, AsyncActor=AsyncActor, Client=Client)
 
 
 def _mp_noop():
@@ -441,6 +448,14 @@ def actor_calls_concurrent(c: Ctx):
     actors = [c.r.Actor.remote() for _ in range(max(2, CORES // 2))]
     c.ray.get([a.small_value.remote() for a in actors])  # all actors up before timing
     return rate(lambda: c.ray.get([actors[i % len(actors)].small_value.remote() for i in range(1000)]), ops=1000)
+
+
+@metric("async_actor_calls_1000", "actors", "calls/s", "higher",
+        "1,000 calls in flight on one async actor (each awaits once), then get all; repeated")
+def async_actor_calls_1000(c: Ctx):
+    a = c.r.AsyncActor.remote()
+    c.ray.get(a.small_value.remote())  # up before timing
+    return rate(lambda: c.ray.get([a.small_value.remote() for _ in range(1000)]), ops=1000)
 
 
 # --------------------------------------------------------------------------- actors, several
