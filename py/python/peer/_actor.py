@@ -1,8 +1,10 @@
 """Actors: ``ActorClass`` (what ``@peer.remote`` makes of a class), ``ActorHandle`` and ``ActorMethod``.
 
 ``Cls.remote(...)`` creates the actor on its own worker and returns a handle; ``handle.m.remote(...)``
-queues a call (the node runs one call at a time, in submission order). Handles pickle to
-``(actor id, class name, method table, handle ref, method signatures)`` so they can be passed to
+queues a call (the node sends calls to the actor's worker in submission order; a plain actor runs
+them one at a time, a threaded or async one concurrently, see ``_concurrency``). Handles pickle to
+``(actor id, class name, method table, handle ref, method signatures, max_task_retries)`` so they
+can be passed to
 tasks, returned, and looked up by name with ``get_actor``; the signatures let every holder check a
 call's arguments before submitting it, as Ray does.
 

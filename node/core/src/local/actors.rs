@@ -1,10 +1,12 @@
-//! Actors created or hosted here: a dedicated worker each, method calls run
-//! one at a time in submission order (pipelined to the worker), names,
-//! restart and death, and the end of an actor whose handles are all gone
-//! (Ray's actor lifetimes: every handle holds a ref to the object
-//! [`ObjectId::for_actor`]; once it is freed, the actor finishes its queued
-//! calls and its worker exits; a detached actor's object is never freed).
-//! (Calls of actors on other peers: `cluster::actors`.)
+//! Actors created or hosted here: a dedicated worker each, method calls sent
+//! in submission order (pipelined to the worker, which runs them one at a
+//! time, or concurrently for a threaded or async actor), names, restart
+//! (calls with `max_task_retries` left run again) and death, an actor that
+//! exits on purpose (`exit_actor()`), and the end of an actor whose handles
+//! are all gone (Ray's actor lifetimes: every handle holds a ref to the
+//! object [`ObjectId::for_actor`]; once it is freed, the actor finishes its
+//! queued calls and its worker exits; a detached actor's object is never
+//! freed). (Calls of actors on other peers: `cluster::actors`.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
