@@ -32,7 +32,9 @@ pub trait NodeApi: Send + Sync {
     /// Submit a task, or create an actor (a taken name is an error).
     fn submit(&self, spec: TaskSpec) -> NodeResult<()>;
     /// The values of `ids`; None when patience ran out first. Stored values
-    /// come pinned: release them.
+    /// come pinned: release them. As soon as one of them fails, the answer
+    /// is that error alone (one `Value::Error`), which the get raises, as
+    /// Ray's does, without waiting for the others.
     fn get(&self, ids: &[ObjectId], p: Patience<'_>) -> NodeResult<Option<Vec<Value>>>;
     /// Indices of ready ids, in completion order, at most `num_returns`.
     fn wait(&self, ids: &[ObjectId], num_returns: usize, p: Patience<'_>) -> NodeResult<Vec<u32>>;

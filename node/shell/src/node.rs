@@ -373,6 +373,8 @@ impl NodeApi for Node {
         let mut e = self.shared.engine.lock();
         e.io.local_waits.remove(&wid);
         let mut ready = e.core.driver_end_wait(wid);
+        // Ending it may free objects only it used.
+        e.run();
         ready.truncate(need);
         Ok(ready)
     }

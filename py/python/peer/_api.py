@@ -35,6 +35,9 @@ def get(object_refs: Sequence[ObjectRef], *, timeout: float | None = None) -> li
 def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """Block until the value(s) exist and return them; raises the task's error if it failed.
 
+    As in Ray, the error is raised as soon as one of the refs failed, even while others are still
+    pending (the first failed one in the list's order).
+
     ``timeout`` is in seconds; when it passes first, :class:`GetTimeoutError` is raised.
     ``timeout=0`` returns the values if they are all ready and raises GetTimeoutError at once
     otherwise (what Ray documents as the intended behaviour of ``timeout=0``). Arrays in the
@@ -59,6 +62,7 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
             f"get() timed out after {timeout} s waiting for {len(refs)} object(s); the tasks may "
             "still be queued or running: check peer.available_resources() and pass a larger timeout"
         )
+    # A failed get's answer is its error alone: deserializing it raises.
     out = [_serialization.deserialize(v) for v in values]
     return out[0] if single else out
 

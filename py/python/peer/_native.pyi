@@ -207,7 +207,10 @@ def put(pickle: bytes, buffers: Sequence[Any], contained: list[bytes] | None = N
     """
 
 def get(ids: list[bytes], timeout: float | None) -> list[tuple[int, Any]] | None:
-    """Block (GIL released) until every id has a value; None on timeout (seconds)."""
+    """Block (GIL released) until every id has a value; None on timeout (seconds).
+
+    As soon as one id's value is an error, returns that error value alone (a one-item list), so
+    the caller raises it without waiting for the others."""
 
 def wait(ids: list[bytes], num_returns: int, timeout: float | None) -> list[int]:
     """Indices of ids that are ready, in completion order; stops at num_returns or timeout."""

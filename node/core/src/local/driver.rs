@@ -26,15 +26,18 @@ impl Core {
         self.submit(spec, Holder::Local)
     }
 
-    /// The values of `ids` if every one has its value (unknown ids read as
-    /// lost); stored values come pinned for the driver.
+    /// The answer to a get of `ids` if it has one: the values if every one
+    /// has its value (unknown ids read as lost; stored values come pinned
+    /// for the driver), or, as soon as one of them failed, that error alone
+    /// (the first failed in `ids`' order), which the get raises.
     pub fn driver_values(&mut self, ids: &[ObjectId]) -> Option<Vec<Value>> {
-        self.all_ready(ids).then(|| self.collect_local(ids))
+        self.local_get_answer(ids)
     }
 
-    /// Start a get (`is_get`: all of `ids`) or a wait (`need` of them); the
-    /// end comes as [`Command::WaitDone`](crate::Command::WaitDone), and the
-    /// driver then calls [`Core::driver_end_wait`].
+    /// Start a get (`is_get`: all of `ids`, or the first that fails) or a
+    /// wait (`need` of them); the end comes as
+    /// [`Command::WaitDone`](crate::Command::WaitDone), and the driver then
+    /// calls [`Core::driver_end_wait`] (and for a get [`Core::driver_values`]).
     pub fn driver_begin_wait(
         &mut self,
         ids: Vec<ObjectId>,
@@ -49,10 +52,11 @@ impl Core {
     /// Forget a wait of the driver (done, timed out or interrupted); the
     /// indices of its ids that are ready, in completion order.
     pub fn driver_end_wait(&mut self, wait: WaitId) -> Vec<u32> {
-        self.waits
-            .remove(&wait)
-            .map(|w| w.ready)
-            .unwrap_or_default()
+        let Some(w) = self.waits.remove(&wait) else {
+            return Vec::new();
+        };
+        self.unregister_waiter(wait, &w);
+        w.ready
     }
 
     /// Reserve store space for a `put` or large arguments (or learn that the

@@ -123,6 +123,11 @@ impl ObjectEntry {
     pub(crate) fn is_pending(&self) -> bool {
         matches!(self.state, ObjState::Pending)
     }
+
+    /// Its value is an error (the task that makes it failed, say).
+    pub(crate) fn is_error(&self) -> bool {
+        matches!(self.state, ObjState::Ready(Value::Error(_)))
+    }
 }
 
 /// The objects this node knows.

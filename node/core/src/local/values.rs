@@ -14,14 +14,19 @@ use crate::wire::local::{ErrorInfo, ErrorKind, NodeMsg, Reserved, Value};
 /// prefer their holders; smaller ones are cheaper to move than to track).
 pub const ANNOUNCE_MIN_BYTES: u64 = 1 << 20;
 
-fn lost(id: &ObjectId) -> Value {
-    Value::Error(ErrorInfo::new(
+/// The error of an object this node does not know (freed, or never here).
+pub(crate) fn lost_error(id: &ObjectId) -> ErrorInfo {
+    ErrorInfo::new(
         ErrorKind::ObjectLost,
         format!(
             "object {id} is not known to this node: it was freed, or its ref comes from another \
              session; keep an ObjectRef alive for as long as you need its value"
         ),
-    ))
+    )
+}
+
+fn lost(id: &ObjectId) -> Value {
+    Value::Error(lost_error(id))
 }
 
 impl Core {

@@ -1,6 +1,17 @@
 //! Gets and waits: who waits for which objects, how many must be ready, and
 //! where the answer goes (a local connection, the embedded driver, or a
 //! peer that asked for values), with their deadlines.
+//!
+//! - a `wait` is answered once `need` of its objects have values (an error
+//!   is a value like any other);
+//! - a `get` of a local process (a connection or the embedded driver) is
+//!   answered once every object has its value, or as soon as one of them is
+//!   an error: Ray's `get` raises the first error it sees without waiting for
+//!   the rest, so a task that hangs cannot hide another one's failure. The
+//!   answer is then that one error alone (see [`Core::get_answer`]);
+//! - a peer's get (values it moves on, never raises) waits for every value;
+//! - a get or wait that ends before all its objects are ready takes its
+//!   entries off their `waiters`, so values that come later wake nothing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,7 +23,8 @@ use crate::command::Command;
 use crate::core::Core;
 use crate::ids::{ConnId, ObjectId, PeerId, WaitId, WorkerId};
 use crate::local::objects::{Holder, ObjState};
-use crate::wire::local::{NodeMsg, Value};
+use crate::local::values::lost_error;
+use crate::wire::local::{ErrorInfo, NodeMsg, Value};
 
 /// Where the answer to a get/wait goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +51,22 @@ pub(crate) struct PendingWait {
     pub(crate) target: Target,
     /// A task worker that gave its CPU back while it waits.
     pub(crate) blocked_worker: Option<WorkerId>,
+    /// A get that fails fast saw one of its objects fail: it has its answer.
+    pub(crate) failed: bool,
+}
+
+impl PendingWait {
+    /// Whether an error among its objects answers it at once: a get of a
+    /// local process raises its first error, as Ray's does. A peer's get
+    /// moves values and waits for all of them; a wait counts errors as ready.
+    fn fails_fast(&self) -> bool {
+        self.is_get && !matches!(self.target, Target::Peer { .. })
+    }
+
+    /// Whether it has its answer: enough objects ready, or one failed.
+    fn is_answered(&self) -> bool {
+        self.failed || self.ready.len() >= self.need
+    }
 }
 
 /// The pending gets and waits.
@@ -122,24 +150,29 @@ impl Core {
             }
         }
         let mut ready = Vec::new();
+        let mut any_failed = false;
         for (i, id) in ids.iter().enumerate() {
             match self.objects.get_mut(id) {
                 Some(e) if e.is_pending() => e.waiters.push((wid, i as u32)),
-                _ => ready.push(i as u32),
+                e => {
+                    // Unknown objects read as lost: an error too.
+                    any_failed |= e.is_none_or(|e| e.is_error());
+                    ready.push(i as u32);
+                }
             }
         }
-        let done = ready.len() >= need;
-        self.waits.pending.insert(
-            wid,
-            PendingWait {
-                ids,
-                ready,
-                need,
-                is_get,
-                target,
-                blocked_worker: None,
-            },
-        );
+        let mut w = PendingWait {
+            ids,
+            ready,
+            need,
+            is_get,
+            target,
+            blocked_worker: None,
+            failed: false,
+        };
+        w.failed = any_failed && w.fails_fast();
+        let done = w.is_answered();
+        self.waits.pending.insert(wid, w);
         if done {
             self.complete_wait(wid);
         } else {
@@ -159,12 +192,23 @@ impl Core {
 
     /// Item `idx` of wait `wid` is ready (an object got its value, or for a
     /// peer's wait, a place to be pulled from).
+    /// A get that fails fast is answered by the first item that is an error.
     pub(crate) fn wait_item_ready(&mut self, wid: WaitId, idx: u32) {
-        if let Some(w) = self.waits.pending.get_mut(&wid) {
-            w.ready.push(idx);
-            if w.ready.len() == w.need {
-                self.complete_wait(wid);
-            }
+        let Some(w) = self.waits.pending.get_mut(&wid) else {
+            return;
+        };
+        // The embedded driver's answered waits stay until it collects them.
+        let answered_before = w.is_answered();
+        w.ready.push(idx);
+        if answered_before {
+            return;
+        }
+        if w.fails_fast() {
+            let id = w.ids.get(idx as usize);
+            w.failed = id.is_some_and(|id| self.objects.get(id).is_none_or(|e| e.is_error()));
+        }
+        if w.is_answered() {
+            self.complete_wait(wid);
         }
     }
 
@@ -182,6 +226,7 @@ impl Core {
         let Some(w) = self.waits.pending.remove(&wid) else {
             return;
         };
+        self.unregister_waiter(wid, &w);
         match w.target {
             Target::Peer { peer, free_after } => {
                 self.send_values_to_peer(peer, &w.ids, free_after);
@@ -189,14 +234,9 @@ impl Core {
             }
             Target::Conn { conn, req } => {
                 let msg = if w.is_get {
-                    let values = w
-                        .ids
-                        .iter()
-                        .map(|id| self.value_for(id, Holder::Conn(conn)))
-                        .collect();
                     NodeMsg::Values {
                         req,
-                        values: Some(values),
+                        values: Some(self.get_answer(&w.ids, Holder::Conn(conn))),
                     }
                 } else {
                     let mut indices = w.ready;
@@ -227,6 +267,7 @@ impl Core {
         let Some(w) = self.waits.pending.remove(&wid) else {
             return;
         };
+        self.unregister_waiter(wid, &w);
         if let Target::Conn { conn, req } = w.target {
             let msg = if w.is_get {
                 NodeMsg::Values { req, values: None }
@@ -243,6 +284,25 @@ impl Core {
         }
     }
 
+    /// A wait that ends (answered, expired or given up) leaves the objects it
+    /// still waited for: their `waiters` lose its entries, and those nothing
+    /// else uses may go (a foreign ref fetched only for it, say).
+    pub(crate) fn unregister_waiter(&mut self, wid: WaitId, w: &PendingWait) {
+        if w.ready.len() >= w.ids.len() {
+            return;
+        }
+        for id in &w.ids {
+            let Some(e) = self.objects.get_mut(id) else {
+                continue;
+            };
+            let before = e.waiters.len();
+            e.waiters.retain(|(x, _)| *x != wid);
+            if e.waiters.len() < before {
+                self.maybe_free(id);
+            }
+        }
+    }
+
     /// Whether every id has a value (or is unknown, which reads as lost).
     pub(crate) fn all_ready(&self, ids: &[ObjectId]) -> bool {
         ids.iter().all(|id| {
@@ -252,10 +312,32 @@ impl Core {
         })
     }
 
-    /// Values for the embedded driver (pinned for it).
-    pub(crate) fn collect_local(&mut self, ids: &[ObjectId]) -> Vec<Value> {
+    /// The error of the first of `ids` (in their order) that failed; an
+    /// unknown id reads as lost.
+    pub(crate) fn first_failure(&self, ids: &[ObjectId]) -> Option<ErrorInfo> {
         ids.iter()
-            .map(|id| self.value_for(id, Holder::Local))
-            .collect()
+            .find_map(|id| match self.objects.get(id).map(|e| &e.state) {
+                None => Some(lost_error(id)),
+                Some(ObjState::Ready(Value::Error(err))) => Some(err.clone()),
+                Some(_) => None,
+            })
+    }
+
+    /// The answer to a get of `ids` that is over: the error of its first
+    /// failed object alone (a get raises it; the other values are not read
+    /// and nothing is pinned), or else every value, stored ones pinned for
+    /// `holder`.
+    pub(crate) fn get_answer(&mut self, ids: &[ObjectId], holder: Holder) -> Vec<Value> {
+        if let Some(err) = self.first_failure(ids) {
+            return vec![Value::Error(err)];
+        }
+        ids.iter().map(|id| self.value_for(id, holder)).collect()
+    }
+
+    /// The embedded driver's get of `ids`, if it is over: one failed, or
+    /// every one has its value (see [`Core::get_answer`]).
+    pub(crate) fn local_get_answer(&mut self, ids: &[ObjectId]) -> Option<Vec<Value>> {
+        let over = self.first_failure(ids).is_some() || self.all_ready(ids);
+        over.then(|| self.get_answer(ids, Holder::Local))
     }
 }

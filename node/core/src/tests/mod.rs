@@ -13,7 +13,7 @@ use crate::command::Command;
 use crate::config::CoreConfig;
 use crate::core::Core;
 use crate::event::Event;
-use crate::ids::{ActorId, ConnId, FnId, NodeId, ObjectId, PeerId, TaskId, WorkerId};
+use crate::ids::{ActorId, ConnId, FnId, NodeId, ObjectId, PeerId, TaskId, WaitId, WorkerId};
 use crate::local::actors::ActorState;
 use crate::local::tasks::TaskState;
 use crate::store::memory::MemStore;
@@ -66,6 +66,10 @@ struct Harness {
     closed: Vec<ConnId>,
     dropped: Vec<(ConnId, String)>,
     stops: usize,
+    /// Gets and waits of the embedded driver signalled as over.
+    waits_done: Vec<WaitId>,
+    /// What the node printed in its own process (stream, text).
+    prints: Vec<(u8, String)>,
 }
 
 fn config(cpus: f64, peer_id: Option<PeerId>) -> CoreConfig {
@@ -106,6 +110,8 @@ impl Harness {
             closed: Vec::new(),
             dropped: Vec::new(),
             stops: 0,
+            waits_done: Vec::new(),
+            prints: Vec::new(),
         }
     }
 
@@ -149,10 +155,11 @@ impl Harness {
                 }),
                 Command::Timer { at } => self.timers.push(at),
                 Command::DeleteSpillFile { path } => self.store.delete_spill_file(&path),
-                Command::Announce { .. }
-                | Command::Print { .. }
-                | Command::WaitDone { .. }
-                | Command::LookupDone { .. } => {}
+                Command::WaitDone { wait } => self.waits_done.push(wait),
+                Command::Print { stream, data } => self
+                    .prints
+                    .push((stream, String::from_utf8_lossy(&data).into_owned())),
+                Command::Announce { .. } | Command::LookupDone { .. } => {}
             }
         }
     }
@@ -423,6 +430,7 @@ fn is_ready(st: &Core, id: &ObjectId) -> bool {
 
 mod actors;
 mod borrows;
+mod gets;
 mod object_plane;
 mod objects;
 mod placement;

@@ -121,8 +121,12 @@ fn a_task_error_flows_to_dependents_without_running_them() {
     assert!(h.st.tasks.is_empty());
     assert_eq!(h.st.workers.idle_list(), vec![w]);
     assert_eq!(h.available_cpu(), 1.0);
+    for id in [ret(&a), ret(&b), ret(&c)] {
+        assert_eq!(h.get_now(d, &[id]), vec![Value::Error(boom.clone())]);
+    }
+    // A get of several failed objects raises the first one's error.
     let vals = h.get_now(d, &[ret(&a), ret(&b), ret(&c)]);
-    assert_eq!(vals, vec![Value::Error(boom.clone()); 3]);
+    assert_eq!(vals, vec![Value::Error(boom.clone())]);
 
     // A task submitted on an argument that already failed fails at once.
     let late = task(f, vec![ret(&a)]);

@@ -331,7 +331,9 @@ pub enum NodeMsg {
         arena_size: u64,
     },
     Execute(Box<Execution>),
-    /// Answer to `Get`: `None` when the timeout passed first.
+    /// Answer to `Get`: one value per id, or `None` when the timeout passed
+    /// first. As soon as one of the ids fails, the answer is that error
+    /// alone (the first failed in the ids' order), for the get to raise.
     Values {
         req: u64,
         values: Option<Vec<Value>>,
