@@ -214,12 +214,16 @@ impl Core {
             }
             if left.sample.len() < 8 {
                 left.sample.push(format!(
-                    "{id} (refs {}, holds {}, escaped {}, for owner {}, lent {}, {:?}; {})",
+                    "{id} (refs {}, holds {}, escaped {}, for owner {}, lent {}, had a handle {}, \
+                     pulling {}, borrowed {}, {:?}; {})",
                     e.refs,
                     e.holds,
                     e.escaped,
                     e.held_for_owner,
                     self.cluster.is_lent(id),
+                    e.had_handle,
+                    self.cluster.is_pulling(id),
+                    self.cluster.is_borrowed(id),
                     match e.state {
                         crate::local::objects::ObjState::Pending => "pending",
                         crate::local::objects::ObjState::Ready(_) => "ready",

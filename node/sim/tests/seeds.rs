@@ -94,6 +94,22 @@ const REGRESSIONS: &[(u64, usize, &str)] = &[
     // The simulator's own bug: a wake-up left over from an interrupted task
     // dropped the next task's state, which then never finished.
     (1186, 60, "a stale wake-up leaves the next task alone"),
+    // Found once workers retire and some failures are final (the draws
+    // changed). An owner taken for gone turned its objects here into errors,
+    // and one freed on the way (a value that held it went) came back as a
+    // fresh entry nothing would free.
+    (
+        3677,
+        60,
+        "an entry freed while a gone owner's objects fail stays freed",
+    ),
+    // The creator told an actor's host that every handle was gone before it
+    // had sent the calls queued for it: the actor ended, and they failed.
+    (
+        10195,
+        60,
+        "an actor out of scope runs the calls made before",
+    ),
 ];
 
 #[test]

@@ -29,6 +29,8 @@ pub(super) struct ActorProxy {
     queue: VecDeque<TaskId>,
     /// Set when the actor is gone for good.
     pub(super) dead: Option<ErrorInfo>,
+    /// The host told that every handle is gone (see [`Core::tell_host_out_of_scope`]).
+    told_out_of_scope: Option<PeerId>,
 }
 
 /// Where the answer to a named-actor lookup goes.
@@ -132,16 +134,36 @@ impl Core {
                 host: Some(host),
                 queue,
                 dead: None,
+                told_out_of_scope: None,
             },
         );
         // Its inputs went along; restarts happen where it runs.
         self.finish_task(spec.task);
-        if self.is_out_of_scope(aid) {
-            // Its handles went while it was being placed.
-            self.send_peer(host, PeerMsg::ActorOutOfScope { actor: aid });
-        }
         self.actor_placed(aid, host);
+        // Its handles may have gone while it was being placed: the host hears
+        // so once the calls queued here have gone to it.
         self.pump_proxy(aid);
+    }
+
+    /// Every handle of actor `aid` (created here, running on another peer)
+    /// is gone: its host is told so once every call made here has been sent
+    /// to it (the stream keeps them in order), so that it runs them before
+    /// it ends, and told again if the actor moved to another host.
+    pub(crate) fn tell_host_out_of_scope(&mut self, aid: ActorId) {
+        if !self.is_out_of_scope(aid) {
+            return;
+        }
+        let Some(p) = self.cluster.actors.proxies.get_mut(&aid) else {
+            return;
+        };
+        let Some(host) = p.host else {
+            return;
+        };
+        if !p.queue.is_empty() || p.told_out_of_scope == Some(host) {
+            return;
+        }
+        p.told_out_of_scope = Some(host);
+        self.send_peer(host, PeerMsg::ActorOutOfScope { actor: aid });
     }
 
     /// Tell the peers that asked where an actor created here runs.
@@ -269,6 +291,7 @@ impl Core {
         for tid in to_send {
             self.send_task(tid, host, 0);
         }
+        self.tell_host_out_of_scope(aid);
     }
 
     /// `kill` of an actor that runs on another peer: tell its host. Returns

@@ -284,10 +284,13 @@ impl Core {
 
     /// Give an object that has no value here an error value.
     fn set_error(&mut self, id: ObjectId, err: ErrorInfo) {
-        if let Some(e) = self.objects.get_mut(&id) {
-            e.elsewhere = None;
-            e.unfetched = false;
-        }
+        // An entry freed meanwhile (say, a value that held the only ref to it
+        // went) stays freed: nothing here wants it.
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        e.elsewhere = None;
+        e.unfetched = false;
         self.object_ready(id, Value::Error(err));
     }
 

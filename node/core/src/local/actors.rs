@@ -24,7 +24,6 @@ use crate::local::workers::WorkerKind;
 use crate::resources::Resources;
 use crate::wire::local::{ErrorInfo, ErrorKind, TaskSpec};
 use crate::wire::local::{NodeMsg, Value};
-use crate::wire::peer::PeerMsg;
 
 /// Life of an actor.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,7 +183,7 @@ impl Core {
         a.out_of_scope = true;
         if let Some(host) = self.cluster.actor_host(&aid) {
             if Some(host) != self.cluster.me() {
-                self.send_peer(host, PeerMsg::ActorOutOfScope { actor: aid });
+                self.tell_host_out_of_scope(aid);
             }
             return;
         }
