@@ -24,6 +24,7 @@ use crate::event::Event;
 use crate::ids::{ConnId, NodeId, OwnerTag, PeerId};
 use crate::local::actors::Actors;
 use crate::local::conns::Conns;
+use crate::local::infeasible::Infeasible;
 use crate::local::objects::Objects;
 use crate::local::tasks::Tasks;
 use crate::local::waits::Waits;
@@ -76,6 +77,8 @@ pub struct Core {
     pub(crate) conns: Conns,
     pub(crate) actors: Actors,
     pub(crate) waits: Waits,
+    /// Tasks no node could run, and which drivers were told.
+    pub(crate) infeasible: Infeasible,
     /// The other peers: placement, work and objects crossing peers, failures.
     pub(crate) cluster: Cluster,
     pub(crate) stats: Stats,
@@ -109,6 +112,7 @@ impl Core {
             conns: Conns::default(),
             actors: Actors::default(),
             waits: Waits::default(),
+            infeasible: Infeasible::new(now),
             cluster,
             stats: Stats::default(),
             shutting_down: false,
@@ -158,9 +162,11 @@ impl Core {
         self.conns.open()
     }
 
-    /// Deadlines that passed: gets and waits, bid rounds, lookups, refetches, audits.
+    /// Deadlines that passed: gets and waits, infeasible tasks' grace, bid
+    /// rounds, lookups, refetches, audits.
     fn timers_due(&mut self) {
         self.expire_waits();
+        self.report_infeasible_due();
         self.kill_lingering_actors();
         self.cluster_deadlines();
     }

@@ -215,7 +215,7 @@ impl Core {
                     }
                     kept_here = true;
                 } else {
-                    self.park(batch, &demand);
+                    self.park(batch);
                 }
                 continue;
             }
@@ -292,20 +292,31 @@ impl Core {
         holders
     }
 
-    /// Tasks that fit on no known peer: they wait for one to join.
-    fn park(&mut self, batch: Vec<TaskId>, demand: &Resources) {
-        if let Some(&first) = batch.first()
-            && self.tasks.warn_once(first)
-            && let Some(t) = self.tasks.get(&first)
-        {
-            tracing::warn!(
-                "task {} needs {:?}, which no peer in the cluster has; it waits until one \
-                 with those resources joins",
-                t.spec.name,
-                demand.to_map(),
-            );
+    /// Tasks that fit on no known peer: they wait for one to join, and
+    /// their drivers hear of it (unless they could run on some node after
+    /// all, and only look for a free CPU; see [`Core::placement_demand`]).
+    fn park(&mut self, batch: Vec<TaskId>) {
+        for tid in &batch {
+            if self
+                .tasks
+                .get(tid)
+                .is_some_and(|t| !self.fits_somewhere(&t.resources))
+            {
+                self.note_infeasible(*tid);
+            }
         }
         self.cluster.placement.parked.extend(batch);
+    }
+
+    /// Whether this node or a peer in the view could ever run work that
+    /// needs `demand` (has that much of each resource in all).
+    pub(crate) fn fits_somewhere(&self, demand: &Resources) -> bool {
+        if self.total.fits(demand) {
+            return true;
+        }
+        let d = to_policy(demand);
+        let view = &self.cluster.placement.view;
+        (0..view.len()).any(|i| view.can_ever_fit(i, &d))
     }
 
     /// This node's bid for tasks that need `demand`.

@@ -10,6 +10,7 @@
 //! - `waits`: gets and waits and their deadlines;
 //! - `tasks`: the task table, submission, completion, retries, cancel;
 //! - `scheduler`: which ready task runs on which worker;
+//! - `infeasible`: telling drivers of tasks no node could ever run;
 //! - `workers`: the worker pool;
 //! - `actors`: actors created or hosted here.
 
@@ -17,6 +18,7 @@ pub(crate) mod actors;
 mod client;
 pub(crate) mod conns;
 mod driver;
+pub(crate) mod infeasible;
 pub(crate) mod objects;
 mod scheduler;
 pub(crate) mod tasks;

@@ -56,15 +56,12 @@ impl Core {
                 continue;
             }
             if !fits {
-                if !self.total.fits(&t.resources) && !self.placement_active() {
-                    let (name, needs) = (t.spec.name.clone(), t.resources.to_map());
-                    if self.tasks.warn_once(tid) {
-                        tracing::warn!(
-                            "task {name} needs {needs:?} but this node has only {:?}; it waits \
-                             until a node with those resources joins",
-                            self.total.to_map()
-                        );
-                    }
+                if !t.infeasible_noted
+                    && !self.total.fits(&t.resources)
+                    && !self.fits_somewhere(&t.resources)
+                {
+                    // It waits for a node that has what it needs to join.
+                    self.note_infeasible(tid);
                 }
                 i += 1;
                 skipped += 1;

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde_bytes::ByteBuf;
 
 use crate::command::Command;
@@ -71,6 +71,8 @@ pub(crate) struct TaskEntry {
     pub(crate) inputs_elsewhere: bool,
     /// Tasks it submitted while it ran here (a recursive `cancel` cancels them too).
     pub(crate) children: Vec<TaskId>,
+    /// It was found to fit on no node (see `local::infeasible`).
+    pub(crate) infeasible_noted: bool,
 }
 
 impl TaskEntry {
@@ -89,6 +91,7 @@ impl TaskEntry {
             stay_local: false,
             inputs_elsewhere: false,
             children: Vec::new(),
+            infeasible_noted: false,
         }
     }
 }
@@ -110,8 +113,6 @@ pub(crate) struct Tasks {
     functions: FxHashMap<FnId, Arc<ByteBuf>>,
     /// Mean run time of each function (µs, moving average) and how many runs it is based on.
     run_us: FxHashMap<FnId, (f64, u32)>,
-    /// Tasks whose "fits nowhere" warning was logged.
-    warned_infeasible: FxHashSet<TaskId>,
 }
 
 impl Tasks {
@@ -220,11 +221,6 @@ impl Tasks {
         let e = self.run_us.entry(f).or_insert((run_us as f64, 0));
         e.0 = 0.8 * e.0 + 0.2 * run_us as f64;
         e.1 = e.1.saturating_add(1);
-    }
-
-    /// Whether this is the first warning about `id` fitting nowhere.
-    pub(crate) fn warn_once(&mut self, id: TaskId) -> bool {
-        self.warned_infeasible.insert(id)
     }
 }
 

@@ -431,6 +431,7 @@ fn is_ready(st: &Core, id: &ObjectId) -> bool {
 mod actors;
 mod borrows;
 mod gets;
+mod infeasible;
 mod object_plane;
 mod objects;
 mod placement;
