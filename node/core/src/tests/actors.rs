@@ -434,19 +434,7 @@ fn an_actor_that_exits_on_purpose_fails_its_calls_with_the_reason_and_is_not_res
     let class = h.register(d, CLASS_BLOB);
     let create = actor_spec(class, None, 3);
     let aid = create.actor.expect("actor id");
-    h.send(
-        d,
-        ClientMsg::CreateActor {
-            req: 5,
-            spec: Box::new(create.clone()),
-        },
-    );
-    h.recv(d);
-    let [aw] = h.spawned()[..] else {
-        panic!("one worker for the actor")
-    };
-    let (ac, _) = h.hello(Role::Worker(aw));
-    h.returns(ac, create.task, inline(b"None"));
+    let (_, ac) = started_actor(&mut h, d, &create);
     let calls: Vec<TaskSpec> = (0..2)
         .map(|i| method(&create, &format!("m{i}"), vec![]))
         .collect();

@@ -417,6 +417,25 @@ fn method(creation: &TaskSpec, name: &str, deps: Vec<ObjectId>) -> TaskSpec {
     }
 }
 
+/// Create actor `create` from driver `d` and run its constructor: its
+/// worker and the worker's connection.
+fn started_actor(h: &mut Harness, d: ConnId, create: &TaskSpec) -> (WorkerId, ConnId) {
+    h.send(
+        d,
+        ClientMsg::CreateActor {
+            req: 5,
+            spec: Box::new(create.clone()),
+        },
+    );
+    h.recv(d);
+    let [aw] = h.spawned()[..] else {
+        panic!("one worker for the actor")
+    };
+    let (ac, _) = h.hello(Role::Worker(aw));
+    h.returns(ac, create.task, inline(b"None"));
+    (aw, ac)
+}
+
 fn error_kind(v: &Value) -> Option<ErrorKind> {
     match v {
         Value::Error(e) => Some(e.kind),

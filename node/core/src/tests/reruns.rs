@@ -285,19 +285,7 @@ fn an_actor_call_with_task_retries_runs_again_on_the_restarted_actor() {
     let class = h.register(d, CLASS_BLOB);
     let create = actor_spec(class, None, 1);
     let aid = create.actor.expect("actor id");
-    h.send(
-        d,
-        ClientMsg::CreateActor {
-            req: 5,
-            spec: Box::new(create.clone()),
-        },
-    );
-    h.recv(d);
-    let [aw] = h.spawned()[..] else {
-        panic!("one worker")
-    };
-    let (ac, _) = h.hello(Role::Worker(aw));
-    h.returns(ac, create.task, inline(b"None"));
+    let (_, ac) = started_actor(&mut h, d, &create);
     let mut retried = method(&create, "m", vec![]);
     retried.max_retries = 1;
     let plain = method(&create, "m", vec![]);
