@@ -235,3 +235,26 @@ def test_a_cancel_reaches_a_task_on_another_peer_and_a_borrowed_refs_owner(launc
     print(f"cancels across peers: {out}")
     assert out.get("sent", 99) < 5, out
     assert out.get("borrowed", 99) < 5, out
+
+
+def test_a_running_actor_call_sees_its_cancel_with_is_canceled() -> None:
+    @ray.remote
+    class Polite:
+        def work(self) -> str:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if ray.get_runtime_context().is_canceled():
+                    return "stopped when asked"
+                time.sleep(0.01)
+            return "never asked"
+
+    p = Polite.remote()
+    ray.get(p.__ray_ready__.remote(), timeout=30)
+    ref = p.work.remote()
+    time.sleep(0.3)
+    start = time.monotonic()
+    ray.cancel(ref)
+    assert ray.get(ref, timeout=10) == "stopped when asked"
+    assert time.monotonic() - start < 5
+    with pytest.raises(RuntimeError, match="driver"):
+        ray.get_runtime_context().is_canceled()

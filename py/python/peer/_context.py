@@ -53,6 +53,20 @@ class RuntimeContext:
     def get_actor_id(self) -> str | None:
         return self.actor_id
 
+    def is_canceled(self) -> bool:
+        """Whether ``cancel()`` was called on the task or actor call running here (Ray's flag for
+        calls that are not interrupted: those of regular and threaded actors). RuntimeError in a
+        driver or an async actor, as in Ray."""
+        if self.task_id is None:
+            raise RuntimeError("is_canceled() is called from a driver: call it inside a task or an actor method")
+        from . import _worker  # only workers run tasks
+
+        if _worker.is_async_actor():
+            raise RuntimeError(
+                "is_canceled() is not supported in async actors: a cancelled call gets asyncio.CancelledError"
+            )
+        return _worker.cancel_requested(bytes.fromhex(self.task_id))
+
     def get(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,

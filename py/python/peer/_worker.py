@@ -81,8 +81,15 @@ def cancel(task_id: bytes) -> None:
         _worker.runner.cancel(task_id)
 
 
-def is_cancelled(task_id: bytes) -> bool:
-    return task_id in _worker.cancelled
+def cancel_requested(task_id: bytes) -> bool:
+    """Whether the node cancelled ``task_id`` (a call that runs on: see ``cancel()``), reading
+    what the node sent meanwhile without waiting."""
+    if task_id in _worker.cancelled:
+        return True
+    if _native.take_cancel(task_id, 0.0):
+        _worker.cancelled[task_id] = None
+        return True
+    return False
 
 
 def _cancelled_message(name: str) -> str:

@@ -438,10 +438,12 @@ impl Client {
         self.inbox.lock().running = task;
     }
 
-    /// Worker side, from the interrupt signal's handler: whether the node
-    /// cancelled `task` (waiting up to `wait` for its word, which may trail
-    /// the signal). Takes that cancel.
+    /// Worker side (the interrupt signal's handler, `is_canceled()`): whether
+    /// the node cancelled `task`, waiting up to `wait` for its word (which may
+    /// trail the signal). Takes that cancel.
     pub fn take_cancel(&self, task: TaskId, wait: Duration) -> bool {
+        // What came already counts even when `wait` is zero.
+        self.read_what_came();
         let r = self.read_until(
             |inbox| {
                 let at = inbox.cancels.iter().position(|t| *t == task)?;
