@@ -18,9 +18,11 @@ class CurrentTask:
     name: str | None = None
 
 
+NO_TASK = CurrentTask()
+
 # A context variable, not a global: calls of a threaded actor run in threads, and an async actor's
 # calls in asyncio tasks, each with its own current task.
-_current: contextvars.ContextVar[CurrentTask] = contextvars.ContextVar("peer_current_task", default=CurrentTask())
+_current: contextvars.ContextVar[CurrentTask] = contextvars.ContextVar("peer_current_task", default=NO_TASK)
 
 
 def set_current(task: CurrentTask) -> None:

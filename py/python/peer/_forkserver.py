@@ -26,6 +26,13 @@ def _preload() -> None:
 
     import peer._worker  # noqa: F401
 
+    # What is loaded now lives as long as every worker: the collector need not scan it again (and
+    # scanning it would dirty pages each forked worker shares with this server).
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
 
 def _child(socket_path: str, worker_id: str) -> None:
     """In the forked child: become the worker; never returns."""

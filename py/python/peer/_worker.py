@@ -230,7 +230,7 @@ def _execute(
         return (1, _errors.capture(e, name))
     finally:
         _worker.flush()
-        _context.set_current(_context.CurrentTask())
+        _context.set_current(_context.NO_TASK)
 
 
 def execute(
@@ -249,9 +249,12 @@ def execute(
     actor exits on purpose (the call that asked for it, or the constructor, fails with that)."""
     if kind == _native.TASK_ACTOR_CREATE:
         _worker.actor_name = name.removesuffix(".__init__")
-    _worker.failed_for_good = False
     result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns)
-    if result[0] == 1 and _worker.failed_for_good:
+    if result[0] == 0:
+        if _worker.exit_reason is None:
+            return result  # the common case
+    elif result[0] == 1 and _worker.failed_for_good:
+        _worker.failed_for_good = False
         return (_native.FAILED_FINAL, result[1])
     if _worker.exit_reason is not None and kind != _native.TASK_NORMAL and result[0] != _native.DEFERRED:
         return (_native.EXIT, _worker.exit_reason)
