@@ -487,26 +487,11 @@ fn an_actor_worker_that_lingers_after_exiting_on_purpose_is_killed() {
     let d = h.driver();
     let class = h.register(d, CLASS_BLOB);
     let create = actor_spec(class, None, 0);
-    h.send(
-        d,
-        ClientMsg::CreateActor {
-            req: 5,
-            spec: Box::new(create.clone()),
-        },
-    );
+    create_actor(&mut h, d, &create);
     let [aw] = h.spawned()[..] else {
         panic!("one worker for the actor")
     };
-    // A pid the harness only records kills of (it never signals anything).
-    let ac = h.connect();
-    h.send(
-        ac,
-        ClientMsg::Hello {
-            role: Role::Worker(aw),
-            pid: 4_000_000,
-        },
-    );
-    h.recv(ac);
+    let ac = worker_with_pid(&mut h, aw, 4_000_000);
     h.recv(d);
     h.send(
         ac,
@@ -613,13 +598,7 @@ fn a_started_actor_call_is_told_of_its_cancel_but_not_failed_by_the_node() {
     let d = h.driver();
     let class = h.register(d, CLASS_BLOB);
     let create = actor_spec(class, None, 0);
-    h.send(
-        d,
-        ClientMsg::CreateActor {
-            req: 5,
-            spec: Box::new(create.clone()),
-        },
-    );
+    create_actor(&mut h, d, &create);
     h.recv(d);
     let [aw] = h.spawned()[..] else {
         panic!("one worker for the actor")

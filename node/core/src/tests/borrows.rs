@@ -171,20 +171,8 @@ fn an_actor_whose_handles_are_gone_finishes_its_calls_then_its_worker_is_told_to
     let create = actor_spec(class, None, 3);
     let aid = create.actor.expect("actor id");
     let handle = ObjectId::for_actor(aid);
-    h.send(
-        d,
-        ClientMsg::CreateActor {
-            req: 5,
-            spec: Box::new(create.clone()),
-        },
-    );
+    let (_, ac) = started_actor(&mut h, d, &create);
     h.add_refs(d, vec![handle]);
-    h.recv(d);
-    let [aw] = h.spawned()[..] else {
-        panic!("one worker for the actor")
-    };
-    let (ac, _) = h.hello(Role::Worker(aw));
-    h.returns(ac, create.task, inline(b"None"));
     let call = method(&create, "m", vec![]);
     h.submit(d, &call);
     h.recv(ac);
@@ -218,13 +206,7 @@ fn a_detached_actor_outlives_its_handles() {
     }
     let aid = create.actor.expect("actor id");
     let handle = ObjectId::for_actor(aid);
-    h.send(
-        d,
-        ClientMsg::CreateActor {
-            req: 5,
-            spec: Box::new(create.clone()),
-        },
-    );
+    create_actor(&mut h, d, &create);
     h.add_refs(d, vec![handle]);
     h.send(d, ClientMsg::DecRefs { ids: vec![handle] });
     assert!(

@@ -417,9 +417,8 @@ fn method(creation: &TaskSpec, name: &str, deps: Vec<ObjectId>) -> TaskSpec {
     }
 }
 
-/// Create actor `create` from driver `d` and run its constructor: its
-/// worker and the worker's connection.
-fn started_actor(h: &mut Harness, d: ConnId, create: &TaskSpec) -> (WorkerId, ConnId) {
+/// Driver `d` asks for actor `create`.
+fn create_actor(h: &mut Harness, d: ConnId, create: &TaskSpec) {
     h.send(
         d,
         ClientMsg::CreateActor {
@@ -427,6 +426,12 @@ fn started_actor(h: &mut Harness, d: ConnId, create: &TaskSpec) -> (WorkerId, Co
             spec: Box::new(create.clone()),
         },
     );
+}
+
+/// Create actor `create` from driver `d` and run its constructor: its
+/// worker and the worker's connection.
+fn started_actor(h: &mut Harness, d: ConnId, create: &TaskSpec) -> (WorkerId, ConnId) {
+    create_actor(h, d, create);
     h.recv(d);
     let [aw] = h.spawned()[..] else {
         panic!("one worker for the actor")

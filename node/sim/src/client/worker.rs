@@ -296,23 +296,8 @@ impl Worker {
             })));
         }
         ctx.out.push(ClientMsg::AddRefs { ids: ids.clone() });
-        let req = self.next_req;
-        self.next_req += 1;
-        ctx.out.push(ClientMsg::Get {
-            req,
-            ids: ids.clone(),
-            timeout_ms: None,
-        });
         let held = ids.clone();
-        self.running = Some((
-            exec,
-            Phase::Children {
-                req,
-                ids,
-                digests,
-                held,
-            },
-        ));
+        self.wait_for_values(exec, ids, digests, held, ctx);
     }
 
     /// A `Relay`: take handles of the refs nested in its arguments (as
@@ -325,6 +310,18 @@ impl Worker {
             .copied()
             .collect();
         ctx.out.push(ClientMsg::AddRefs { ids: held.clone() });
+        self.wait_for_values(exec, ids, digests, held, ctx);
+    }
+
+    /// Block the running task in a `get` of `ids` (holding `held`).
+    fn wait_for_values(
+        &mut self,
+        exec: Execution,
+        ids: Vec<ObjectId>,
+        digests: i64,
+        held: Vec<ObjectId>,
+        ctx: &mut Ctx<'_>,
+    ) {
         let req = self.next_req;
         self.next_req += 1;
         ctx.out.push(ClientMsg::Get {
