@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use peer_node::{NodeError, WorkerEvent};
+use peer_node::{Client, NodeError, WorkerEvent};
 use peer_node_core::ids::{ObjectId, TaskId, WorkerId};
 use peer_node_core::wire::local::{
     ClientMsg, ErrorInfo, ErrorKind, Execution, Outcome, Role, TaskKind, args_object_id,
@@ -137,12 +137,8 @@ fn serve(
             // stays the context (for output) until the next call comes.
             Ok(Ran::Deferred) => continue,
             Ok(Ran::Exit(reason)) => {
-                py.detach(|| client.send(&ClientMsg::ActorExit { reason }))
-                    .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
-                // Calls already sent here are not run (the node fails them):
-                // the node answers with its word to exit, which ends this.
-                while py.detach(|| client.next_event()).is_some() {}
-                break;
+                // Calls already sent here are not run: the node fails them.
+                return leave(py, client, ClientMsg::ActorExit { reason });
             }
             Ok(Ran::Done(outcome, contained)) => (outcome, contained),
             Err(e) => failed(py, &name, &e),
@@ -158,13 +154,19 @@ fn serve(
         }
         if RETIRING.load(Ordering::Relaxed) {
             // `max_calls` reached: tasks sent here since are the node's to
-            // give to others; its word to exit ends this.
-            py.detach(|| client.send(&ClientMsg::Retire))
-                .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
-            while py.detach(|| client.next_event()).is_some() {}
-            break;
+            // give to others.
+            return leave(py, client, ClientMsg::Retire);
         }
     }
+    Ok(())
+}
+
+/// Say why this worker stops taking tasks, then run nothing more until the
+/// node's word to exit (which it answers with) ends the loop.
+fn leave(py: Python<'_>, client: &Client, why: ClientMsg) -> PyResult<()> {
+    py.detach(|| client.send(&why))
+        .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+    while py.detach(|| client.next_event()).is_some() {}
     Ok(())
 }
 

@@ -19,6 +19,7 @@ Everything here runs in the actor's worker process only.
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -89,7 +90,7 @@ class ActorExit(SystemExit):
     ``SystemExit``); catching it does not stop the exit."""
 
 
-class Runner:
+class Runner(ABC):
     """Runs an actor's calls concurrently; :meth:`submit` returns at once.
 
     When a call asks the actor to exit, the calls running beside it finish and deliver their
@@ -152,8 +153,9 @@ class Runner:
             )
         return group
 
+    @abstractmethod
     def submit(self, call: PendingCall) -> None:
-        raise NotImplementedError
+        """Start ``call``; it reports its own outcome."""
 
     def cancel(self, task_id: bytes) -> None:
         """The node cancelled a call: one not started yet is skipped (the caller's ``invoke``
