@@ -15,20 +15,9 @@ import pytest
 import peer as ray
 from peer import exceptions
 from peers import Launcher, cluster, run_driver
+from signals import Signal
 
 pytestmark = pytest.mark.usefixtures("cluster")
-
-
-@ray.remote(num_cpus=0)
-class Signal:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self.event.wait()
-
-    async def send(self) -> None:
-        self.event.set()
 
 
 @ray.remote

@@ -4,7 +4,6 @@ error as just "ready". Embedded driver, attached driver and a driver on a two-pe
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -13,20 +12,9 @@ import pytest
 import peer as ray
 from peer import exceptions
 from peers import Launcher, cluster, run_driver
+from signals import Signal
 
 pytestmark = pytest.mark.usefixtures("cluster")
-
-
-@ray.remote(num_cpus=0)
-class Signal:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self.event.wait()
-
-    async def send(self) -> None:
-        self.event.set()
 
 
 @ray.remote
