@@ -78,12 +78,26 @@ class TaskCode:
             raise
 
 
-def _task_code(function: Callable[..., Any], options: Options) -> PickledCode | None:
-    """The code to register for ``function`` under ``options``, when it needs a :class:`TaskCode`."""
-    max_calls, retry_on = options.calls_per_worker(), options.retry_on()
-    if not max_calls and retry_on is None:
-        return None
-    return PickledCode(TaskCode(function, max_calls, retry_on))
+class FunctionCodes:
+    """A function's code to register: the bare function, or a :class:`TaskCode` for options that
+    need one. Each is pickled once per process, and shared by the copies ``.options()`` makes (so
+    ``f.options(num_gpus=1).remote()`` in a loop does not pickle the function every time)."""
+
+    __slots__ = ("_function", "plain", "_variants")
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self._function = function
+        self.plain = PickledCode(function)
+        self._variants: dict[tuple[int, tuple[type[BaseException], ...] | None], PickledCode] = {}
+
+    def for_options(self, options: Options) -> PickledCode:
+        max_calls, retry_on = options.calls_per_worker(), options.retry_on()
+        if not max_calls and retry_on is None:
+            return self.plain
+        code = self._variants.get((max_calls, retry_on))
+        if code is None:
+            code = self._variants[(max_calls, retry_on)] = PickledCode(TaskCode(self._function, max_calls, retry_on))
+        return code
 
 
 _P = inspect.Parameter
@@ -207,14 +221,13 @@ class RemoteFunction:
         self,
         function: Callable[..., Any],
         options: Options,
-        code: PickledCode | None = None,
+        codes: FunctionCodes | None = None,
         arg_spec: ArgSpec | None | _Unset = _UNSET,
     ) -> None:
         self._function = function
         self._options = options
-        # The bare function's code, shared by the copies .options() makes.
-        self._plain_code = code or PickledCode(function)
-        self._code = _task_code(function, options) or self._plain_code
+        self._codes = codes or FunctionCodes(function)
+        self._code = self._codes.for_options(options)
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__doc__ = function.__doc__
@@ -251,7 +264,7 @@ class RemoteFunction:
     def options(self, **options: Any) -> RemoteFunction:
         """A copy with some options changed, e.g. ``f.options(num_cpus=2).remote()``."""
         return RemoteFunction(
-            self._function, self._options.updated("function", **options), self._plain_code, self._arg_spec
+            self._function, self._options.updated("function", **options), self._codes, self._arg_spec
         )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -97,7 +97,6 @@ impl Waits {
         self.pending.remove(id)
     }
 
-    /// Drop the waits whose answers would go to `target`s matching `gone`.
     /// Drop the waits `gone` picks; returns the ids they waited for.
     pub(crate) fn forget(&mut self, gone: impl Fn(&PendingWait) -> bool) -> Vec<ObjectId> {
         let mut ids = Vec::new();
