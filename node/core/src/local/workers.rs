@@ -10,6 +10,7 @@ use crate::command::Command;
 use crate::core::Core;
 use crate::error::ProtocolError;
 use crate::ids::{ActorId, ConnId, FnId, TaskId, WorkerId};
+use crate::local::gpus::GpuGrant;
 use crate::local::objects::Holder;
 use crate::local::tasks::{TaskState, cancelled_error};
 use crate::resources::Resources;
@@ -34,6 +35,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) queued: VecDeque<TaskId>,
     /// Resources it holds for its task.
     pub(crate) held: Resources,
+    /// The GPU devices it holds for its task.
+    pub(crate) gpus: GpuGrant,
     /// Nesting depth of gets/waits it is blocked in.
     pub(crate) blocked: u32,
     pub(crate) known_fns: FxHashSet<FnId>,
@@ -164,6 +167,7 @@ impl Core {
                 busy: None,
                 queued: Default::default(),
                 held: Default::default(),
+                gpus: GpuGrant::default(),
                 blocked: 0,
                 known_fns: Default::default(),
             },
@@ -308,6 +312,7 @@ impl Core {
                     self.available.take(&w.held.cpu_only());
                 }
                 self.available.give(&w.held);
+                self.gpus.give_back(w.gpus);
                 // Queued tasks never started: run them elsewhere, retries untouched.
                 for tid in w.queued.iter().rev() {
                     if let Some(t) = self.tasks.get_mut(tid) {
@@ -401,7 +406,8 @@ impl Core {
                     w.busy = w.queued.pop_front();
                     if w.busy.is_none() {
                         let held = std::mem::take(&mut w.held);
-                        self.available.give(&held);
+                        let grant = std::mem::take(&mut w.gpus);
+                        self.give_resources(&held, grant);
                         self.workers.idle.push(wid);
                     }
                 }
@@ -467,8 +473,9 @@ impl Core {
             self.available.take(&w.held.cpu_only());
         }
         let held = std::mem::take(&mut w.held);
+        let grant = std::mem::take(&mut w.gpus);
         let conn = w.conn;
-        self.available.give(&held);
+        self.give_resources(&held, grant);
         self.workers.idle.retain(|x| *x != wid);
         for tid in not_started.iter().rev() {
             if let Some(t) = self.tasks.get_mut(tid)

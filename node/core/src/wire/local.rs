@@ -181,6 +181,9 @@ pub struct Execution {
     /// Send what the task prints to the node ([`ClientMsg::Output`]): its
     /// driver is attached from another process.
     pub forward_output: bool,
+    /// The GPU devices the task (or its actor) holds; empty when it asked
+    /// for none. The worker sets `CUDA_VISIBLE_DEVICES` to exactly these.
+    pub gpu_ids: Vec<String>,
 }
 
 /// How a task ended, as its worker reports it.
