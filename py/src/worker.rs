@@ -288,6 +288,7 @@ fn run_one(
         args,
         deps,
         exec.num_returns,
+        exec.gpu_ids,
     );
     let r = executor.call1(call_args)?;
     let r = r.cast::<PyTuple>()?;
