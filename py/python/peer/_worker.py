@@ -16,7 +16,7 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from . import _concurrency, _context, _errors, _native, _runtime, _serialization
+from . import _concurrency, _context, _errors, _gpus, _native, _runtime, _serialization
 from ._worker_output import PrefixedStream
 
 
@@ -190,9 +190,11 @@ def _execute(
     args: tuple[int, Any],
     dep_values: list[tuple[int, Any]],
     num_returns: int,
+    gpu_ids: list[str],
 ) -> tuple[int, Any]:
     current = _context.CurrentTask(task_id=task_id.hex(), name=name)
     _context.set_current(current)
+    _gpus.hold(gpu_ids)
     try:
         # The node sends a function's code once per worker: keep it even for a task not run.
         if fn_blob is not None and fn_id not in _worker.code:
@@ -243,13 +245,14 @@ def execute(
     args: tuple[int, Any],
     dep_values: list[tuple[int, Any]],
     num_returns: int,
+    gpu_ids: list[str],
 ) -> tuple[int, Any]:
     """Run one task: ``(0, [(pickle, buffers), ...])`` on success, ``(1, (message, blob))`` if it
     raised, ``(DEFERRED, None)`` when a concurrent actor runs it on, ``(EXIT, reason)`` when the
     actor exits on purpose (the call that asked for it, or the constructor, fails with that)."""
     if kind == _native.TASK_ACTOR_CREATE:
         _worker.actor_name = name.removesuffix(".__init__")
-    result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns)
+    result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns, gpu_ids)
     if result[0] == 0:
         if _worker.exit_reason is None:
             return result  # the common case
