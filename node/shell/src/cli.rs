@@ -160,6 +160,14 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
                 info.arena_path.display()
             );
             println!("  cpus:      {}", info.num_cpus);
+            let extra: Vec<String> = info
+                .resources
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !extra.is_empty() {
+                println!("  resources: {}", extra.join(", "));
+            }
             println!(
                 "Python drivers on this machine attach with peer.init(). Stop with `peer down`."
             );
@@ -228,11 +236,11 @@ fn print_status(s: &serde_json::Value) {
                 format!("{} ({} free)", d["id"].as_str().unwrap_or("?"), free)
             })
             .collect();
-        println!(
-            "  gpus       {}; {:.1} GiB memory",
-            list.join(", "),
-            g(&["gpus", "memory"]).as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64
-        );
+        let memory = match g(&["gpus", "memory"]).as_u64().unwrap_or(0) {
+            0 => "memory unknown (no NVML)".to_string(),
+            m => format!("{:.1} GiB memory", m as f64 / (1u64 << 30) as f64),
+        };
+        println!("  gpus       {}; {memory}", list.join(", "));
     }
     println!(
         "  workers    {} task ({} idle, {} starting, {} blocked), {} actor",
