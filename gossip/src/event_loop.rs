@@ -7,6 +7,8 @@
 //!   `rebootstrap_period` bootstrap addresses are re-dialed and Kademlia bootstraps.
 //! - Gossip messages are decoded, validated and applied to the view; what changed goes out as
 //!   [`Event`]s (see `swarm_events` for the handling of every swarm event).
+//! - Reachability, relaying and hole punching are decided by `nat`; the loop feeds it swarm
+//!   events and carries out its plans ([`EventLoop::apply_nat_plan`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
@@ -25,6 +27,8 @@ use tokio::time::{Duration, MissedTickBehavior, interval};
 use crate::behaviour::{Behaviour, TOPIC};
 use crate::client::Command;
 use crate::messages::{self, Body, Envelope, Load, ObjectAnnouncements, ObjectId};
+use crate::nat::Nat;
+use crate::transport::RelayedBytes;
 use crate::view::{self, View};
 use crate::{Config, ConnectError, Event};
 
@@ -51,6 +55,8 @@ pub struct EventLoop {
     pub(crate) identified: HashMap<PeerId, Vec<Multiaddr>>,
     /// Counters for rate-limited warnings.
     pub(crate) dropped: Dropped,
+    /// Reachability, relays and the kind of every connection.
+    pub(crate) nat: Nat,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +120,7 @@ impl EventLoop {
         load: watch::Receiver<Option<Load>>,
         events: mpsc::Sender<Event>,
         listeners: Vec<ListenerId>,
+        relayed_bytes: RelayedBytes,
     ) -> Self {
         let view = View::new(view::Limits {
             max_peers: config.max_peers,
@@ -157,6 +164,7 @@ impl EventLoop {
             },
             identified: HashMap::new(),
             dropped: Dropped::default(),
+            nat: Nat::new(config.relay.serve, config.relay.reservations, relayed_bytes),
         }
     }
 
@@ -216,7 +224,14 @@ impl EventLoop {
                 }
             }
             Command::View(reply) => {
-                let _ = reply.send(self.view.snapshot(Instant::now()));
+                let mut peers = self.view.snapshot(Instant::now());
+                for p in &mut peers {
+                    p.link = self.nat.link(&p.peer_id);
+                }
+                let _ = reply.send(peers);
+            }
+            Command::Network(reply) => {
+                let _ = reply.send(self.nat.info());
             }
             Command::Holders(object, reply) => {
                 let _ = reply.send(self.view.holders(&object));
@@ -230,6 +245,11 @@ impl EventLoop {
                     .behaviour_mut()
                     .gossipsub
                     .publish(self.topic.clone(), bytes);
+                let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            #[cfg(test)]
+            Command::ListenOn(address, reply) => {
+                let result = self.swarm.listen_on(address);
                 let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
             }
         }
@@ -246,7 +266,10 @@ impl EventLoop {
             .listen
             .addresses
             .iter()
-            .map(|a| a.clone().with(Protocol::P2p(local)))
+            .map(|a| match a.iter().last() {
+                Some(Protocol::P2p(_)) => a.clone(),
+                _ => a.clone().with(Protocol::P2p(local)),
+            })
             .collect();
         for reply in self.listen.waiting.drain(..) {
             let _ = reply.send(addresses.clone());
@@ -302,6 +325,32 @@ impl EventLoop {
         }
         if self.swarm.behaviour_mut().kad.bootstrap().is_err() {
             tracing::debug!("no known peers to bootstrap Kademlia from yet");
+        }
+    }
+
+    /// Carries out what `nat` decided: the relay server on or off, reservations made or dropped.
+    pub(crate) fn apply_nat_plan(&mut self) {
+        let plan = self.nat.plan();
+        if let Some(on) = plan.relay_server {
+            tracing::info!(on, "relaying for other members");
+            let status = if on {
+                libp2p::relay::Status::Enable
+            } else {
+                libp2p::relay::Status::Disable
+            };
+            self.swarm.behaviour_mut().relay.set_status(Some(status));
+        }
+        for listener in plan.release {
+            self.swarm.remove_listener(listener);
+        }
+        for (relay, circuit) in plan.reserve {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, %circuit, "reserving a slot on a relay");
+                    self.nat.reserving(listener, relay);
+                }
+                Err(error) => tracing::warn!(%circuit, %error, "cannot reserve on that relay"),
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! How the [`EventLoop`] reacts to each swarm event: gossip into the view, identify and mDNS into
-//! Kademlia, connection and ping failures into suspicion, dial results into answers.
+//! Kademlia, connection and ping failures into suspicion, dial results into answers, and
+//! reachability, relay and hole-punching news into `nat` (whose plan is applied after every
+//! event).
 
 use std::io;
 use std::time::Instant;
@@ -7,7 +9,7 @@ use std::time::Instant;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, kad, mdns, ping, relay};
 
 use crate::behaviour::{BehaviourEvent, KAD_PROTOCOL};
 use crate::event_loop::{EventLoop, warn_rarely};
@@ -18,6 +20,11 @@ use crate::{ConnectError, Event};
 
 impl EventLoop {
     pub(crate) async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.dispatch(event).await;
+        self.apply_nat_plan();
+    }
+
+    async fn dispatch(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -38,6 +45,11 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
+                result: Ok(rtt),
+            })) => self.nat.rtt(&peer, connection, rtt),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
                 result: Err(error),
             })) => {
                 tracing::debug!(%peer, %error, "ping failed; closing that connection");
@@ -49,6 +61,67 @@ impl EventLoop {
                 result: kad::QueryResult::GetClosestPeers(Ok(found)),
                 ..
             })) => self.on_closest_peers(found.peers),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v2::client::Event {
+                tested_addr,
+                server,
+                result,
+                ..
+            })) => match result {
+                Ok(()) => {
+                    tracing::info!(address = %tested_addr, %server, "reachable at this address")
+                }
+                Err(error) => {
+                    tracing::info!(address = %tested_addr, %server, %error, "not reachable at this address");
+                    self.nat.autonat_failed();
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal: false,
+                    ..
+                },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                self.nat.reservation_accepted(relay_peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => match event {
+                relay::Event::ReservationReqAccepted {
+                    src_peer_id,
+                    renewed: false,
+                } => {
+                    tracing::info!(peer = %src_peer_id, "holding a relay slot for a member");
+                    self.nat.served_reservation();
+                }
+                relay::Event::CircuitReqAccepted {
+                    src_peer_id,
+                    dst_peer_id,
+                } => {
+                    tracing::debug!(from = %src_peer_id, to = %dst_peer_id, "relaying a circuit");
+                    self.nat.served_circuit();
+                }
+                other => tracing::debug!(?other, "relay event"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(connection) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punched: direct connection");
+                    self.nat.hole_punched(&remote_peer_id, connection);
+                }
+                Err(error) => {
+                    tracing::info!(peer = %remote_peer_id, %error, "hole punch failed; staying on the relay");
+                }
+            },
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.nat.address_confirmed(address);
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "external address expired");
+                self.nat.address_expired(&address);
+            }
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::NewListenAddr {
                 listener_id,
@@ -69,13 +142,36 @@ impl EventLoop {
                 tracing::warn!(%error, "listener failed");
                 self.listener_gone(listener_id);
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.nat.closed(&peer_id, connection_id, false);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 ..
             } => {
-                tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                let relayed = endpoint.is_relayed();
+                tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), relayed, "connected");
+                let dialed = match &endpoint {
+                    libp2p::core::ConnectedPoint::Dialer { address, .. } => {
+                        let mut address = address.clone();
+                        if let Some(libp2p::multiaddr::Protocol::P2p(_)) = address.iter().last() {
+                            address.pop();
+                        }
+                        Some(address)
+                    }
+                    libp2p::core::ConnectedPoint::Listener { .. } => None,
+                };
+                for redundant in self.nat.connected(peer_id, connection_id, relayed, dialed) {
+                    tracing::debug!(peer = %peer_id, "direct connection up; closing a relayed one");
+                    self.swarm.close_connection(redundant);
+                }
                 if let Some((_, reply)) = self.dials.client_pending.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -87,11 +183,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established: 0,
                 cause,
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
+                self.nat.closed(&peer_id, connection_id, true);
                 self.identified.remove(&peer_id);
                 self.view
                     .suspect(&peer_id, GoneReason::Disconnected, Instant::now());
@@ -182,7 +280,15 @@ impl EventLoop {
     }
 
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        if self
+            .nat
+            .observed(&info.observed_addr, &self.listen.addresses)
+        {
+            tracing::debug!(%peer, observed = %info.observed_addr, "seen through a NAT");
+        }
         let addresses = routable_first(info.listen_addrs.into_iter().take(MAX_ADDRESSES).collect());
+        let offers_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        self.nat.relay_offered(peer, offers_relay, &addresses);
         if info.protocols.contains(&KAD_PROTOCOL) {
             for address in &addresses {
                 self.swarm
@@ -265,6 +371,7 @@ impl EventLoop {
     }
 
     fn listener_gone(&mut self, listener: libp2p::core::transport::ListenerId) {
+        self.nat.listener_closed(&listener);
         self.listen.listeners.remove(&listener);
         self.answer_listen_waiters();
     }
