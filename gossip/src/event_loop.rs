@@ -57,6 +57,10 @@ pub struct EventLoop {
     pub(crate) dropped: Dropped,
     /// Reachability, relays and the kind of every connection.
     pub(crate) nat: Nat,
+    /// External addresses as last gossiped, and whether they are due again (they changed, or a
+    /// peer joined that has not heard them).
+    published_addresses: Vec<Multiaddr>,
+    pub(crate) addresses_due: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +169,8 @@ impl EventLoop {
             identified: HashMap::new(),
             dropped: Dropped::default(),
             nat: Nat::new(config.relay.serve, config.relay.reservations, relayed_bytes),
+            published_addresses: Vec::new(),
+            addresses_due: false,
         }
     }
 
@@ -187,6 +193,7 @@ impl EventLoop {
                 },
                 _ = load_tick.tick() => {
                     self.publish_load();
+                    self.publish_addresses();
                     self.expire().await;
                 }
                 _ = announce_tick.tick() => self.flush_announcements(),
@@ -371,6 +378,25 @@ impl EventLoop {
         let latest = self.load.borrow_and_update().clone();
         if let Some(load) = latest {
             self.publish(Body::Load(load));
+        }
+    }
+
+    /// Gossips this peer's external addresses (a private peer's relay circuits among them) when
+    /// they changed or a peer joined since they were last sent.
+    fn publish_addresses(&mut self) {
+        let mut current: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        current.sort();
+        current.truncate(messages::MAX_ADDRESSES_PER_MESSAGE);
+        if current != self.published_addresses {
+            self.addresses_due = true;
+        }
+        if !self.addresses_due || current.is_empty() {
+            return;
+        }
+        let bytes = current.iter().map(|a| a.to_vec()).collect();
+        if self.publish(Body::Addresses(bytes)) {
+            self.addresses_due = false;
+            self.published_addresses = current;
         }
     }
 

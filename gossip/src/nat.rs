@@ -3,7 +3,10 @@
 //! punched) with its round-trip time.
 //!
 //! - **Reachability** starts [`Reachability::Unknown`]. An external address that AutoNAT v2
-//!   confirmed (another member dialed it back) makes the peer [`Reachability::Public`]. Without
+//!   confirmed (another member dialed it back) makes the peer [`Reachability::Public`], and so
+//!   does a member that dialed in and reports reaching us at one of our own listen addresses
+//!   (the same proof, for free; AutoNAT v2 only asks peers it dialed itself, so a member that
+//!   everybody dials, like a relay, would never learn it is reachable otherwise). Without
 //!   one, the peer is [`Reachability::Private`] as soon as identify reports that others see it
 //!   at an address none of its interfaces has (a NAT translated it), or an AutoNAT test failed.
 //! - **Relay server**: switched on exactly while the peer is public (and
@@ -95,6 +98,8 @@ struct Conn {
     rtt: Option<Duration>,
     /// The address we dialed, for a direct connection we opened.
     dialed: Option<Multiaddr>,
+    /// A direct connection the other side opened.
+    dialed_in: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -250,6 +255,7 @@ impl Nat {
             id,
             kind,
             rtt: None,
+            dialed_in: !relayed && dialed.is_none(),
             dialed: dialed.filter(|_| !relayed),
         });
         if !conns.iter().any(|c| c.kind != LinkKind::Relayed) {
@@ -273,6 +279,13 @@ impl Nat {
             self.relays.remove(peer);
             self.held.remove(peer);
         }
+    }
+
+    /// Whether `id` is a direct connection `peer` opened to us.
+    pub fn dialed_in(&self, peer: &PeerId, id: ConnectionId) -> bool {
+        self.links
+            .get(peer)
+            .is_some_and(|conns| conns.iter().any(|c| c.id == id && c.dialed_in))
     }
 
     pub fn hole_punched(&mut self, peer: &PeerId, id: ConnectionId) {

@@ -36,9 +36,9 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
-            })) => self.on_identify(peer_id, info),
+            })) => self.on_identify(peer_id, connection_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 self.on_mdns(found)
             }
@@ -259,6 +259,8 @@ impl EventLoop {
                     // (the node's own protocols) can be opened when needed.
                     self.swarm.behaviour_mut().kad.get_closest_peers(author);
                 }
+                // It has not heard our addresses yet.
+                self.addresses_due = true;
                 self.emit(Event::PeerUp(author)).await;
             }
             Applied::Updated => {}
@@ -269,6 +271,7 @@ impl EventLoop {
                 let _ = self.events.try_send(Event::PeerLoad(author, load));
             }
             Body::Objects(a) => self.emit(Event::ObjectsAnnounced(author, a.objects)).await,
+            Body::Addresses(list) => self.on_gossiped_addresses(author, &list),
         }
     }
 
@@ -279,12 +282,23 @@ impl EventLoop {
             .report_message_validation_result(id, via, acceptance);
     }
 
-    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        if self
-            .nat
-            .observed(&info.observed_addr, &self.listen.addresses)
+    fn on_identify(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        info: identify::Info,
+    ) {
+        let observed = &info.observed_addr;
+        if self.nat.observed(observed, &self.listen.addresses) {
+            tracing::debug!(%peer, %observed, "seen through a NAT");
+        } else if self.nat.dialed_in(&peer, connection)
+            && self.listen.addresses.contains(observed)
+            && !self.swarm.external_addresses().any(|a| a == observed)
         {
-            tracing::debug!(%peer, observed = %info.observed_addr, "seen through a NAT");
+            // The member dialed this very address and got through: it is reachable.
+            tracing::info!(address = %observed, by = %peer, "a member dialed in here: reachable");
+            self.swarm.add_external_address(observed.clone());
+            self.nat.address_confirmed(observed.clone());
         }
         let addresses = routable_first(info.listen_addrs.into_iter().take(MAX_ADDRESSES).collect());
         let offers_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
@@ -299,6 +313,30 @@ impl EventLoop {
         }
         self.view.set_addresses(&peer, &addresses);
         self.identified.insert(peer, addresses);
+    }
+
+    /// Addresses a peer gossiped (validated on decoding): the swarm can dial it through them,
+    /// and the view shows them unless the peer is identified over a connection of ours.
+    fn on_gossiped_addresses(&mut self, author: PeerId, list: &[Vec<u8>]) {
+        let addresses: Vec<Multiaddr> = list
+            .iter()
+            .filter_map(|bytes| Multiaddr::try_from(bytes.clone()).ok())
+            .map(|mut a| {
+                if a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(author)) {
+                    a.pop();
+                }
+                a
+            })
+            .collect();
+        for address in &addresses {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&author, address.clone());
+        }
+        if !self.identified.contains_key(&author) {
+            self.view.set_addresses(&author, &addresses);
+        }
     }
 
     /// Addresses a Kademlia lookup found: remembered for the peers in the view, so the swarm can

@@ -52,8 +52,10 @@ use sha2::Sha256;
 use crate::behaviour::Behaviour;
 use crate::{Config, GossipError};
 
-/// Time allowed for the whole connection upgrade (noise, key proof, yamux).
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a whole dial (TCP connect, noise, key proof, yamux) or upgrade. Under the
+/// 10 s AutoNAT v2 servers give a dial-back, so that an address behind a NAT that drops the
+/// dial-back is reported unreachable (and not tested again and again).
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Connections nobody keeps alive (outside every gossipsub mesh, no running query) close after
 /// this long; the view tolerates that (see `view`).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);

@@ -154,6 +154,8 @@ impl View {
                     }
                 }
             }
+            // Routing news for the swarm and Kademlia: the event loop applies it.
+            Body::Addresses(_) => {}
         }
         outcome
     }

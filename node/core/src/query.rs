@@ -163,12 +163,25 @@ impl Core {
                     "objects": p.objects,
                     "age_s": p.age.as_secs_f64(),
                     "has_load": p.load.is_some(),
+                    "link": p.link.map(|l| l.as_str()),
+                    "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
                 })
             })
             .collect();
+        let n = self.cluster.network();
+        let network = self.cluster.joined_info().map(|_| {
+            json!({
+                "reachability": n.reachability, "external": n.external,
+                "relays": n.relays, "relaying": n.relaying,
+                "reservations_served": n.reservations_served,
+                "circuits_served": n.circuits_served, "relayed_bytes": n.relayed_bytes,
+                "relayed_pulls": n.relayed_pulls, "relayed_pull_bytes": n.relayed_pull_bytes,
+            })
+        });
         json!({
             "node_id": self.node_name(),
             "cluster": cluster,
+            "network": network,
             "peers": peers,
             "daemon": self.config.daemon,
             "resources": {"total": self.total.to_map(), "available": self.available.to_map()},

@@ -842,6 +842,8 @@ impl World {
                     load: Some(c.load()),
                     objects: 0,
                     age: Duration::ZERO,
+                    link: None,
+                    rtt: None,
                 })
             })
             .collect();
@@ -860,6 +862,7 @@ impl World {
                 Event::View {
                     listen: Vec::new(),
                     peers,
+                    network: Default::default(),
                 },
             )?;
         }
