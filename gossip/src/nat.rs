@@ -379,6 +379,11 @@ pub(crate) fn is_relayed(address: &Multiaddr) -> bool {
     address.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
+/// Whether an address names an IP (and is not only `/p2p/…`, say).
+pub(crate) fn has_ip(address: &Multiaddr) -> bool {
+    ip_of(address).is_some()
+}
+
 fn ip_of(address: &Multiaddr) -> Option<IpAddr> {
     address.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),

@@ -14,6 +14,7 @@ use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, kad, mdns, ping, relay
 use crate::behaviour::{BehaviourEvent, KAD_PROTOCOL};
 use crate::event_loop::{EventLoop, warn_rarely};
 use crate::messages::{self, Body};
+use crate::nat::{has_ip, is_relayed};
 use crate::transport::{KEY_MISMATCH, KeyCheckError};
 use crate::view::{Applied, GoneReason, MAX_ADDRESSES};
 use crate::{ConnectError, Event};
@@ -69,6 +70,11 @@ impl EventLoop {
             })) => match result {
                 Ok(()) => {
                     tracing::info!(address = %tested_addr, %server, "reachable at this address")
+                }
+                // Identify also reports how peers see us over relayed connections; such
+                // "addresses" are no evidence either way.
+                Err(error) if is_relayed(&tested_addr) || !has_ip(&tested_addr) => {
+                    tracing::debug!(address = %tested_addr, %error, "a relayed candidate is not dialable");
                 }
                 Err(error) => {
                     tracing::info!(address = %tested_addr, %server, %error, "not reachable at this address");

@@ -373,6 +373,23 @@ mod tests {
     }
 
     #[test]
+    fn a_hole_punch_upgrades_in_the_overridden_role() {
+        let address: libp2p::Multiaddr = "/ip4/10.0.0.1/tcp/7700".parse().unwrap();
+        let dialer = |role_override| ConnectedPoint::Dialer {
+            address: address.clone(),
+            role_override,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        };
+        assert!(upgrade_as_dialer(&dialer(Endpoint::Dialer)));
+        // DCUtR dials from both ends; one of them takes the listener's part in the upgrade.
+        assert!(!upgrade_as_dialer(&dialer(Endpoint::Listener)));
+        assert!(!upgrade_as_dialer(&ConnectedPoint::Listener {
+            local_addr: address.clone(),
+            send_back_addr: address,
+        }));
+    }
+
+    #[test]
     fn tags_differ_by_role_identity_and_nonce() {
         let (d, l) = (PeerId::random(), PeerId::random());
         let n = ([1u8; 32], [2u8; 32]);
