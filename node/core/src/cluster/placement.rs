@@ -412,7 +412,7 @@ impl Core {
     /// the tasks have large inputs on other peers, a peer reached only through a relay would
     /// pull them over it (slowly, under the relay cap): its bid counts as if a whole CPU's worth
     /// of tasks more were queued there, and it comes after the direct peers on ties.
-    fn relay_penalty(
+    pub(crate) fn relay_penalty(
         &self,
         far: Vec<Bid<Option<PeerId>>>,
         large_inputs: bool,
