@@ -6,7 +6,7 @@ use serde_json::{Value as Json, json};
 
 use crate::cluster::best_address;
 use crate::core::Core;
-use crate::event::{PeerLoad, PeerView};
+use crate::event::{PeerLink, PeerLoad, PeerView};
 use crate::local::actors::ActorState;
 use crate::local::objects::ObjState;
 use crate::local::tasks::TaskState;
@@ -155,7 +155,13 @@ impl Core {
                 let l = p.load.clone().unwrap_or_default();
                 json!({
                     "peer_id": p.peer.to_string(),
-                    "address": best_address(&p.addresses),
+                    // A relayed peer is reached through its circuit, not its LAN address.
+                    "address": if p.link == Some(PeerLink::Relayed) {
+                        p.addresses.iter().find(|a| a.contains("/p2p-circuit")).cloned()
+                            .or_else(|| best_address(&p.addresses))
+                    } else {
+                        best_address(&p.addresses)
+                    },
                     "cpus_total": l.cpus_total, "cpus_free": l.cpus_free,
                     "resources": l.resources.iter().map(|(n, t, f)| json!({"name": n, "total": t, "free": f})).collect::<Vec<_>>(),
                     "queue": l.queue_len,
