@@ -59,6 +59,9 @@ pub enum Command {
         /// object is reachable only through a relay (see "Joining from behind a NAT").
         #[arg(long, default_value_t = 4.0)]
         relay_pull_mib_s: f64,
+        /// Never relay for other members, even when this node is publicly reachable.
+        #[arg(long)]
+        no_relay: bool,
         /// A one-peer cluster: open no network port at all.
         #[arg(long, conflicts_with_all = ["bootstrap", "key"])]
         local: bool,
@@ -108,6 +111,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             key,
             no_mdns,
             relay_pull_mib_s,
+            no_relay,
             local,
         } => {
             if !(relay_pull_mib_s.is_finite() && relay_pull_mib_s > 0.0) {
@@ -131,6 +135,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
                     key,
                     mdns: !no_mdns,
                     relay_pull_rate: (relay_pull_mib_s * 1048576.0) as u64,
+                    relay: !no_relay,
                 });
             }
             let node = Node::start(config)?;

@@ -45,6 +45,8 @@ pub struct NetworkConfig {
     /// Bytes per second that pulls over relays may take together (when every holder of an
     /// object is reachable only through a relay).
     pub relay_pull_rate: u64,
+    /// Relay for other members while this node is publicly reachable.
+    pub relay: bool,
 }
 
 /// Default of [`NetworkConfig::relay_pull_rate`]: 4 MiB/s.
@@ -109,6 +111,7 @@ pub async fn start(
     config.listen = parse_addrs(&net.listen, "listen")?;
     config.bootstrap = parse_addrs(&net.bootstrap, "bootstrap")?;
     config.mdns = net.mdns;
+    config.relay.serve = net.relay;
     let (client, events, event_loop) = peer_gossip::new(config).map_err(gossip_err)?;
     tokio::spawn(event_loop.run());
     let listen = if net.listen.is_empty() {
