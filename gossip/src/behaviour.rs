@@ -1,6 +1,8 @@
 //! The composed libp2p behaviour: connection limits, identify, ping, Kademlia, mDNS (optional),
-//! gossipsub and generic streams (the node's peer-to-peer protocols), with the protocol names
-//! and limits of a `peer` cluster.
+//! gossipsub, generic streams (the node's peer-to-peer protocols), and what peers behind NATs
+//! need — AutoNAT v2 (client and server), the circuit relay v2 (client, and a server switched
+//! on by `nat` while this peer is publicly reachable) and DCUtR hole punching — with the
+//! protocol names and limits of a `peer` cluster.
 
 use std::error::Error;
 use std::time::Duration;
@@ -8,7 +10,9 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, ping};
+use libp2p::{
+    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, ping, relay,
+};
 
 use crate::Config;
 use crate::messages::MAX_MESSAGE_BYTES;
@@ -27,6 +31,11 @@ const MAX_PENDING_INCOMING: u32 = 64;
 
 /// mDNS re-query period; the first queries after start come much faster.
 const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often AutoNAT looks for untested address candidates (each is tested once).
+const AUTONAT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Connections to one peer: a relayed one, a direct one (hole punched or not) and one being
+/// set up meanwhile (a hole punch, an AutoNAT dial-back).
+const MAX_CONNECTIONS_PER_PEER: u32 = 3;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -37,10 +46,19 @@ pub(crate) struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub gossipsub: gossipsub::Behaviour,
     pub stream: libp2p_stream::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub relay: relay::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat: autonat::v2::client::Behaviour,
+    pub autonat_server: autonat::v2::server::Behaviour,
 }
 
 impl Behaviour {
-    pub fn new(keypair: &Keypair, config: &Config) -> Result<Self, Box<dyn Error + Send + Sync>> {
+    pub fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay_client: relay::client::Behaviour,
+    ) -> Result<Self, Box<dyn Error + Send + Sync>> {
         let peer_id = keypair.public().to_peer_id();
 
         let max_peers = u32::try_from(config.max_peers).unwrap_or(u32::MAX);
@@ -48,7 +66,7 @@ impl Behaviour {
             connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
                 .with_max_established(Some(max_peers.saturating_mul(2)))
-                .with_max_established_per_peer(Some(2)),
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
         );
 
         let identify = identify::Behaviour::new(
@@ -110,6 +128,28 @@ impl Behaviour {
         )?;
         gossipsub.subscribe(&gossipsub::IdentTopic::new(TOPIC))?;
 
+        let r = &config.relay;
+        let mut relay = relay::Behaviour::new(
+            peer_id,
+            relay::Config {
+                max_reservations: r.max_reservations,
+                reservation_duration: r.reservation_duration,
+                max_circuits: r.max_circuits,
+                max_circuits_per_peer: r.max_circuits_per_peer,
+                max_circuit_duration: r.max_circuit_duration,
+                max_circuit_bytes: r.max_circuit_bytes,
+                ..relay::Config::default()
+            },
+        );
+        // `nat` switches it on once this peer is known to be publicly reachable (libp2p's own
+        // rule would also count an address on another relay as reachable).
+        relay.set_status(Some(relay::Status::Disable));
+
+        let autonat = autonat::v2::client::Behaviour::new(
+            rand_autonat::make_rng::<rand_autonat::rngs::StdRng>(),
+            autonat::v2::client::Config::default().with_probe_interval(AUTONAT_PROBE_INTERVAL),
+        );
+
         Ok(Self {
             limits,
             identify,
@@ -118,6 +158,11 @@ impl Behaviour {
             mdns: mdns.into(),
             gossipsub,
             stream: libp2p_stream::Behaviour::new(),
+            relay_client,
+            relay,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat,
+            autonat_server: autonat::v2::server::Behaviour::default(),
         })
     }
 }

@@ -5,7 +5,7 @@ use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::messages::{Load, ObjectId};
-use crate::{ConnectError, GossipError, PeerInfo};
+use crate::{ConnectError, GossipError, NetworkInfo, PeerInfo};
 
 /// What the client asks of the event loop.
 #[derive(Debug)]
@@ -13,12 +13,16 @@ pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     AnnounceObjects(Vec<(ObjectId, u64)>),
     View(oneshot::Sender<Vec<PeerInfo>>),
+    Network(oneshot::Sender<NetworkInfo>),
     Holders(ObjectId, oneshot::Sender<Vec<PeerId>>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, ConnectError>>),
     Shutdown(oneshot::Sender<()>),
     /// Publishes bytes as they are, bypassing encoding and validation (tests of the receivers).
     #[cfg(test)]
     PublishRaw(Vec<u8>, oneshot::Sender<Result<(), String>>),
+    /// Listens on an address as it is (tests reserve on a relay with a circuit address).
+    #[cfg(test)]
+    ListenOn(Multiaddr, oneshot::Sender<Result<(), String>>),
 }
 
 /// Handle to a running gossip [`EventLoop`](crate::EventLoop). Cheap to clone; all clones talk to
@@ -94,6 +98,11 @@ impl Client {
         self.ask(Command::View).await
     }
 
+    /// This peer's reachability, the relays it holds a slot on and what it relays for others.
+    pub async fn network(&self) -> Result<NetworkInfo, GossipError> {
+        self.ask(Command::Network).await
+    }
+
     /// Peers in the view that announced `object`, sorted by peer id.
     pub async fn holders(&self, object: ObjectId) -> Result<Vec<PeerId>, GossipError> {
         self.ask(|reply| Command::Holders(object, reply)).await
@@ -148,6 +157,13 @@ impl Client {
     #[cfg(test)]
     pub(crate) async fn publish_raw(&self, bytes: Vec<u8>) -> Result<(), String> {
         self.ask(|reply| Command::PublishRaw(bytes, reply))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn listen_on(&self, address: Multiaddr) -> Result<(), String> {
+        self.ask(|reply| Command::ListenOn(address, reply))
             .await
             .map_err(|e| e.to_string())?
     }

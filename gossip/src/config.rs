@@ -48,6 +48,49 @@ pub struct Config {
     pub max_objects_per_peer: usize,
     /// Capacity of the event channel (default 1024).
     pub event_buffer: usize,
+    /// Relaying for members behind NATs: what this peer offers when it is publicly reachable,
+    /// and how many relays it reserves a slot on when it is not.
+    pub relay: RelayConfig,
+}
+
+/// Limits of the circuit relay (libp2p relay v2) every publicly reachable member runs for the
+/// others. Only members can use it: a reservation or circuit request comes over a connection
+/// that already passed the cluster-key proof, and the relayed connection runs its own proof end
+/// to end. libp2p's own defaults (128 KiB and 2 minutes a circuit) are meant for a brief hop
+/// before hole punching; a cluster keeps control traffic and small values on a relay for as long
+/// as two peers cannot punch through, so these are far larger.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Relay for other members while this peer is publicly reachable (default `true`).
+    pub serve: bool,
+    /// Most reservations held for others (default 128).
+    pub max_reservations: usize,
+    /// How long a reservation lasts before the holder renews it (default 1 h).
+    pub reservation_duration: Duration,
+    /// Most circuits relayed at once (default 64) and per peer (default 8).
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// A circuit is closed (and re-opened by its ends if still needed) after this long
+    /// (default 1 h) or this many bytes either way (default 1 GiB).
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+    /// On how many relays a peer that is not publicly reachable reserves a slot (default 2).
+    pub reservations: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            serve: true,
+            max_reservations: 128,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(3600),
+            max_circuit_bytes: 1 << 30,
+            reservations: 2,
+        }
+    }
 }
 
 impl Config {
@@ -69,6 +112,7 @@ impl Config {
             max_peers: 1024,
             max_objects_per_peer: 4096,
             event_buffer: 1024,
+            relay: RelayConfig::default(),
         }
     }
 
@@ -93,6 +137,13 @@ impl Config {
         }
         if !(1..=MAX_OBJECTS_PER_MESSAGE).contains(&self.announce_batch) {
             return bad("announce_batch must be between 1 and 1024");
+        }
+        let r = &self.relay;
+        if r.max_circuits == 0 || r.max_circuits_per_peer == 0 || r.max_circuit_bytes == 0 {
+            return bad("relay circuits and their byte limit must be at least 1");
+        }
+        if r.max_circuit_duration.is_zero() || r.reservation_duration.is_zero() {
+            return bad("relay durations must be longer than zero");
         }
         if self.max_peers == 0 || self.event_buffer == 0 || self.pace_peers == 0 {
             return bad("max_peers, pace_peers and event_buffer must be at least 1");

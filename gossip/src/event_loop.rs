@@ -7,6 +7,8 @@
 //!   `rebootstrap_period` bootstrap addresses are re-dialed and Kademlia bootstraps.
 //! - Gossip messages are decoded, validated and applied to the view; what changed goes out as
 //!   [`Event`]s (see `swarm_events` for the handling of every swarm event).
+//! - Reachability, relaying and hole punching are decided by `nat`; the loop feeds it swarm
+//!   events and carries out its plans ([`EventLoop::apply_nat_plan`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
@@ -25,6 +27,8 @@ use tokio::time::{Duration, MissedTickBehavior, interval};
 use crate::behaviour::{Behaviour, TOPIC};
 use crate::client::Command;
 use crate::messages::{self, Body, Envelope, Load, ObjectAnnouncements, ObjectId};
+use crate::nat::Nat;
+use crate::transport::RelayedBytes;
 use crate::view::{self, View};
 use crate::{Config, ConnectError, Event};
 
@@ -51,6 +55,12 @@ pub struct EventLoop {
     pub(crate) identified: HashMap<PeerId, Vec<Multiaddr>>,
     /// Counters for rate-limited warnings.
     pub(crate) dropped: Dropped,
+    /// Reachability, relays and the kind of every connection.
+    pub(crate) nat: Nat,
+    /// External addresses as last gossiped, and whether they are due again (they changed, or a
+    /// peer joined that has not heard them).
+    published_addresses: Vec<Multiaddr>,
+    pub(crate) addresses_due: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +124,7 @@ impl EventLoop {
         load: watch::Receiver<Option<Load>>,
         events: mpsc::Sender<Event>,
         listeners: Vec<ListenerId>,
+        relayed_bytes: RelayedBytes,
     ) -> Self {
         let view = View::new(view::Limits {
             max_peers: config.max_peers,
@@ -157,6 +168,9 @@ impl EventLoop {
             },
             identified: HashMap::new(),
             dropped: Dropped::default(),
+            nat: Nat::new(config.relay.serve, config.relay.reservations, relayed_bytes),
+            published_addresses: Vec::new(),
+            addresses_due: false,
         }
     }
 
@@ -179,6 +193,7 @@ impl EventLoop {
                 },
                 _ = load_tick.tick() => {
                     self.publish_load();
+                    self.publish_addresses();
                     self.expire().await;
                 }
                 _ = announce_tick.tick() => self.flush_announcements(),
@@ -216,7 +231,14 @@ impl EventLoop {
                 }
             }
             Command::View(reply) => {
-                let _ = reply.send(self.view.snapshot(Instant::now()));
+                let mut peers = self.view.snapshot(Instant::now());
+                for p in &mut peers {
+                    p.link = self.nat.link(&p.peer_id);
+                }
+                let _ = reply.send(peers);
+            }
+            Command::Network(reply) => {
+                let _ = reply.send(self.nat.info());
             }
             Command::Holders(object, reply) => {
                 let _ = reply.send(self.view.holders(&object));
@@ -230,6 +252,11 @@ impl EventLoop {
                     .behaviour_mut()
                     .gossipsub
                     .publish(self.topic.clone(), bytes);
+                let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            #[cfg(test)]
+            Command::ListenOn(address, reply) => {
+                let result = self.swarm.listen_on(address);
                 let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
             }
         }
@@ -246,7 +273,10 @@ impl EventLoop {
             .listen
             .addresses
             .iter()
-            .map(|a| a.clone().with(Protocol::P2p(local)))
+            .map(|a| match a.iter().last() {
+                Some(Protocol::P2p(_)) => a.clone(),
+                _ => a.clone().with(Protocol::P2p(local)),
+            })
             .collect();
         for reply in self.listen.waiting.drain(..) {
             let _ = reply.send(addresses.clone());
@@ -305,6 +335,32 @@ impl EventLoop {
         }
     }
 
+    /// Carries out what `nat` decided: the relay server on or off, reservations made or dropped.
+    pub(crate) fn apply_nat_plan(&mut self) {
+        let plan = self.nat.plan();
+        if let Some(on) = plan.relay_server {
+            tracing::info!(on, "relaying for other members");
+            let status = if on {
+                libp2p::relay::Status::Enable
+            } else {
+                libp2p::relay::Status::Disable
+            };
+            self.swarm.behaviour_mut().relay.set_status(Some(status));
+        }
+        for listener in plan.release {
+            self.swarm.remove_listener(listener);
+        }
+        for (relay, circuit) in plan.reserve {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, %circuit, "reserving a slot on a relay");
+                    self.nat.reserving(listener, relay);
+                }
+                Err(error) => tracing::warn!(%circuit, %error, "cannot reserve on that relay"),
+            }
+        }
+    }
+
     /// How many load periods apart peers publish, given the size of the view.
     fn pace(&self) -> u32 {
         let pace = self.view.len().div_ceil(self.timing.pace_peers).max(1);
@@ -322,6 +378,25 @@ impl EventLoop {
         let latest = self.load.borrow_and_update().clone();
         if let Some(load) = latest {
             self.publish(Body::Load(load));
+        }
+    }
+
+    /// Gossips this peer's external addresses (a private peer's relay circuits among them) when
+    /// they changed or a peer joined since they were last sent.
+    fn publish_addresses(&mut self) {
+        let mut current: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        current.sort();
+        current.truncate(messages::MAX_ADDRESSES_PER_MESSAGE);
+        if current != self.published_addresses {
+            self.addresses_due = true;
+        }
+        if !self.addresses_due || current.is_empty() {
+            return;
+        }
+        let bytes = current.iter().map(|a| a.to_vec()).collect();
+        if self.publish(Body::Addresses(bytes)) {
+            self.addresses_due = false;
+            self.published_addresses = current;
         }
     }
 

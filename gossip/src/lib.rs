@@ -45,12 +45,19 @@
 //! - **View.** Peers heard from recently, with their load, addresses, announced objects and the
 //!   age of the information; bounded in peers and objects. See [`Config::expire_after`] and
 //!   [`GoneReason`] for when peers leave it.
+//! - **Behind NATs.** Every peer learns whether it is publicly reachable (AutoNAT v2, identify's
+//!   observed addresses). A public member relays for the others (relay v2, members only: the
+//!   relay is reached over keyed connections and circuits run the key proof end to end); a
+//!   private one reserves a slot on relays it is connected to and advertises the circuit
+//!   address; two private peers meet through a relay and then punch a direct TCP connection
+//!   (DCUtR, port reuse), after which the relayed one is closed. [`Client::network`] and
+//!   [`PeerInfo::link`] tell what happened (see `nat`).
 //! - **Streams.** [`Client::open_stream`] and [`Client::accept_streams`] give the node plain
 //!   byte streams to other members (same connection, same key and noise), for its own
 //!   protocols: task hand-off, bids and object transfer.
 //!
 //! Modules: `config`, `identity`, `key` (and `secret` for their files), `messages` (wire types
-//! and limits), `view`, `transport`, `behaviour`, `client`, `event_loop` and `swarm_events`
+//! and limits), `view`, `transport`, `behaviour`, `nat`, `client`, `event_loop` and `swarm_events`
 //! (the loop's reactions to the network), `error`. `tests/mdns.rs` checks LAN discovery between
 //! two processes in network namespaces.
 
@@ -64,6 +71,7 @@ mod event_loop;
 mod identity;
 mod key;
 mod messages;
+mod nat;
 mod secret;
 mod swarm_events;
 mod transport;
@@ -73,7 +81,7 @@ mod view;
 mod tests;
 
 pub use client::Client;
-pub use config::Config;
+pub use config::{Config, RelayConfig};
 pub use error::{ConnectError, GossipError};
 pub use event_loop::EventLoop;
 pub use identity::{IDENTITY_FILE, Identity};
@@ -84,6 +92,7 @@ pub use messages::{
     Load, MAX_MESSAGE_BYTES, MAX_OBJECTS_PER_MESSAGE, MAX_RESOURCE_NAME, MAX_RESOURCES,
     MessageError, ObjectId,
 };
+pub use nat::{Link, LinkKind, NetworkInfo, Reachability};
 pub use view::{GoneReason, PeerInfo};
 
 use tokio::sync::{mpsc, watch};
@@ -122,7 +131,7 @@ pub enum Event {
 pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), GossipError> {
     tokio::runtime::Handle::try_current().map_err(|_| GossipError::NoRuntime)?;
     config.validate()?;
-    let mut swarm = transport::swarm(&config)?;
+    let (mut swarm, relayed_bytes) = transport::swarm(&config)?;
     let peer_id = *swarm.local_peer_id();
     let streams = swarm.behaviour().stream.new_control();
     tracing::info!(%peer_id, key = %config.key.fingerprint(), "starting gossip");
@@ -148,7 +157,15 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop),
     let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
     let (load_tx, load_rx) = watch::channel(None);
-    let event_loop = EventLoop::new(swarm, &config, command_rx, load_rx, event_tx, listeners);
+    let event_loop = EventLoop::new(
+        swarm,
+        &config,
+        command_rx,
+        load_rx,
+        event_tx,
+        listeners,
+        relayed_bytes,
+    );
     Ok((
         Client::new(command_tx, load_tx, peer_id, streams),
         event_rx,

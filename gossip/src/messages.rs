@@ -18,6 +18,9 @@ pub const MAX_RESOURCES: usize = 64;
 pub const MAX_RESOURCE_NAME: usize = 64;
 /// Most objects in one announcement message.
 pub const MAX_OBJECTS_PER_MESSAGE: usize = 1024;
+/// Most addresses in one [`Body::Addresses`] message, and the longest one in bytes.
+pub const MAX_ADDRESSES_PER_MESSAGE: usize = 8;
+pub const MAX_ADDRESS_BYTES: usize = 256;
 
 /// A peer's load as it gossips it a few times a second.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,9 @@ pub(crate) struct Envelope {
 pub(crate) enum Body {
     Load(Load),
     Objects(ObjectAnnouncements),
+    /// The sender's external addresses that work, relayed (`/p2p-circuit`) ones included, as
+    /// multiaddr bytes: how peers that never connected to it learn how to reach it.
+    Addresses(Vec<Vec<u8>>),
 }
 
 /// Why a message was refused.
@@ -83,6 +89,9 @@ pub enum MessageError {
     /// More than [`MAX_OBJECTS_PER_MESSAGE`] objects in one announcement.
     #[error("{0} objects in one announcement, at most {MAX_OBJECTS_PER_MESSAGE} allowed")]
     TooManyObjects(usize),
+    /// Too many addresses, or one that is too long or not a multiaddr.
+    #[error("bad address list: {0}")]
+    BadAddresses(String),
 }
 
 impl Load {
@@ -120,6 +129,22 @@ impl Body {
                 Err(MessageError::TooManyObjects(a.objects.len()))
             }
             Body::Objects(_) => Ok(()),
+            Body::Addresses(list) if list.len() > MAX_ADDRESSES_PER_MESSAGE => Err(
+                MessageError::BadAddresses(format!("{} addresses", list.len())),
+            ),
+            Body::Addresses(list) => {
+                for bytes in list {
+                    if bytes.len() > MAX_ADDRESS_BYTES {
+                        return Err(MessageError::BadAddresses(format!(
+                            "an address of {} bytes",
+                            bytes.len()
+                        )));
+                    }
+                    libp2p::Multiaddr::try_from(bytes.clone())
+                        .map_err(|e| MessageError::BadAddresses(e.to_string()))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -247,6 +272,40 @@ mod tests {
         assert!(matches!(
             decode(&postcard::to_allocvec(&env).unwrap()),
             Err(MessageError::TooManyObjects(_))
+        ));
+    }
+
+    #[test]
+    fn addresses_round_trip_and_bad_ones_are_refused() {
+        let circuit: libp2p::Multiaddr = "/ip4/10.20.0.1/tcp/7700/p2p-circuit".parse().unwrap();
+        let env = Envelope {
+            seq: 3,
+            body: Body::Addresses(vec![circuit.to_vec()]),
+        };
+        assert_eq!(decode(&encode(&env).unwrap()).unwrap(), env);
+        let garbage = Envelope {
+            seq: 4,
+            body: Body::Addresses(vec![vec![0xff, 0x01, 0x02]]),
+        };
+        assert!(matches!(
+            decode(&postcard::to_allocvec(&garbage).unwrap()),
+            Err(MessageError::BadAddresses(_))
+        ));
+        let too_many = Envelope {
+            seq: 5,
+            body: Body::Addresses(vec![circuit.to_vec(); MAX_ADDRESSES_PER_MESSAGE + 1]),
+        };
+        assert!(matches!(
+            encode(&too_many),
+            Err(MessageError::BadAddresses(_))
+        ));
+        let too_long = Envelope {
+            seq: 6,
+            body: Body::Addresses(vec![vec![4; MAX_ADDRESS_BYTES + 1]]),
+        };
+        assert!(matches!(
+            encode(&too_long),
+            Err(MessageError::BadAddresses(_))
         ));
     }
 }

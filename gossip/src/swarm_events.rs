@@ -1,5 +1,7 @@
 //! How the [`EventLoop`] reacts to each swarm event: gossip into the view, identify and mDNS into
-//! Kademlia, connection and ping failures into suspicion, dial results into answers.
+//! Kademlia, connection and ping failures into suspicion, dial results into answers, and
+//! reachability, relay and hole-punching news into `nat` (whose plan is applied after every
+//! event).
 
 use std::io;
 use std::time::Instant;
@@ -7,17 +9,23 @@ use std::time::Instant;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, kad, mdns, ping, relay};
 
 use crate::behaviour::{BehaviourEvent, KAD_PROTOCOL};
 use crate::event_loop::{EventLoop, warn_rarely};
 use crate::messages::{self, Body};
+use crate::nat::{has_ip, is_relayed};
 use crate::transport::{KEY_MISMATCH, KeyCheckError};
 use crate::view::{Applied, GoneReason, MAX_ADDRESSES};
 use crate::{ConnectError, Event};
 
 impl EventLoop {
     pub(crate) async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.dispatch(event).await;
+        self.apply_nat_plan();
+    }
+
+    async fn dispatch(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -29,12 +37,17 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
-            })) => self.on_identify(peer_id, info),
+            })) => self.on_identify(peer_id, connection_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 self.on_mdns(found)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Ok(rtt),
+            })) => self.nat.rtt(&peer, connection, rtt),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
@@ -49,6 +62,72 @@ impl EventLoop {
                 result: kad::QueryResult::GetClosestPeers(Ok(found)),
                 ..
             })) => self.on_closest_peers(found.peers),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v2::client::Event {
+                tested_addr,
+                server,
+                result,
+                ..
+            })) => match result {
+                Ok(()) => {
+                    tracing::info!(address = %tested_addr, %server, "reachable at this address")
+                }
+                // Identify also reports how peers see us over relayed connections; such
+                // "addresses" are no evidence either way.
+                Err(error) if is_relayed(&tested_addr) || !has_ip(&tested_addr) => {
+                    tracing::debug!(address = %tested_addr, %error, "a relayed candidate is not dialable");
+                }
+                Err(error) => {
+                    tracing::info!(address = %tested_addr, %server, %error, "not reachable at this address");
+                    self.nat.autonat_failed();
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal: false,
+                    ..
+                },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                self.nat.reservation_accepted(relay_peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => match event {
+                relay::Event::ReservationReqAccepted {
+                    src_peer_id,
+                    renewed: false,
+                } => {
+                    tracing::info!(peer = %src_peer_id, "holding a relay slot for a member");
+                    self.nat.served_reservation();
+                }
+                relay::Event::CircuitReqAccepted {
+                    src_peer_id,
+                    dst_peer_id,
+                } => {
+                    tracing::debug!(from = %src_peer_id, to = %dst_peer_id, "relaying a circuit");
+                    self.nat.served_circuit();
+                }
+                other => tracing::debug!(?other, "relay event"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(connection) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punched: direct connection");
+                    self.nat.hole_punched(&remote_peer_id, connection);
+                }
+                Err(error) => {
+                    tracing::info!(peer = %remote_peer_id, %error, "hole punch failed; staying on the relay");
+                }
+            },
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.nat.address_confirmed(address);
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "external address expired");
+                self.nat.address_expired(&address);
+            }
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::NewListenAddr {
                 listener_id,
@@ -69,13 +148,36 @@ impl EventLoop {
                 tracing::warn!(%error, "listener failed");
                 self.listener_gone(listener_id);
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.nat.closed(&peer_id, connection_id, false);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 ..
             } => {
-                tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                let relayed = endpoint.is_relayed();
+                tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), relayed, "connected");
+                let dialed = match &endpoint {
+                    libp2p::core::ConnectedPoint::Dialer { address, .. } => {
+                        let mut address = address.clone();
+                        if let Some(libp2p::multiaddr::Protocol::P2p(_)) = address.iter().last() {
+                            address.pop();
+                        }
+                        Some(address)
+                    }
+                    libp2p::core::ConnectedPoint::Listener { .. } => None,
+                };
+                for redundant in self.nat.connected(peer_id, connection_id, relayed, dialed) {
+                    tracing::debug!(peer = %peer_id, "direct connection up; closing a relayed one");
+                    self.swarm.close_connection(redundant);
+                }
                 if let Some((_, reply)) = self.dials.client_pending.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -87,11 +189,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established: 0,
                 cause,
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
+                self.nat.closed(&peer_id, connection_id, true);
                 self.identified.remove(&peer_id);
                 self.view
                     .suspect(&peer_id, GoneReason::Disconnected, Instant::now());
@@ -161,6 +265,8 @@ impl EventLoop {
                     // (the node's own protocols) can be opened when needed.
                     self.swarm.behaviour_mut().kad.get_closest_peers(author);
                 }
+                // It has not heard our addresses yet.
+                self.addresses_due = true;
                 self.emit(Event::PeerUp(author)).await;
             }
             Applied::Updated => {}
@@ -171,6 +277,7 @@ impl EventLoop {
                 let _ = self.events.try_send(Event::PeerLoad(author, load));
             }
             Body::Objects(a) => self.emit(Event::ObjectsAnnounced(author, a.objects)).await,
+            Body::Addresses(list) => self.on_gossiped_addresses(author, &list),
         }
     }
 
@@ -181,8 +288,27 @@ impl EventLoop {
             .report_message_validation_result(id, via, acceptance);
     }
 
-    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+    fn on_identify(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        info: identify::Info,
+    ) {
+        let observed = &info.observed_addr;
+        if self.nat.observed(observed, &self.listen.addresses) {
+            tracing::debug!(%peer, %observed, "seen through a NAT");
+        } else if self.nat.dialed_in(&peer, connection)
+            && self.listen.addresses.contains(observed)
+            && !self.swarm.external_addresses().any(|a| a == observed)
+        {
+            // The member dialed this very address and got through: it is reachable.
+            tracing::info!(address = %observed, by = %peer, "a member dialed in here: reachable");
+            self.swarm.add_external_address(observed.clone());
+            self.nat.address_confirmed(observed.clone());
+        }
         let addresses = routable_first(info.listen_addrs.into_iter().take(MAX_ADDRESSES).collect());
+        let offers_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        self.nat.relay_offered(peer, offers_relay, &addresses);
         if info.protocols.contains(&KAD_PROTOCOL) {
             for address in &addresses {
                 self.swarm
@@ -193,6 +319,30 @@ impl EventLoop {
         }
         self.view.set_addresses(&peer, &addresses);
         self.identified.insert(peer, addresses);
+    }
+
+    /// Addresses a peer gossiped (validated on decoding): the swarm can dial it through them,
+    /// and the view shows them unless the peer is identified over a connection of ours.
+    fn on_gossiped_addresses(&mut self, author: PeerId, list: &[Vec<u8>]) {
+        let addresses: Vec<Multiaddr> = list
+            .iter()
+            .filter_map(|bytes| Multiaddr::try_from(bytes.clone()).ok())
+            .map(|mut a| {
+                if a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(author)) {
+                    a.pop();
+                }
+                a
+            })
+            .collect();
+        for address in &addresses {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&author, address.clone());
+        }
+        if !self.identified.contains_key(&author) {
+            self.view.set_addresses(&author, &addresses);
+        }
     }
 
     /// Addresses a Kademlia lookup found: remembered for the peers in the view, so the swarm can
@@ -265,6 +415,7 @@ impl EventLoop {
     }
 
     fn listener_gone(&mut self, listener: libp2p::core::transport::ListenerId) {
+        self.nat.listener_closed(&listener);
         self.listen.listeners.remove(&listener);
         self.answer_listen_waiters();
     }

@@ -396,3 +396,71 @@ async fn listening_on_a_bad_address_is_an_error() {
     config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
     assert!(matches!(new(config), Err(GossipError::Listen { .. })));
 }
+
+/// Acceptance line of the NAT work: the relay serves members only. A stranger (another key) who
+/// can reach the relay can neither connect to it, reserve a slot on it, nor reach a member
+/// through it; a member can do all three.
+#[tokio::test]
+async fn a_stranger_cannot_reserve_relay_or_join_through_a_relay() {
+    let key = ClusterKey::generate().unwrap();
+    let relay = start(config(&key, &[]), 0).await;
+    let member = start(config(&key, &[&relay]), 1).await;
+    // On loopback the member's AutoNAT dial-back confirms the relay's address: it turns public
+    // and relays.
+    eventually("the relay knows it is public and relays", async || {
+        relay.client.network().await.unwrap().relaying
+    })
+    .await;
+    let circuit = relay
+        .address
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2pCircuit);
+    member.client.listen_on(circuit.clone()).await.unwrap();
+    eventually("the member holds a slot on the relay", async || {
+        member.client.network().await.unwrap().relays == vec![relay.id()]
+    })
+    .await;
+    let via_relay = circuit
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(member.id()));
+
+    // A second member gets a circuit to the first through the relay. (On loopback the two also
+    // find each other directly through Kademlia, and a relayed connection next to a direct one
+    // is closed at once, so the dial itself may report that.)
+    let other = start(config(&key, &[&relay]), 2).await;
+    let _ = other.client.dial(via_relay.clone()).await;
+    eventually("the relay opened a circuit for a member", async || {
+        relay.client.network().await.unwrap().circuits_served >= 1
+    })
+    .await;
+    let circuits = relay.client.network().await.unwrap().circuits_served;
+
+    let stranger = start(config(&ClusterKey::generate().unwrap(), &[]), 3).await;
+    let err = stranger
+        .client
+        .dial(relay.address.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GossipError::Connect(ConnectError::KeyMismatch { .. })),
+        "{err}"
+    );
+    assert!(stranger.client.dial(via_relay).await.is_err());
+    stranger.client.listen_on(circuit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = relay.client.network().await.unwrap();
+    assert_eq!(
+        served.reservations_served, 1,
+        "only the member's reservation"
+    );
+    assert_eq!(
+        served.circuits_served, circuits,
+        "no circuit for the stranger"
+    );
+    assert!(stranger.client.network().await.unwrap().relays.is_empty());
+    let view = relay.client.view().await.unwrap();
+    assert!(view.iter().all(|p| p.peer_id != stranger.id()));
+    for peer in [stranger, other, member, relay] {
+        peer.stop().await;
+    }
+}

@@ -1,5 +1,5 @@
-//! The transport and the swarm: TCP, then noise, then a proof of the cluster key bound to the
-//! noise session, then yamux.
+//! The transport and the swarm: TCP or a relayed circuit, then noise, then a proof of the
+//! cluster key bound to the noise session, then yamux.
 //!
 //! Noise authenticates both peers' identities and encrypts every byte (ChaCha20-Poly1305).
 //! Membership is proven right after it, before any libp2p protocol runs: each side sends a fresh
@@ -19,30 +19,43 @@
 //!
 //! QUIC is deliberately not used: it brings its own TLS, and the key proof would then have to
 //! run after identify, Kademlia and gossipsub already speak on the connection.
+//!
+//! A relayed connection (libp2p relay v2, `/p2p-circuit`) gets the same stack end to end: the
+//! relay only copies noise ciphertext between two members, and they prove the key to each other
+//! exactly as over TCP. The relay itself is only reached over a keyed TCP connection, so a
+//! stranger can neither reserve a slot nor open a circuit. A hole-punched connection (DCUtR) is
+//! plain TCP with the same stack. Bytes over relayed connections are counted
+//! ([`RelayedBytes`]), so a peer can tell how much of its traffic took the detour.
 
 use std::error::Error;
 use std::io;
 use std::iter;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
-use libp2p::core::ConnectedPoint;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, Transport as _};
 use libp2p::core::upgrade::{
     InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo, Version,
 };
+use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::futures::future::BoxFuture;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::identity::Keypair;
-use libp2p::{PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
+use libp2p::{PeerId, Swarm, SwarmBuilder, noise, relay, tcp, yamux};
 use sha2::Sha256;
 
 use crate::behaviour::Behaviour;
 use crate::{Config, GossipError};
 
-/// Time allowed for the whole connection upgrade (noise, key proof, yamux).
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a whole dial (TCP connect, noise, key proof, yamux) or upgrade. Under the
+/// 10 s AutoNAT v2 servers give a dial-back, so that an address behind a NAT that drops the
+/// dial-back is reported unreachable (and not tested again and again).
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Connections nobody keeps alive (outside every gossipsub mesh, no running query) close after
 /// this long; the view tolerates that (see `view`).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -196,14 +209,91 @@ where
     }
 }
 
-/// TCP → multistream-select → noise → key proof + yamux.
-fn tcp_keyed(
+/// Bytes sent and received over relayed connections since start, shared with the event loop.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RelayedBytes(Arc<AtomicU64>);
+
+impl RelayedBytes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A relayed connection's byte stream, counting what passes through it.
+struct Metered<S> {
+    inner: S,
+    count: RelayedBytes,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.count.add(n);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.count.add(n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// Whether this side dials in the upgrade: a hole punch dials from both ends and hands one of
+/// them the listener's part (`role_override`), which noise and the key proof must agree on.
+fn upgrade_as_dialer(endpoint: &ConnectedPoint) -> bool {
+    matches!(
+        endpoint,
+        ConnectedPoint::Dialer {
+            role_override: Endpoint::Dialer,
+            ..
+        }
+    )
+}
+
+/// (TCP or relayed circuit) → multistream-select → noise → key proof + yamux.
+fn keyed(
     keypair: &Keypair,
     key: [u8; 32],
+    relay: relay::client::Transport,
+    relayed_bytes: RelayedBytes,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn Error + Send + Sync>> {
     let noise = noise::Config::new(keypair)?;
     let local = keypair.public().to_peer_id();
+    let relay = relay.map(move |connection, _| Metered {
+        inner: connection,
+        count: relayed_bytes.clone(),
+    });
     Ok(tcp::tokio::Transport::new(tcp::Config::new().nodelay(true))
+        .or_transport(relay)
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex_ext(
@@ -211,7 +301,7 @@ fn tcp_keyed(
                 key,
                 local,
                 remote: *remote,
-                dialer: endpoint.is_dialer(),
+                dialer: upgrade_as_dialer(endpoint),
             },
         )
         .timeout(UPGRADE_TIMEOUT)
@@ -220,18 +310,22 @@ fn tcp_keyed(
 }
 
 /// Builds the swarm for `config`. Must run inside a tokio runtime.
-pub(crate) fn swarm(config: &Config) -> Result<Swarm<Behaviour>, GossipError> {
+pub(crate) fn swarm(config: &Config) -> Result<(Swarm<Behaviour>, RelayedBytes), GossipError> {
     let setup = |e: &dyn std::fmt::Display| GossipError::Setup(e.to_string());
     let key = config.key.bytes();
+    let relayed = RelayedBytes::default();
+    let (relay_transport, relay_client) =
+        relay::client::new(config.identity.keypair().public().to_peer_id());
+    let counter = relayed.clone();
     let swarm = SwarmBuilder::with_existing_identity(config.identity.keypair().clone())
         .with_tokio()
-        .with_other_transport(|keypair| tcp_keyed(keypair, key))
+        .with_other_transport(|keypair| keyed(keypair, key, relay_transport, counter))
         .map_err(|e| setup(&e))?
-        .with_behaviour(|keypair| Behaviour::new(keypair, config))
+        .with_behaviour(|keypair| Behaviour::new(keypair, config, relay_client))
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
-    Ok(swarm)
+    Ok((swarm, relayed))
 }
 
 #[cfg(test)]
@@ -276,6 +370,23 @@ mod tests {
         );
         assert!(matches!(y, Err(KeyCheckError::Mismatch)));
         assert!(matches!(x, Err(KeyCheckError::Mismatch)));
+    }
+
+    #[test]
+    fn a_hole_punch_upgrades_in_the_overridden_role() {
+        let address: libp2p::Multiaddr = "/ip4/10.0.0.1/tcp/7700".parse().unwrap();
+        let dialer = |role_override| ConnectedPoint::Dialer {
+            address: address.clone(),
+            role_override,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        };
+        assert!(upgrade_as_dialer(&dialer(Endpoint::Dialer)));
+        // DCUtR dials from both ends; one of them takes the listener's part in the upgrade.
+        assert!(!upgrade_as_dialer(&dialer(Endpoint::Listener)));
+        assert!(!upgrade_as_dialer(&ConnectedPoint::Listener {
+            local_addr: address.clone(),
+            send_back_addr: address,
+        }));
     }
 
     #[test]

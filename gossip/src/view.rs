@@ -32,6 +32,9 @@ pub struct PeerInfo {
     pub objects: usize,
     /// Time since the last message from it.
     pub age: Duration,
+    /// The best connection to it (direct, relayed or hole punched, with the ping round trip);
+    /// `None` while it is heard of only through others.
+    pub link: Option<crate::Link>,
 }
 
 /// Why a peer left the view.
@@ -151,6 +154,8 @@ impl View {
                     }
                 }
             }
+            // Routing news for the swarm and Kademlia: the event loop applies it.
+            Body::Addresses(_) => {}
         }
         outcome
     }
@@ -237,6 +242,7 @@ impl View {
                 load: entry.load.clone(),
                 objects: entry.objects.len(),
                 age: now.saturating_duration_since(entry.last_heard),
+                link: None,
             })
             .collect();
         peers.sort_by_key(|p| p.peer_id);

@@ -162,6 +162,8 @@ pub fn init_embedded<'py>(
                 .map(|v| v.extract())
                 .transpose()?
                 .unwrap_or(true),
+            relay_pull_rate: peer_node::cluster::RELAY_PULL_RATE,
+            relay: true,
         });
     }
     let node = py.detach(|| Node::start(config)).map_err(node_err)?;

@@ -150,7 +150,11 @@ impl Core {
                 listen,
                 key_fingerprint,
             } => self.joined(listen, key_fingerprint),
-            Event::View { listen, peers } => self.view_refreshed(listen, peers),
+            Event::View {
+                listen,
+                peers,
+                network,
+            } => self.view_refreshed(listen, peers, network),
             Event::Timer => self.timers_due(),
             Event::PullChunk { id, chunk } => self.pull_chunk(id, chunk),
             Event::PullDone { id, result } => self.pull_finished(id, result),

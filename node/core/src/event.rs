@@ -35,6 +35,7 @@ pub enum Event {
     View {
         listen: Vec<String>,
         peers: Vec<PeerView>,
+        network: NetworkView,
     },
     /// A time asked for with [`Command::Timer`](crate::Command::Timer) came.
     Timer,
@@ -75,6 +76,51 @@ pub struct PeerView {
     pub objects: usize,
     /// How old the information was when the view was taken.
     pub age: Duration,
+    /// The best connection to it; `None` while it is heard of only through others.
+    pub link: Option<PeerLink>,
+    /// The latest ping round trip on that connection.
+    pub rtt: Option<Duration>,
+}
+
+/// What carries the traffic to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerLink {
+    Direct,
+    /// Through a relaying member: fine for control messages and small values, slow (and
+    /// capped) for large ones.
+    Relayed,
+    /// Direct, punched through NATs (DCUtR).
+    HolePunched,
+}
+
+impl PeerLink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerLink::Direct => "direct",
+            PeerLink::Relayed => "relayed",
+            PeerLink::HolePunched => "hole-punched",
+        }
+    }
+}
+
+/// This node's place in the network, as the shell reports it (for `peer status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkView {
+    /// `"public"`, `"private"` (behind a NAT or firewall) or `"unknown"`.
+    pub reachability: String,
+    /// External addresses confirmed to work.
+    pub external: Vec<String>,
+    /// Relays holding a slot for this node.
+    pub relays: Vec<String>,
+    /// Whether this node relays for other members now.
+    pub relaying: bool,
+    pub reservations_served: u64,
+    pub circuits_served: u64,
+    /// Bytes sent and received over relayed connections since start.
+    pub relayed_bytes: u64,
+    /// Pulls going over a relay now (every holder is behind one), and bytes pulled that way.
+    pub relayed_pulls: u64,
+    pub relayed_pull_bytes: u64,
 }
 
 /// Why a pull failed, and the holders that failed it.

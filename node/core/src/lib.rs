@@ -40,7 +40,7 @@ pub use crate::command::Command;
 pub use crate::config::CoreConfig;
 pub use crate::core::{Core, Stats};
 pub use crate::error::{ProtocolError, SubmitError};
-pub use crate::event::{Event, PeerLoad, PeerView, PullFailure};
+pub use crate::event::{Event, NetworkView, PeerLink, PeerLoad, PeerView, PullFailure};
 pub use crate::invariants::{ObjectsLeft, Violation, WorkLeft};
 pub use crate::local::values::ANNOUNCE_MIN_BYTES;
 pub use crate::store::{Allocation, ObjectStore, Spilled, StoreError, StoreStats};

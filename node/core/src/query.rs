@@ -6,7 +6,7 @@ use serde_json::{Value as Json, json};
 
 use crate::cluster::best_address;
 use crate::core::Core;
-use crate::event::{PeerLoad, PeerView};
+use crate::event::{PeerLink, PeerLoad, PeerView};
 use crate::local::actors::ActorState;
 use crate::local::gpus::GPU;
 use crate::local::objects::ObjState;
@@ -161,7 +161,13 @@ impl Core {
                 let l = p.load.clone().unwrap_or_default();
                 json!({
                     "peer_id": p.peer.to_string(),
-                    "address": best_address(&p.addresses),
+                    // A relayed peer is reached through its circuit, not its LAN address.
+                    "address": if p.link == Some(PeerLink::Relayed) {
+                        p.addresses.iter().find(|a| a.contains("/p2p-circuit")).cloned()
+                            .or_else(|| best_address(&p.addresses))
+                    } else {
+                        best_address(&p.addresses)
+                    },
                     "cpus_total": l.cpus_total, "cpus_free": l.cpus_free,
                     "resources": l.resources.iter().map(|(n, t, f)| json!({"name": n, "total": t, "free": f})).collect::<Vec<_>>(),
                     "queue": l.queue_len,
@@ -170,12 +176,25 @@ impl Core {
                     "objects": p.objects,
                     "age_s": p.age.as_secs_f64(),
                     "has_load": p.load.is_some(),
+                    "link": p.link.map(|l| l.as_str()),
+                    "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
                 })
             })
             .collect();
+        let n = self.cluster.network();
+        let network = self.cluster.joined_info().map(|_| {
+            json!({
+                "reachability": n.reachability, "external": n.external,
+                "relays": n.relays, "relaying": n.relaying,
+                "reservations_served": n.reservations_served,
+                "circuits_served": n.circuits_served, "relayed_bytes": n.relayed_bytes,
+                "relayed_pulls": n.relayed_pulls, "relayed_pull_bytes": n.relayed_pull_bytes,
+            })
+        });
         json!({
             "node_id": self.node_name(),
             "cluster": cluster,
+            "network": network,
             "peers": peers,
             "daemon": self.config.daemon,
             "resources": {"total": self.total.to_map(), "available": self.available.to_map()},

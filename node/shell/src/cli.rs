@@ -59,6 +59,13 @@ pub enum Command {
         /// Do not look for peers on the LAN with mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// MiB per second that pulls over relays may take together, when every holder of an
+        /// object is reachable only through a relay (see "Joining from behind a NAT").
+        #[arg(long, default_value_t = 4.0)]
+        relay_pull_mib_s: f64,
+        /// Never relay for other members, even when this node is publicly reachable.
+        #[arg(long)]
+        no_relay: bool,
         /// A one-peer cluster: open no network port at all.
         #[arg(long, conflicts_with_all = ["bootstrap", "key"])]
         local: bool,
@@ -111,8 +118,13 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             bootstrap,
             key,
             no_mdns,
+            relay_pull_mib_s,
+            no_relay,
             local,
         } => {
+            if !(relay_pull_mib_s.is_finite() && relay_pull_mib_s > 0.0) {
+                anyhow::bail!("--relay-pull-mib-s must be a positive number");
+            }
             init_logging("info");
             let mut config = NodeConfig::new(state_dir.clone());
             if let Some(n) = num_cpus {
@@ -131,6 +143,8 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
                     bootstrap,
                     key,
                     mdns: !no_mdns,
+                    relay_pull_rate: (relay_pull_mib_s * 1048576.0) as u64,
+                    relay: !no_relay,
                 });
             }
             let node = Node::start(config)?;
@@ -303,6 +317,27 @@ fn print_status(s: &serde_json::Value) {
     if let Some(addr) = s["cluster"]["join"].as_str() {
         println!("  address    {addr}");
     }
+    let n = &s["network"];
+    if n.is_object() {
+        let role = if n["relaying"].as_bool() == Some(true) {
+            format!(
+                "relaying for members ({} reservations, {} circuits so far)",
+                n["reservations_served"], n["circuits_served"]
+            )
+        } else {
+            match n["relays"].as_array() {
+                Some(r) if !r.is_empty() => format!("reachable through {} relay(s)", r.len()),
+                _ => "no relay".to_string(),
+            }
+        };
+        println!(
+            "  network    {}; {role}; {:.1} MiB over relays, {} pull(s) over a relay now ({:.1} MiB so far, capped)",
+            n["reachability"].as_str().unwrap_or("unknown"),
+            mib(n["relayed_bytes"].clone()),
+            n["relayed_pulls"],
+            mib(n["relayed_pull_bytes"].clone()),
+        );
+    }
     if let Some(peers) = s["peers"].as_array() {
         println!("  peers      {} known", peers.len());
         for p in peers {
@@ -320,8 +355,13 @@ fn print_status(s: &serde_json::Value) {
                     )
                 })
                 .unwrap_or_default();
+            let link = match (p["link"].as_str(), p["rtt_ms"].as_f64()) {
+                (Some(kind), Some(rtt)) => format!("{kind} {rtt:.1} ms"),
+                (Some(kind), None) => kind.to_string(),
+                (None, _) => "via others".to_string(),
+            };
             println!(
-                "    {}  {}  cpus {}/{}{gpus}  queue {}  store {:.0}/{:.0} MiB  heard {:.1}s ago",
+                "    {}  {}  {link}  cpus {}/{}{gpus}  queue {}  store {:.0}/{:.0} MiB  heard {:.1}s ago",
                 p["peer_id"].as_str().unwrap_or("?"),
                 p["address"].as_str().unwrap_or("-"),
                 p["cpus_free"],

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::event::PeerView;
+use crate::event::{NetworkView, PeerLink, PeerView};
 use crate::ids::{FnId, OwnerTag, PeerId};
 
 /// How long a gone peer is remembered as gone (tasks moved to it run again).
@@ -33,6 +33,8 @@ pub(super) struct Membership {
     /// The other peers at the last view, and when that was.
     view: Vec<PeerView>,
     view_at: Option<Instant>,
+    /// This node's reachability and relaying, as of the last view.
+    network: NetworkView,
 }
 
 impl Membership {
@@ -47,6 +49,7 @@ impl Membership {
             joined: None,
             view: Vec::new(),
             view_at: None,
+            network: NetworkView::default(),
         }
     }
 
@@ -110,7 +113,14 @@ impl Membership {
         self.joined = Some((listen, key_fingerprint));
     }
 
-    pub(super) fn remember_view(&mut self, listen: Vec<String>, view: Vec<PeerView>, now: Instant) {
+    pub(super) fn remember_view(
+        &mut self,
+        listen: Vec<String>,
+        view: Vec<PeerView>,
+        network: NetworkView,
+        now: Instant,
+    ) {
+        self.network = network;
         if let Some((l, _)) = self.joined.as_mut()
             && !listen.is_empty()
         {
@@ -118,6 +128,18 @@ impl Membership {
         }
         self.view = view;
         self.view_at = Some(now);
+    }
+
+    /// This node's reachability and relaying, as of the last view.
+    pub(super) fn network(&self) -> &NetworkView {
+        &self.network
+    }
+
+    /// Whether `peer` is reached only through a relay (as of the last view).
+    pub(super) fn is_relayed(&self, peer: &PeerId) -> bool {
+        self.view
+            .iter()
+            .any(|p| p.peer == *peer && p.link == Some(PeerLink::Relayed))
     }
 
     /// The known peers, with ages as of `now`.

@@ -31,7 +31,7 @@ use rand::rngs::SmallRng;
 use rustc_hash::FxHashSet;
 
 use crate::core::Core;
-use crate::event::PeerView;
+use crate::event::{NetworkView, PeerView};
 use crate::ids::{ObjectId, OwnerTag, PeerId, TaskId};
 use crate::resources::Resources;
 use crate::wire::local::TaskKind;
@@ -94,6 +94,16 @@ impl Cluster {
     /// The other peers as of the last gossip view, with ages as of `now`.
     pub(crate) fn peers(&self, now: Instant) -> Vec<PeerView> {
         self.membership.peers(now)
+    }
+
+    /// This node's reachability and relaying, as of the last view.
+    pub(crate) fn network(&self) -> &NetworkView {
+        self.membership.network()
+    }
+
+    /// Whether `peer` is reached only through a relay (as of the last view).
+    pub(crate) fn is_relayed(&self, peer: &PeerId) -> bool {
+        self.membership.is_relayed(peer)
     }
 
     /// Where this node listens and its cluster key's fingerprint, once joined.
@@ -350,14 +360,19 @@ impl Core {
 
     /// The gossip view, refreshed: placement learns the peers' loads, and
     /// deadlines are checked (the view comes a few times a second).
-    pub(crate) fn view_refreshed(&mut self, listen: Vec<String>, peers: Vec<PeerView>) {
+    pub(crate) fn view_refreshed(
+        &mut self,
+        listen: Vec<String>,
+        peers: Vec<PeerView>,
+        network: NetworkView,
+    ) {
         let loads: Vec<(PeerId, crate::event::PeerLoad)> = peers
             .iter()
             .filter_map(|p| p.load.clone().map(|l| (p.peer, l)))
             .collect();
         self.cluster
             .membership
-            .remember_view(listen, peers, self.now);
+            .remember_view(listen, peers, network, self.now);
         self.update_view(loads);
         self.cluster_deadlines();
     }

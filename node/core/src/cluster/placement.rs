@@ -377,7 +377,7 @@ impl Core {
                 fits_now: own.fits_now,
             });
         }
-        bids.extend(far);
+        bids.extend(self.relay_penalty(far, !r.holders.is_empty()));
         let tasks: Vec<TaskId> = r
             .tasks
             .into_iter()
@@ -406,6 +406,29 @@ impl Core {
             }
         }
         self.schedule();
+    }
+
+    /// Bids of peers that do not hold the round's inputs, in the order to consider them. When
+    /// the tasks have large inputs on other peers, a peer reached only through a relay would
+    /// pull them over it (slowly, under the relay cap): its bid counts as if a whole CPU's worth
+    /// of tasks more were queued there, and it comes after the direct peers on ties.
+    pub(crate) fn relay_penalty(
+        &self,
+        far: Vec<Bid<Option<PeerId>>>,
+        large_inputs: bool,
+    ) -> Vec<Bid<Option<PeerId>>> {
+        if !large_inputs {
+            return far;
+        }
+        let (mut relayed, mut direct): (Vec<_>, Vec<_>) = far
+            .into_iter()
+            .partition(|b| b.peer.is_some_and(|p| self.cluster.is_relayed(&p)));
+        for b in &mut relayed {
+            let extra = b.load.total_cpu.ceil().max(1.0) as u32;
+            b.load.queue_len = b.load.queue_len.saturating_add(extra);
+        }
+        direct.append(&mut relayed);
+        direct
     }
 
     /// Time passed: decide a round whose bids are late.

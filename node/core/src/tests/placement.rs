@@ -359,3 +359,49 @@ fn an_actor_call_lost_with_a_link_fails_as_unavailable_instead_of_waiting_foreve
     let v = h.get_now(d, &[ret(&call)]);
     assert_eq!(error_kind(&v[0]), Some(ErrorKind::ActorUnavailable));
 }
+
+#[test]
+fn a_relayed_peer_bids_worse_for_tasks_with_large_inputs_elsewhere() {
+    use crate::event::{NetworkView, PeerLink, PeerView};
+    use peer_placement::{Bid, Load as PlacementLoad};
+    let mut h = Harness::new(1.0);
+    h.join();
+    let (direct, relayed) = (peer(), peer());
+    let view = |p: PeerId, link| PeerView {
+        peer: p,
+        addresses: vec![],
+        load: Some(load(4.0, 2.0, 0, 0.0)),
+        objects: 0,
+        age: Duration::ZERO,
+        link: Some(link),
+        rtt: None,
+    };
+    h.event(Event::View {
+        listen: vec![],
+        peers: vec![
+            view(relayed, PeerLink::Relayed),
+            view(direct, PeerLink::HolePunched),
+        ],
+        network: NetworkView::default(),
+    });
+    let bid = |p| Bid {
+        peer: Some(p),
+        load: PlacementLoad {
+            queue_len: 0,
+            free_cpu: 2.0,
+            total_cpu: 4.0,
+        },
+        fits_now: true,
+    };
+    let far = vec![bid(relayed), bid(direct)];
+    // Small inputs (or none elsewhere): a relay costs nothing extra.
+    assert_eq!(h.st.relay_penalty(far.clone(), false), far);
+    let ranked = h.st.relay_penalty(far, true);
+    assert_eq!(ranked[0].peer, Some(direct), "the direct peer comes first");
+    assert_eq!(ranked[1].peer, Some(relayed));
+    assert_eq!(
+        ranked[1].load.queue_len, 4,
+        "as if one more task per CPU were queued there"
+    );
+    assert!(ranked[0].load.backlog() < ranked[1].load.backlog());
+}

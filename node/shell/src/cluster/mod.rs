@@ -5,7 +5,7 @@
 //! - `start` loads (or creates) the identity and the cluster key in the state
 //!   directory, starts listening, and spawns the gossip event loop;
 //! - the node's peer links (`links`) and pulls (`pull`) start on the same
-//!   gossip client;
+//!   gossip client; `paths` tells pulls which holders sit behind a relay;
 //! - a tick task publishes the local load and announcements, and hands the
 //!   core the gossip view a few times a second ([`Event::View`]); an event
 //!   task logs joins and failed dials and tells the core of departures.
@@ -13,14 +13,15 @@
 //! Laptop mode never calls `start`: no network port is opened.
 
 pub mod links;
+pub mod paths;
 pub mod pull;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use peer_gossip::{ClusterKey, Config, Identity, Load, Multiaddr};
-use peer_node_core::{Event, PeerLoad, PeerView};
+use peer_gossip::{ClusterKey, Config, Identity, LinkKind, Load, Multiaddr, Reachability};
+use peer_node_core::{Event, NetworkView, PeerLink, PeerLoad, PeerView};
 use tokio::sync::mpsc;
 
 use crate::engine::Shared;
@@ -30,7 +31,7 @@ use crate::error::NodeError;
 const TICK: Duration = Duration::from_millis(250);
 
 /// What a node needs to join a cluster.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NetworkConfig {
     /// Multiaddrs to listen on (e.g. `/ip4/0.0.0.0/tcp/7700`).
     pub listen: Vec<String>,
@@ -41,7 +42,15 @@ pub struct NetworkConfig {
     pub key: Option<String>,
     /// Find peers on the LAN with mDNS.
     pub mdns: bool,
+    /// Bytes per second that pulls over relays may take together (when every holder of an
+    /// object is reachable only through a relay).
+    pub relay_pull_rate: u64,
+    /// Relay for other members while this node is publicly reachable.
+    pub relay: bool,
 }
+
+/// Default of [`NetworkConfig::relay_pull_rate`]: 4 MiB/s.
+pub const RELAY_PULL_RATE: u64 = 4 << 20;
 
 /// The cluster membership of a running node.
 pub struct Cluster {
@@ -54,6 +63,8 @@ pub struct Cluster {
     pub key_fingerprint: String,
     /// The key was created just now (print how others join).
     pub key_created: bool,
+    /// Which peers sit behind a relay, and the cap on pulls over relays.
+    pub paths: Arc<paths::Paths>,
 }
 
 impl Cluster {
@@ -100,6 +111,7 @@ pub async fn start(
     config.listen = parse_addrs(&net.listen, "listen")?;
     config.bootstrap = parse_addrs(&net.bootstrap, "bootstrap")?;
     config.mdns = net.mdns;
+    config.relay.serve = net.relay;
     let (client, events, event_loop) = peer_gossip::new(config).map_err(gossip_err)?;
     tokio::spawn(event_loop.run());
     let listen = if net.listen.is_empty() {
@@ -117,10 +129,16 @@ pub async fn start(
         key_hex,
         key_fingerprint,
         key_created,
+        paths: Arc::new(paths::Paths::new(net.relay_pull_rate)),
     });
     let peers = links::start(cluster.client.clone(), Arc::clone(&shared)).map_err(gossip_err)?;
-    let pulls =
-        pull::start(cluster.client.clone(), Arc::clone(&shared), arena).map_err(gossip_err)?;
+    let pulls = pull::start(
+        cluster.client.clone(),
+        Arc::clone(&shared),
+        arena,
+        Arc::clone(&cluster.paths),
+    )
+    .map_err(gossip_err)?;
     {
         let mut e = shared.engine.lock();
         e.io.peers = Some(peers);
@@ -177,6 +195,26 @@ fn gossip_load(l: PeerLoad) -> Load {
     }
 }
 
+fn network_view(n: peer_gossip::NetworkInfo, paths: &paths::Paths) -> NetworkView {
+    let (relayed_pulls, relayed_pull_bytes) = paths.counters();
+    NetworkView {
+        reachability: match n.reachability {
+            Reachability::Public => "public",
+            Reachability::Private => "private",
+            Reachability::Unknown => "unknown",
+        }
+        .to_string(),
+        external: addr_strings(&n.external_addresses),
+        relays: n.relays.iter().map(|p| p.to_string()).collect(),
+        relaying: n.relaying,
+        reservations_served: n.reservations_served,
+        circuits_served: n.circuits_served,
+        relayed_bytes: n.relayed_bytes,
+        relayed_pulls,
+        relayed_pull_bytes,
+    }
+}
+
 async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,8 +244,17 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                 Err(_) => Vec::new(),
             }
         };
+        let network = match cluster.client.network().await {
+            Ok(n) => network_view(n, &cluster.paths),
+            Err(_) => NetworkView::default(),
+        };
         match cluster.client.view().await {
             Ok(view) => {
+                cluster.paths.set_relayed(
+                    view.iter()
+                        .filter(|p| p.link.is_some_and(|l| l.kind == LinkKind::Relayed))
+                        .map(|p| p.peer_id),
+                );
                 let peers = view
                     .into_iter()
                     .map(|p| PeerView {
@@ -216,9 +263,19 @@ async fn tick(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                         load: p.load.map(core_load),
                         objects: p.objects,
                         age: p.age,
+                        link: p.link.map(|l| match l.kind {
+                            LinkKind::Direct => PeerLink::Direct,
+                            LinkKind::Relayed => PeerLink::Relayed,
+                            LinkKind::HolePunched => PeerLink::HolePunched,
+                        }),
+                        rtt: p.link.and_then(|l| l.rtt),
                     })
                     .collect();
-                shared.handle(Event::View { listen, peers });
+                shared.handle(Event::View {
+                    listen,
+                    peers,
+                    network,
+                });
             }
             Err(e) => {
                 tracing::debug!("gossip stopped: {e}");

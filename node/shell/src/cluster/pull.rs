@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::paths::Paths;
 use super::{libp2p_id_of, peer_id_of};
 use crate::engine::{PullJob, Shared};
 use crate::frames;
@@ -87,6 +88,7 @@ pub fn start(
     client: peer_gossip::Client,
     shared: Arc<Shared>,
     arena: Arc<peer_objstore::Arena>,
+    paths: Arc<Paths>,
 ) -> Result<mpsc::UnboundedSender<PullJob>, GossipError> {
     let mut incoming = client.accept_streams(protocol())?;
     let serve_shared = Arc::clone(&shared);
@@ -107,9 +109,10 @@ pub fn start(
             let shared = Arc::clone(&shared);
             let client = client.clone();
             let arena = Arc::clone(&arena);
+            let paths = Arc::clone(&paths);
             tokio::spawn(async move {
                 let id = job.id;
-                let result = run_pull(&client, &job, &arena, &shared).await;
+                let result = run_pull(&client, &job, &arena, &shared, &paths).await;
                 if let Err(e) = &result {
                     tracing::warn!("pull of object {id} failed: {}", e.why);
                 }
@@ -130,9 +133,10 @@ pub async fn run_pull(
     job: &PullJob,
     arena: &peer_objstore::Arena,
     shared: &Shared,
+    paths: &Paths,
 ) -> Result<(), PullFailure> {
     let mut bad = Vec::new();
-    run_chunks(client, job, arena, shared, &mut bad)
+    run_chunks(client, job, arena, shared, paths, &mut bad)
         .await
         .map_err(|why| PullFailure {
             why,
@@ -145,15 +149,22 @@ async fn run_chunks(
     job: &PullJob,
     arena: &peer_objstore::Arena,
     shared: &Shared,
+    paths: &Paths,
     bad: &mut Vec<PeerId>,
 ) -> Result<(), String> {
     let id = job.id;
     let chunks = job.len.div_ceil(CHUNK) as usize;
     let mut todo: std::collections::VecDeque<usize> = (0..chunks).collect();
-    let mut alive: Vec<SourcePeer> = job
-        .sources
-        .iter()
-        .filter_map(libp2p_id_of)
+    let mut sources: Vec<PeerId> = job.sources.iter().filter_map(libp2p_id_of).collect();
+    let over_relay = paths.prefer_direct(&mut sources);
+    let _counted = over_relay.then(|| {
+        tracing::info!(
+            "object {id}: every holder is behind a relay; pulling over it at the relay cap"
+        );
+        paths.relayed_pull()
+    });
+    let mut alive: Vec<SourcePeer> = sources
+        .into_iter()
         .map(|peer| SourcePeer {
             peer,
             in_flight: 0,
@@ -177,7 +188,11 @@ async fn run_chunks(
             let offset = chunk as u64 * CHUNK;
             let len = CHUNK.min(job.len - offset);
             let client = client.clone();
+            let relayed = paths.is_relayed(&peer);
             in_flight.push(async move {
+                if relayed {
+                    paths.throttle(len).await;
+                }
                 let got = tokio::time::timeout(
                     CHUNK_TIMEOUT,
                     fetch_chunk(&client, peer, PullRequest { id, offset, len }),

@@ -844,6 +844,8 @@ impl World {
                     load: Some(c.load()),
                     objects: 0,
                     age: Duration::ZERO,
+                    link: None,
+                    rtt: None,
                 })
             })
             .collect();
@@ -862,6 +864,7 @@ impl World {
                 Event::View {
                     listen: Vec::new(),
                     peers,
+                    network: Default::default(),
                 },
             )?;
         }
