@@ -25,6 +25,7 @@ pub mod error;
 pub mod frames;
 pub mod local;
 pub mod node;
+pub mod runtime_envs;
 pub mod sys;
 pub mod timers;
 
