@@ -420,7 +420,7 @@ def normalize(env: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if env.get("working_dir") is not None:
         out["working_dir"] = _working_dir(env["working_dir"], excludes)
-    if env.get("py_modules"):
+    if env.get("py_modules") is not None:
         out["py_modules"] = [_py_module(m, excludes) for m in env["py_modules"]]
     for kind in ("pip", "uv"):
         if env.get(kind) is not None:
@@ -717,7 +717,7 @@ def _build_venv(root: Path, venv: Path, spec: dict[str, Any], timeout: float | N
         m = re.fullmatch(r"\{wheel:([0-9a-f]+)/([^}]*)\}", req)
         if not m:
             return req
-        return str(_package(root, wheels[m.group(1)], "pip", m.group(2)) / m.group(2))
+        return str(_package(root, wheels[m.group(1)], "wheel", m.group(2)) / m.group(2))
 
     requirements = root / f".{venv.name}.requirements.txt"
     requirements.write_text("".join(f"{local(r)}\n" for r in spec["packages"]))
