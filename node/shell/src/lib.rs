@@ -14,7 +14,8 @@
 //! - [`cluster`]: other peers: joining through `peer-gossip`, the links
 //!   that carry peer messages, pulls of objects between stores;
 //! - [`timers`], [`frames`] (async frame reading), [`config`], [`error`],
-//!   [`sys`] (the few libc calls), [`cli`].
+//!   [`sys`] (the few libc calls), [`cli`], [`runtime_envs`] (the runtime
+//!   environments cached in the state directory, for `peer status`).
 
 pub mod api;
 pub mod cli;
