@@ -34,6 +34,8 @@ pub struct Load {
     pub store_used: u64,
     /// Capacity of the object store in bytes.
     pub store_total: u64,
+    /// Memory of this peer's GPUs in all, in bytes.
+    pub gpu_memory: u64,
 }
 
 /// Large objects a peer holds: `(id, size in bytes)`.
@@ -162,6 +164,7 @@ mod tests {
             queue_len: 3,
             store_used: 1 << 20,
             store_total: 1 << 30,
+            gpu_memory: 80 << 30,
         }
     }
 

@@ -67,6 +67,7 @@ fn load(queue_len: u64) -> Load {
         queue_len,
         store_used: 10,
         store_total: 100,
+        gpu_memory: 0,
     }
 }
 

@@ -113,7 +113,7 @@ fn signal_checker(err: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
 }
 
 #[pyfunction]
-#[pyo3(signature = (*, num_cpus, resources, object_store_memory, state_dir, python, python_path, cwd, network=None))]
+#[pyo3(signature = (*, num_cpus, resources, object_store_memory, state_dir, python, python_path, cwd, network=None, num_gpus=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn init_embedded<'py>(
     py: Python<'py>,
@@ -125,6 +125,7 @@ pub fn init_embedded<'py>(
     python_path: Vec<String>,
     cwd: PathBuf,
     network: Option<&Bound<'py, PyDict>>,
+    num_gpus: Option<u32>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if runtime::current_opt().is_some() {
         return Err(PyRuntimeError::new_err(
@@ -140,6 +141,7 @@ pub fn init_embedded<'py>(
     let mut config = NodeConfig::new(state_dir);
     config.num_cpus = num_cpus;
     config.resources = resource_pairs(0.0, resources)?;
+    config.num_gpus = num_gpus;
     config.object_store_memory = object_store_memory;
     config.python = python;
     config.python_path = python_path;

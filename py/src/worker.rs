@@ -292,6 +292,7 @@ fn run_one(
         args,
         deps,
         exec.num_returns,
+        exec.gpu_ids,
         runtime_env,
     );
     let r = executor.call1(call_args)?;

@@ -20,8 +20,14 @@ pub struct CoreConfig {
     pub seed: u64,
     /// CPU slots.
     pub num_cpus: f64,
-    /// Custom resources, e.g. `GPU`.
+    /// Custom resources. A `GPU` amount here (without `gpu_ids`) stands for
+    /// devices `0..n`.
     pub resources: Vec<(String, f64)>,
+    /// The ids of this node's GPU devices, as `CUDA_VISIBLE_DEVICES` names
+    /// them; when given they set the `GPU` total.
+    pub gpu_ids: Vec<String>,
+    /// Memory of those devices in all, in bytes (told to other peers).
+    pub gpu_memory: u64,
     /// The node runs as the `peer up` daemon (only then may `peer down` stop it).
     pub daemon: bool,
     /// Where clients map the store from, and its size (told in Welcome).

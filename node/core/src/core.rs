@@ -24,6 +24,7 @@ use crate::event::Event;
 use crate::ids::{ConnId, NodeId, OwnerTag, PeerId};
 use crate::local::actors::Actors;
 use crate::local::conns::Conns;
+use crate::local::gpus::{GPU, GpuDevices};
 use crate::local::infeasible::Infeasible;
 use crate::local::objects::Objects;
 use crate::local::tasks::Tasks;
@@ -71,6 +72,8 @@ pub struct Core {
     /// Resources of this node, and what is not held by running work.
     pub(crate) total: Resources,
     pub(crate) available: Resources,
+    /// Which GPU devices running work holds (their count is `GPU` above).
+    pub(crate) gpus: GpuDevices,
     pub(crate) objects: Objects,
     pub(crate) tasks: Tasks,
     pub(crate) workers: Workers,
@@ -92,8 +95,16 @@ pub struct Core {
 impl Core {
     /// A node's core with nothing running yet (see [`Core::start_pool`]).
     pub fn new(config: CoreConfig, store: Box<dyn ObjectStore + Send>, now: Instant) -> Core {
+        let gpus = GpuDevices::new(gpu_ids(&config));
         let mut pairs: Vec<(&str, f64)> = vec![("CPU", config.num_cpus)];
-        pairs.extend(config.resources.iter().map(|(k, v)| (k.as_str(), *v)));
+        pairs.extend(
+            config
+                .resources
+                .iter()
+                .filter(|(k, _)| k != GPU)
+                .map(|(k, v)| (k.as_str(), *v)),
+        );
+        pairs.push((GPU, gpus.len() as f64));
         let total = Resources::from_pairs(pairs);
         let owner_tag = match &config.peer_id {
             Some(peer) => OwnerTag::of_peer(peer),
@@ -106,6 +117,7 @@ impl Core {
             owner_tag,
             available: total.clone(),
             total,
+            gpus,
             objects: Objects::default(),
             tasks: Tasks::default(),
             workers: Workers::default(),
@@ -233,4 +245,24 @@ impl std::fmt::Debug for Core {
             .field("objects", &self.objects.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The node's GPU device ids: as configured, else `0..n` for a `GPU`
+/// amount among its resources (whole devices only).
+fn gpu_ids(config: &CoreConfig) -> Vec<String> {
+    if !config.gpu_ids.is_empty() {
+        return config.gpu_ids.clone();
+    }
+    let n: f64 = config
+        .resources
+        .iter()
+        .filter(|(k, _)| k == GPU)
+        .map(|(_, v)| *v)
+        .sum();
+    let n = if n.is_finite() && n > 0.0 {
+        n.floor() as usize
+    } else {
+        0
+    };
+    (0..n).map(|i| i.to_string()).collect()
 }

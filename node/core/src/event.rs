@@ -61,6 +61,8 @@ pub struct PeerLoad {
     pub queue_len: u64,
     pub store_used: u64,
     pub store_total: u64,
+    /// Memory of its GPUs in all, in bytes.
+    pub gpu_memory: u64,
 }
 
 /// One other peer as the gossip layer last heard of it.

@@ -15,6 +15,7 @@ use rustc_hash::FxHashSet;
 
 use crate::core::Core;
 use crate::ids::{ObjectId, TaskId};
+use crate::local::gpus::GPU;
 use crate::local::tasks::TaskState;
 use crate::local::waits::Target;
 use crate::local::workers::WorkerKind;
@@ -44,11 +45,20 @@ impl Core {
                 what,
             })
         };
-        // Resources.
+        // Resources, and the GPU devices behind the GPU count.
         let mut held = self.available.clone();
+        let mut devices = self.gpus.clone();
         for w in self.workers.values() {
             if w.kind == WorkerKind::Task {
                 held.give(&w.held);
+                devices.give_back(w.gpus.clone());
+                if w.gpus.units() != w.held.units(GPU) {
+                    return fail(format!(
+                        "a worker holds {} GPU units but devices for {}",
+                        w.held.units(GPU),
+                        w.gpus.units()
+                    ));
+                }
                 if w.blocked > 0 {
                     held.take(&w.held.cpu_only());
                 }
@@ -57,7 +67,20 @@ impl Core {
         for a in self.actors.values() {
             if a.holds_resources {
                 held.give(&a.resources);
+                devices.give_back(a.gpus.clone());
+            } else if !a.gpus.is_empty() {
+                return fail("an actor that holds no resources holds GPU devices".into());
             }
+        }
+        if self.gpus.free_units() != self.available.units(GPU)
+            || devices.free_units() != devices.len() as i64 * crate::resources::UNITS_PER_ONE
+        {
+            return fail(format!(
+                "GPU devices: {} units free, available says {}; {} units after every grant is back",
+                self.gpus.free_units(),
+                self.available.units(GPU),
+                devices.free_units()
+            ));
         }
         if held != self.total && !held_equals(&held, &self.total) {
             return fail(format!(

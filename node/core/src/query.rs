@@ -8,6 +8,7 @@ use crate::cluster::best_address;
 use crate::core::Core;
 use crate::event::{PeerLoad, PeerView};
 use crate::local::actors::ActorState;
+use crate::local::gpus::GPU;
 use crate::local::objects::ObjState;
 use crate::local::tasks::TaskState;
 use crate::local::workers::WorkerKind;
@@ -38,7 +39,11 @@ impl Core {
     /// The load this node publishes to the cluster.
     pub fn load(&self) -> PeerLoad {
         let total = self.total.to_map();
-        let avail = self.available.to_map();
+        let mut avail = self.available.to_map();
+        if self.gpus.len() > 0 {
+            // Free devices as placement must see them (fractions on one device).
+            avail.insert(GPU.into(), self.gpus.placement_free());
+        }
         let stats = self.store.stats();
         PeerLoad {
             cpus_total: total.get("CPU").copied().unwrap_or(0.0),
@@ -51,6 +56,7 @@ impl Core {
             queue_len: self.tasks.ready_len() as u64,
             store_used: stats.used,
             store_total: stats.capacity,
+            gpu_memory: self.config.gpu_memory,
         }
     }
 
@@ -160,6 +166,7 @@ impl Core {
                     "resources": l.resources.iter().map(|(n, t, f)| json!({"name": n, "total": t, "free": f})).collect::<Vec<_>>(),
                     "queue": l.queue_len,
                     "store_used": l.store_used, "store_total": l.store_total,
+                    "gpu_memory": l.gpu_memory,
                     "objects": p.objects,
                     "age_s": p.age.as_secs_f64(),
                     "has_load": p.load.is_some(),
@@ -172,6 +179,12 @@ impl Core {
             "peers": peers,
             "daemon": self.config.daemon,
             "resources": {"total": self.total.to_map(), "available": self.available.to_map()},
+            "gpus": {
+                "devices": self.gpus.devices()
+                    .map(|(id, free)| json!({"id": id, "free": free}))
+                    .collect::<Vec<_>>(),
+                "memory": self.config.gpu_memory,
+            },
             "workers": {"task": task_workers, "idle": idle, "starting": starting,
                         "blocked": blocked, "actor": actor_workers},
             "tasks": {"queued": self.tasks.ready_len(), "running": running,

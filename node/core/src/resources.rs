@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-const SCALE: f64 = 10_000.0;
+/// Fixed-point units in one whole resource (Ray's granularity).
+pub const UNITS_PER_ONE: i64 = 10_000;
+const SCALE: f64 = UNITS_PER_ONE as f64;
 
 /// A set of named resource amounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +27,11 @@ impl Resources {
     /// Amount of one resource.
     pub fn get(&self, name: &str) -> f64 {
         self.0.get(name).copied().unwrap_or(0) as f64 / SCALE
+    }
+
+    /// Amount of one resource in fixed-point units.
+    pub fn units(&self, name: &str) -> i64 {
+        self.0.get(name).copied().unwrap_or(0)
     }
 
     /// Whether `self` has at least `need` of everything.

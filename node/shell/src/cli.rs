@@ -33,9 +33,13 @@ pub enum Command {
         /// CPU slots (default: the machine's cores).
         #[arg(long)]
         num_cpus: Option<f64>,
-        /// A custom resource, NAME=AMOUNT (repeatable), e.g. --resource GPU=1.
+        /// A custom resource, NAME=AMOUNT (repeatable), e.g. --resource TPU=1.
         #[arg(long = "resource", value_parser = parse_resource)]
         resources: Vec<(String, f64)>,
+        /// GPUs to offer (default: the NVIDIA devices found, limited by
+        /// CUDA_VISIBLE_DEVICES).
+        #[arg(long)]
+        num_gpus: Option<u32>,
         /// Bytes of shared memory for the object store.
         #[arg(long)]
         object_store_memory: Option<u64>,
@@ -77,6 +81,9 @@ fn parse_resource(s: &str) -> Result<(String, f64), String> {
     if k.is_empty() || !v.is_finite() || v < 0.0 {
         return Err(format!("bad resource {s:?}"));
     }
+    if k == "CPU" || k == "GPU" {
+        return Err(format!("use --num-{}s instead", k.to_lowercase()));
+    }
     Ok((k.to_string(), v))
 }
 
@@ -97,6 +104,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
         Command::Up {
             num_cpus,
             resources,
+            num_gpus,
             object_store_memory,
             python,
             listen,
@@ -111,6 +119,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
                 config.num_cpus = n;
             }
             config.resources = resources;
+            config.num_gpus = num_gpus;
             config.object_store_memory = object_store_memory;
             config.python = python;
             config.python_path = python_path;
@@ -151,6 +160,14 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
                 info.arena_path.display()
             );
             println!("  cpus:      {}", info.num_cpus);
+            let extra: Vec<String> = info
+                .resources
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !extra.is_empty() {
+                println!("  resources: {}", extra.join(", "));
+            }
             println!(
                 "Python drivers on this machine attach with peer.init(). Stop with `peer down`."
             );
@@ -212,6 +229,20 @@ fn print_status(s: &serde_json::Value) {
         g(&["resources", "total"]),
         g(&["resources", "available"])
     );
+    if let Some(devices) = s["gpus"]["devices"].as_array().filter(|d| !d.is_empty()) {
+        let list: Vec<String> = devices
+            .iter()
+            .map(|d| {
+                let free = d["free"].as_f64().unwrap_or(0.0);
+                format!("{} ({} free)", d["id"].as_str().unwrap_or("?"), free)
+            })
+            .collect();
+        let memory = match g(&["gpus", "memory"]).as_u64().unwrap_or(0) {
+            0 => "memory unknown (no NVML)".to_string(),
+            m => format!("{:.1} GiB memory", m as f64 / (1u64 << 30) as f64),
+        };
+        println!("  gpus       {}; {memory}", list.join(", "));
+    }
     println!(
         "  workers    {} task ({} idle, {} starting, {} blocked), {} actor",
         g(&["workers", "task"]),
@@ -276,8 +307,22 @@ fn print_status(s: &serde_json::Value) {
     if let Some(peers) = s["peers"].as_array() {
         println!("  peers      {} known", peers.len());
         for p in peers {
+            let gpus = p["resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == "GPU")
+                .map(|r| {
+                    format!(
+                        "  gpus {}/{} ({:.1} GiB)",
+                        r["free"],
+                        r["total"],
+                        p["gpu_memory"].as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "    {}  {}  cpus {}/{}  queue {}  store {:.0}/{:.0} MiB  heard {:.1}s ago",
+                "    {}  {}  cpus {}/{}{gpus}  queue {}  store {:.0}/{:.0} MiB  heard {:.1}s ago",
                 p["peer_id"].as_str().unwrap_or("?"),
                 p["address"].as_str().unwrap_or("-"),
                 p["cpus_free"],

@@ -7,8 +7,12 @@ use std::path::PathBuf;
 pub struct NodeConfig {
     /// CPU slots (default: the machine's cores).
     pub num_cpus: f64,
-    /// Custom resources, e.g. `GPU`.
+    /// Custom resources. (GPUs are found, or counted by `num_gpus`; a `GPU`
+    /// amount here is taken as `num_gpus`.)
     pub resources: Vec<(String, f64)>,
+    /// How many GPUs to offer (None: the NVIDIA devices NVML finds, limited
+    /// by `CUDA_VISIBLE_DEVICES`).
+    pub num_gpus: Option<u32>,
     /// Bytes of shared memory for the store (None: a share of RAM).
     pub object_store_memory: Option<u64>,
     /// Where the node keeps its socket, logs and spill files.
@@ -33,6 +37,7 @@ impl NodeConfig {
                 .map(|n| n.get() as f64)
                 .unwrap_or(1.0),
             resources: Vec::new(),
+            num_gpus: None,
             object_store_memory: None,
             state_dir,
             python: PathBuf::from("python3"),

@@ -13,6 +13,7 @@
 //!   shared-memory store, the node's files;
 //! - [`cluster`]: other peers: joining through `peer-gossip`, the links
 //!   that carry peer messages, pulls of objects between stores;
+//! - [`gpus`]: the GPUs the node offers (NVML, `CUDA_VISIBLE_DEVICES`);
 //! - [`timers`], [`frames`] (async frame reading), [`config`], [`error`],
 //!   [`sys`] (the few libc calls), [`cli`], [`runtime_envs`] (the runtime
 //!   environments cached in the state directory, for `peer status`).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod frames;
+pub mod gpus;
 pub mod local;
 pub mod node;
 pub mod runtime_envs;

@@ -23,6 +23,7 @@ use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::engine::{Io, LocalLookup, LocalSignal, Shared};
 use crate::error::{NodeError, NodeResult};
+use crate::gpus::GpuInventory;
 use crate::local::socket::{bind_private_socket, private_dir, socket_path, sweep_stale};
 use crate::local::spawner::{run_spawner, start_forkserver};
 use crate::local::store::ShmStore;
@@ -79,13 +80,22 @@ impl Node {
             .build()
             .map_err(|e| NodeError::io("starting the node runtime", e))?;
 
+        let (gpus, resources) = offered_resources(&config);
+        if !gpus.ids.is_empty() {
+            tracing::info!(
+                "GPUs: {} ({}), {} MiB",
+                gpus.ids.join(","),
+                gpus.model.as_deref().unwrap_or("model unknown"),
+                gpus.memory >> 20
+            );
+        }
         let info = NodeInfo {
             node_id,
             socket: socket.clone(),
             arena_path: arena_path.clone(),
             arena_size,
             num_cpus: config.num_cpus,
-            resources: config.resources.clone(),
+            resources: resources.clone(),
         };
         // Workers learn the node's public id when they connect, which may be
         // before the cluster layer is up: read the identity first.
@@ -103,7 +113,9 @@ impl Node {
             incarnation: rand::random(),
             seed: rand::random(),
             num_cpus: config.num_cpus,
-            resources: config.resources.clone(),
+            resources,
+            gpu_ids: gpus.ids,
+            gpu_memory: gpus.memory,
             daemon: config.daemon,
             store_path: arena_path,
             store_size: arena_size,
@@ -477,4 +489,27 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The node's resources: the configured ones plus its GPUs and their model.
+/// A `GPU` amount among the configured resources counts as `num_gpus`.
+fn offered_resources(config: &NodeConfig) -> (GpuInventory, Vec<(String, f64)>) {
+    let gpu_amount = config
+        .resources
+        .iter()
+        .find(|(k, _)| k == "GPU")
+        .map(|(_, v)| v.max(0.0).floor() as u32);
+    let gpus = GpuInventory::detect(config.num_gpus.or(gpu_amount));
+    let mut resources: Vec<(String, f64)> = config
+        .resources
+        .iter()
+        .filter(|(k, _)| k != "GPU")
+        .cloned()
+        .collect();
+    for (name, amount) in gpus.resources() {
+        if !resources.iter().any(|(k, _)| *k == name) {
+            resources.push((name, amount));
+        }
+    }
+    (gpus, resources)
 }

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use peer_node_core::wire::local::ErrorKind;
-use rand::Rng;
 use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 /// A value of the task language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,11 +300,18 @@ const LARGE: [u64; 4] = [1_500_000, 2_200_000, 4_500_000, 9_000_000];
 impl Script {
     /// Draw a workload for `nodes` nodes.
     pub fn generate(rng: &mut SmallRng, nodes: usize, steps: usize) -> Script {
+        // GPU counts and shares come from a stream of their own, so that
+        // every other draw (and what each regression seed exercises) is as
+        // it was before nodes had more than one device.
+        let mut gpu_rng = SmallRng::seed_from_u64(rng.clone().random::<u64>() ^ 0x6770_7573);
         let specs: Vec<NodeSpec> = (0..nodes)
             .map(|i| NodeSpec {
                 cpus: if rng.random_bool(0.5) { 1.0 } else { 2.0 },
                 resources: if i > 0 && rng.random_bool(0.4) {
-                    vec![("GPU".into(), 1.0)]
+                    vec![(
+                        "GPU".into(),
+                        if gpu_rng.random_bool(0.5) { 1.0 } else { 2.0 },
+                    )]
                 } else {
                     Vec::new()
                 },
@@ -381,7 +388,8 @@ impl Script {
                 // (Not a `Relay`: it blocks in `get`, which gives back only its CPU,
                 // so holding the one GPU it may wait for a task that needs that GPU.)
                 if any_gpu && op != Op::Relay && rng.random_bool(0.2) {
-                    resources.push(("GPU".into(), 1.0));
+                    let share = if gpu_rng.random_bool(0.5) { 1.0 } else { 0.5 };
+                    resources.push(("GPU".into(), share));
                 }
                 let task = TaskPlan {
                     op,

@@ -26,6 +26,7 @@ from . import actor, exceptions
 from ._actor import ActorClass, ActorHandle, get_actor, kill, method
 from ._api import available_resources, cancel, cluster_resources, get, nodes, put, wait
 from ._context import RuntimeContext, get_runtime_context
+from ._gpus import get_gpu_ids
 from ._object_ref import ObjectRef
 from ._options import Options
 from ._remote_function import RemoteFunction
@@ -44,6 +45,7 @@ __all__ = [
     "exceptions",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
@@ -69,8 +71,8 @@ def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function, or a class an actor class.
 
     Use as ``@peer.remote`` or with options, e.g. ``@peer.remote(num_cpus=2, num_returns=2)``.
-    Functions accept ``num_cpus, num_gpus, memory, resources, num_returns, max_retries,
-    retry_exceptions, name``; classes ``num_cpus, num_gpus, memory, resources, max_restarts, name,
+    Functions accept ``num_cpus, num_gpus, accelerator_type, memory, resources, num_returns, max_retries,
+    retry_exceptions, name``; classes ``num_cpus, num_gpus, accelerator_type, memory, resources, max_restarts, name,
     get_if_exists, lifetime``.
     """
     if len(args) == 1 and not options and callable(args[0]):

@@ -69,6 +69,12 @@ class RuntimeContext:
             )
         return _worker.cancel_requested(bytes.fromhex(self.task_id))
 
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """The accelerator ids the caller holds, as strings (``{"GPU": ["0"]}``), as in Ray."""
+        from . import _gpus
+
+        return {"GPU": [str(i) for i in _gpus.get_gpu_ids()]}
+
     def get(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,

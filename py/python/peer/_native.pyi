@@ -103,8 +103,10 @@ def init_embedded(
     python_path: list[str],
     cwd: str,
     network: dict[str, Any] | None = None,
+    num_gpus: int | None = None,
 ) -> dict[str, Any]:
-    """Start a node inside this process (laptop mode).
+    """Start a node inside this process (laptop mode). ``num_gpus``: GPUs to offer (None: the
+    NVIDIA devices NVML finds, limited by ``CUDA_VISIBLE_DEVICES``).
 
     ``network`` (``{"listen": [...], "bootstrap": [...], "key": str | None, "mdns": bool}``)
     makes it a full peer of a multi-peer cluster; the dict returned then also has
@@ -262,6 +264,7 @@ Executor = Callable[
         tuple[int, Any],
         list[tuple[int, Any]],
         int,
+        list[str],
         tuple[bytes, str] | None,
     ],
     tuple[int, Any],
@@ -279,9 +282,10 @@ def worker_main(
     """Run this process as a worker until the node says stop (or the socket closes).
 
     For each task the loop calls ``executor(kind, task_id, fn_id, fn_blob,
-    method, name, args, dep_values, num_returns, runtime_env)`` where ``fn_blob`` is the
+    method, name, args, dep_values, num_returns, gpu_ids, runtime_env)`` where ``fn_blob`` is the
     cloudpickled function/class the first time this worker sees ``fn_id`` (else
-    None), ``args`` and each of ``dep_values`` is a value tuple. The executor
+    None), ``args`` and each of ``dep_values`` is a value tuple, and ``gpu_ids`` names the GPU
+    devices the task (or this worker's actor) holds. The executor
     returns either ``(0, [(pickle, buffers, contained), ...])`` with one entry
     per return (``contained``: ids of refs nested in that return value),
     or ``(1, (message, blob))`` when the task raised (``blob``: the pickled

@@ -16,7 +16,12 @@ Kind = Literal["function", "actor", "method"]
 # Ray's "infinite" (-1) for retries/restarts, as the native layer's integer.
 INFINITE = 2**31 - 1
 
-_COMMON = frozenset({"num_cpus", "num_gpus", "memory", "resources", "name", "scheduling_strategy"})
+_COMMON = frozenset(
+    {"num_cpus", "num_gpus", "accelerator_type", "memory", "resources", "name", "scheduling_strategy"}
+)
+# How much of a node's `accelerator_type:<model>` resource an `accelerator_type=` option takes
+# (Ray's amount: a constraint on the model, not a count of devices).
+ACCELERATOR_TYPE_SHARE = 0.001
 VALID: dict[Kind, frozenset[str]] = {
     "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls", "runtime_env"},
     "actor": _COMMON
@@ -40,6 +45,8 @@ class Options:
 
     num_cpus: float | None = None
     num_gpus: float | None = None
+    # The GPU model the work must run on (Ray's ``accelerator_type``, e.g. "H100").
+    accelerator_type: str | None = None
     memory: float | None = None
     resources: Mapping[str, float] | None = None
     num_returns: int | None = None
@@ -81,6 +88,8 @@ class Options:
         demand = {str(k): float(v) for k, v in (self.resources or {}).items()}
         if self.num_gpus:
             demand["GPU"] = float(self.num_gpus)
+        if self.accelerator_type:
+            demand[f"accelerator_type:{self.accelerator_type}"] = ACCELERATOR_TYPE_SHARE
         if self.memory:
             demand["memory"] = float(self.memory)
         return demand
@@ -122,6 +131,12 @@ def _check(key: str, value: Any) -> None:
     if key in ("num_cpus", "num_gpus", "memory"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+        if key == "num_gpus" and value > 1 and not float(value).is_integer():
+            # A share of one device, or whole devices: never 1.5 devices (as in Ray).
+            raise ValueError(f"num_gpus greater than 1 must be a whole number, got {value!r}")
+    elif key == "accelerator_type":
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"accelerator_type must be a model name such as 'H100', got {value!r}")
     elif key == "resources":
         if not isinstance(value, Mapping):
             raise TypeError(f"resources must be a dict of name -> amount, got {type(value).__name__}")

@@ -44,9 +44,7 @@ def default_state_dir() -> str:
     return os.environ.get(STATE_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".peer")
 
 
-def _node_resources(
-    num_gpus: float | None, resources: dict[str, float] | None
-) -> dict[str, float]:
+def _node_resources(resources: dict[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, amount in (resources or {}).items():
         if key in ("CPU", "GPU"):
@@ -54,9 +52,16 @@ def _node_resources(
                 f"resources must not contain {key!r}: use the num_cpus / num_gpus arguments instead"
             )
         out[str(key)] = float(amount)
-    if num_gpus:
-        out["GPU"] = float(num_gpus)
     return out
+
+
+def _node_gpus(num_gpus: float | None) -> int | None:
+    """The GPU count init() was given (None: detect them), which must be whole, as in Ray."""
+    if num_gpus is None:
+        return None
+    if isinstance(num_gpus, bool) or not float(num_gpus).is_integer() or num_gpus < 0:
+        raise ValueError(f"num_gpus must be a non-negative whole number, got {num_gpus!r}")
+    return int(num_gpus)
 
 
 class UnknownInitArgumentError(TypeError, RuntimeError):
@@ -232,7 +237,8 @@ def init(
             )
         state_dir = os.path.abspath(_state_dir or default_state_dir())
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        node_resources = _node_resources(num_gpus, resources)
+        node_resources = _node_resources(resources)
+        node_gpus = _node_gpus(num_gpus)
 
         socket_path: str | None
         if address in (None, "auto"):
@@ -254,7 +260,7 @@ def init(
             socket_path = None  # a full peer in this process, whatever daemon runs here
 
         if socket_path is not None:
-            if num_cpus is not None or node_resources or object_store_memory is not None:
+            if num_cpus is not None or node_resources or node_gpus is not None or object_store_memory is not None:
                 logger.warning(
                     "attaching to the running node at %s: num_cpus, num_gpus, resources and "
                     "object_store_memory are the daemon's; the values passed to init() are ignored",
@@ -280,6 +286,7 @@ def init(
                     if bootstrap or listen
                     else None
                 ),
+                num_gpus=node_gpus,
             )
         _state.info = dict(info)
         if job_env is not None:

@@ -16,7 +16,7 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from . import _concurrency, _context, _errors, _native, _runtime, _runtime_env, _serialization
+from . import _concurrency, _context, _errors, _gpus, _native, _runtime, _runtime_env, _serialization
 from .exceptions import RuntimeEnvSetupError
 from ._worker_output import PrefixedStream
 
@@ -197,10 +197,12 @@ def _execute(
     args: tuple[int, Any],
     dep_values: list[tuple[int, Any]],
     num_returns: int,
+    gpu_ids: list[str],
     runtime_env: tuple[bytes, str] | None,
 ) -> tuple[int, Any]:
     current = _context.CurrentTask(task_id=task_id.hex(), name=name)
     _context.set_current(current)
+    _gpus.hold(gpu_ids)
     try:
         # The node sends a function's code once per worker: keep it even for a task not run.
         if fn_blob is not None and fn_id not in _worker.code:
@@ -273,6 +275,7 @@ def execute(
     args: tuple[int, Any],
     dep_values: list[tuple[int, Any]],
     num_returns: int,
+    gpu_ids: list[str],
     runtime_env: tuple[bytes, str] | None = None,
 ) -> tuple[int, Any]:
     """Run one task: ``(0, [(pickle, buffers), ...])`` on success, ``(1, (message, blob))`` if it
@@ -280,7 +283,9 @@ def execute(
     actor exits on purpose (the call that asked for it, or the constructor, fails with that)."""
     if kind == _native.TASK_ACTOR_CREATE:
         _worker.actor_name = name.removesuffix(".__init__")
-    result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns, runtime_env)
+    result = _execute(
+        kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns, gpu_ids, runtime_env
+    )
     if result[0] == 0:
         if _worker.exit_reason is None:
             return result  # the common case

@@ -209,7 +209,7 @@ impl Core {
                 .candidates(&p.view, &request, &mut p.rng, &mut positions);
             let asked: Vec<PeerId> = positions.iter().map(|&i| p.view.peer(i)).collect();
             if asked.is_empty() {
-                if self.total.fits(&demand) {
+                if self.could_ever_fit_here(&demand) {
                     for tid in batch {
                         self.keep_here(tid);
                     }
@@ -311,7 +311,7 @@ impl Core {
     /// Whether this node or a peer in the view could ever run work that
     /// needs `demand` (has that much of each resource in all).
     pub(crate) fn fits_somewhere(&self, demand: &Resources) -> bool {
-        if self.total.fits(demand) {
+        if self.could_ever_fit_here(demand) {
             return true;
         }
         let d = to_policy(demand);
@@ -325,7 +325,7 @@ impl Core {
             queue_len: (self.tasks.ready_len() + self.cluster.placement.unplaced.len()) as u32,
             free_cpu: self.available.get("CPU").max(0.0),
             total_cpu: self.total.get("CPU"),
-            fits_now: self.available.fits(demand),
+            fits_now: self.fits_here(demand),
         }
     }
 
@@ -364,7 +364,7 @@ impl Core {
             .into_iter()
             .partition(|b| b.peer.is_some_and(|p| r.holders.contains(&p)));
         bids.extend(near);
-        if self.total.fits(&r.demand) {
+        if self.could_ever_fit_here(&r.demand) {
             // First, so that ties keep the task here (no transfer at all).
             let own = self.bid_load(&r.demand);
             bids.push(Bid {
@@ -474,7 +474,8 @@ impl Core {
                 self.tasks.get(t).is_some_and(|t| {
                     let demand = Self::placement_demand(t);
                     let d = to_policy(&demand);
-                    self.total.fits(&demand) || (0..view.len()).any(|i| view.can_ever_fit(i, &d))
+                    self.could_ever_fit_here(&demand)
+                        || (0..view.len()).any(|i| view.can_ever_fit(i, &d))
                 })
             });
             self.cluster.placement.parked = keep

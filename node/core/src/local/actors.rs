@@ -18,6 +18,7 @@ use serde_bytes::ByteBuf;
 use crate::core::Core;
 use crate::error::SubmitError;
 use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::local::gpus::GpuGrant;
 use crate::local::objects::{ObjState, ObjectEntry};
 use crate::local::tasks::{TaskEntry, TaskState, resources_of};
 use crate::local::workers::WorkerKind;
@@ -50,6 +51,8 @@ pub(crate) struct ActorEntry {
     pub(crate) handle_blob: ByteBuf,
     pub(crate) resources: Resources,
     pub(crate) holds_resources: bool,
+    /// The GPU devices it holds while `holds_resources`.
+    pub(crate) gpus: GpuGrant,
     pub(crate) restarts_left: i32,
     /// Every handle is gone: it ends once its queued calls are done.
     pub(crate) out_of_scope: bool,
@@ -159,6 +162,7 @@ impl Core {
                 handle_blob: opts.handle_blob.clone(),
                 resources: resources_of(spec),
                 holds_resources: false,
+                gpus: GpuGrant::default(),
                 restarts_left: opts.max_restarts,
                 out_of_scope: false,
             },
@@ -353,13 +357,14 @@ impl Core {
         }
         a.state = ActorState::Creating;
         a.holds_resources = true;
-        self.available.take(&res);
+        let grant = self.take_resources(&res);
         let wid = self.spawn_worker(WorkerKind::Actor(aid), env);
         if let Some(me) = self.cluster.me() {
             self.actor_placed(aid, me);
         }
         if let Some(a) = self.actors.entries.get_mut(&aid) {
             a.worker = Some(wid);
+            a.gpus = grant;
         }
         if let Some(t) = self.tasks.get_mut(&tid) {
             t.state = TaskState::Running(wid);
@@ -476,6 +481,7 @@ impl Core {
         if a.holds_resources {
             a.holds_resources = false;
             self.available.give(&a.resources);
+            self.gpus.give_back(std::mem::take(&mut a.gpus));
         }
         let inflight: Vec<TaskId> = a.inflight.drain(..).collect();
         let restart = allow_restart && a.restarts_left != 0;

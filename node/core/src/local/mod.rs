@@ -12,12 +12,14 @@
 //! - `scheduler`: which ready task runs on which worker;
 //! - `infeasible`: telling drivers of tasks no node could ever run;
 //! - `workers`: the worker pool;
+//! - `gpus`: which GPU device ids running work holds;
 //! - `actors`: actors created or hosted here.
 
 pub(crate) mod actors;
 mod client;
 pub(crate) mod conns;
 mod driver;
+pub(crate) mod gpus;
 pub(crate) mod infeasible;
 pub(crate) mod objects;
 mod scheduler;

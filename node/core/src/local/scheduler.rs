@@ -61,7 +61,7 @@ impl Core {
                 }
                 continue;
             }
-            let fits = self.available.fits(&t.resources);
+            let fits = self.fits_here(&t.resources);
             if (!fits || self.wants_a_free_cpu(t)) && self.placement_active() && self.may_leave(t) {
                 // Another peer may run it sooner: it joins the next bid round.
                 self.tasks.remove_ready_at(i);
@@ -70,7 +70,7 @@ impl Core {
             }
             if !fits {
                 if !t.infeasible_noted
-                    && !self.total.fits(&t.resources)
+                    && !self.could_ever_fit_here(&t.resources)
                     && !self.fits_somewhere(&t.resources)
                 {
                     // It waits for a node that has what it needs to join.
@@ -108,9 +108,10 @@ impl Core {
                         break;
                     };
                     self.tasks.remove_ready_at(i);
-                    self.available.take(&res);
+                    let grant = self.take_resources(&res);
                     if let Some(w) = self.workers.get_mut(&wid) {
                         w.held = res;
+                        w.gpus = grant;
                         w.busy = Some(tid);
                     }
                     self.send_execution(tid, wid);
@@ -200,6 +201,7 @@ impl Core {
             Value::Stored { .. } => self.value_for(&args_object_id(tid), Holder::Conn(conn)),
             v => v.clone(),
         };
+        let gpu_ids = self.gpu_ids_of(wid);
         let deps = spec
             .deps
             .iter()
@@ -218,6 +220,7 @@ impl Core {
             deps,
             num_returns: spec.num_returns,
             forward_output,
+            gpu_ids,
             runtime_env: spec.runtime_env.clone(),
         };
         if self.conns.contains(conn) {

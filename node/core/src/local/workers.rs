@@ -16,6 +16,7 @@ use crate::command::Command;
 use crate::core::Core;
 use crate::error::ProtocolError;
 use crate::ids::{ActorId, ConnId, EnvKey, FnId, TaskId, WorkerId};
+use crate::local::gpus::GpuGrant;
 use crate::local::objects::Holder;
 use crate::local::scheduler::Short;
 use crate::local::tasks::{TaskState, cancelled_error};
@@ -41,6 +42,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) queued: VecDeque<TaskId>,
     /// Resources it holds for its task.
     pub(crate) held: Resources,
+    /// The GPU devices it holds for its task.
+    pub(crate) gpus: GpuGrant,
     /// Nesting depth of gets/waits it is blocked in.
     pub(crate) blocked: u32,
     pub(crate) known_fns: FxHashSet<FnId>,
@@ -234,6 +237,7 @@ impl Core {
                 busy: None,
                 queued: Default::default(),
                 held: Default::default(),
+                gpus: GpuGrant::default(),
                 blocked: 0,
                 known_fns: Default::default(),
                 env,
@@ -445,6 +449,7 @@ impl Core {
                     self.available.take(&w.held.cpu_only());
                 }
                 self.available.give(&w.held);
+                self.gpus.give_back(w.gpus);
                 // Queued tasks never started: run them elsewhere, retries untouched.
                 for tid in w.queued.iter().rev() {
                     if let Some(t) = self.tasks.get_mut(tid) {
@@ -539,7 +544,8 @@ impl Core {
                     w.busy = w.queued.pop_front();
                     if w.busy.is_none() {
                         let held = std::mem::take(&mut w.held);
-                        self.available.give(&held);
+                        let grant = std::mem::take(&mut w.gpus);
+                        self.give_resources(&held, grant);
                         self.workers.idle.push(wid);
                     }
                 }
@@ -605,8 +611,9 @@ impl Core {
             self.available.take(&w.held.cpu_only());
         }
         let held = std::mem::take(&mut w.held);
+        let grant = std::mem::take(&mut w.gpus);
         let conn = w.conn;
-        self.available.give(&held);
+        self.give_resources(&held, grant);
         self.workers.idle.retain(|x| *x != wid);
         for tid in not_started.iter().rev() {
             if let Some(t) = self.tasks.get_mut(tid)

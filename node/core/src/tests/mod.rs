@@ -82,6 +82,8 @@ fn config(cpus: f64, peer_id: Option<PeerId>) -> CoreConfig {
         seed: rand::random(),
         num_cpus: cpus,
         resources: Vec::new(),
+        gpu_ids: Vec::new(),
+        gpu_memory: 0,
         daemon: false,
         store_path: "/test/store".into(),
         store_size: STORE_BYTES,
@@ -462,6 +464,7 @@ fn is_ready(st: &Core, id: &ObjectId) -> bool {
 mod actors;
 mod borrows;
 mod gets;
+mod gpus;
 mod infeasible;
 mod object_plane;
 mod objects;

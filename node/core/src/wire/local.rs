@@ -208,9 +208,12 @@ pub struct Execution {
     /// Send what the task prints to the node ([`ClientMsg::Output`]): its
     /// driver is attached from another process.
     pub forward_output: bool,
-    /// The task's environment: the worker was started for it (and sets it
-    /// up before its first task if its fork server could not); the packages
-    /// it names are the task's, for tasks it submits.
+    /// The GPU devices the task (or its actor) holds; empty when it asked
+    /// for none. The worker sets `CUDA_VISIBLE_DEVICES` to exactly these.
+    pub gpu_ids: Vec<String>,
+    /// The task's environment: the worker was started for it and sets it up
+    /// before its first task; the packages it names are the task's, for
+    /// tasks it submits.
     pub runtime_env: Option<Arc<RuntimeEnv>>,
 }
 

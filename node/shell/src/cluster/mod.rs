@@ -161,6 +161,7 @@ fn core_load(l: Load) -> PeerLoad {
         queue_len: l.queue_len,
         store_used: l.store_used,
         store_total: l.store_total,
+        gpu_memory: l.gpu_memory,
     }
 }
 
@@ -172,6 +173,7 @@ fn gossip_load(l: PeerLoad) -> Load {
         queue_len: l.queue_len,
         store_used: l.store_used,
         store_total: l.store_total,
+        gpu_memory: l.gpu_memory,
     }
 }
 

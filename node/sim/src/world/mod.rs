@@ -399,6 +399,8 @@ impl World {
             seed,
             num_cpus: node.spec.cpus,
             resources: node.spec.resources.clone(),
+            gpu_ids: Vec::new(),
+            gpu_memory: 0,
             daemon: false,
             store_path: format!("/sim/node{n}").into(),
             store_size: STORE_BYTES,
