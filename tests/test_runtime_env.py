@@ -371,3 +371,26 @@ def test_a_working_dir_past_the_size_limit_is_refused_clearly(
         look.options(runtime_env={"working_dir": str(project), "excludes": ["*.bin"]}).remote(["mylib"]), timeout=60
     )
     assert out["modules"] == {"mylib": "hello from mylib"}
+
+
+def test_the_cache_deletes_unused_entries_least_recently_used_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    for i, name in enumerate(["pkg-old", "pkg-inuse", "pkg-mid", "pkg-new"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_bytes(b"x" * 100)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"kind": "working_dir", "bytes": 100}))
+        lock = tmp_path / f"{name}.lock"
+        lock.touch()
+        os.utime(lock, (1000 + i, 1000 + i))  # last used: in this order
+    fd = os.open(tmp_path / "pkg-inuse.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a live worker uses it
+    try:
+        monkeypatch.setattr(_runtime_env, "CACHE_MAX_BYTES", 250)
+        _runtime_env._collect(tmp_path)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["pkg-inuse", "pkg-new"]
+    assert not (tmp_path / "pkg-old.json").exists() and not (tmp_path / "pkg-mid.json").exists()
