@@ -9,9 +9,9 @@ use peer_node::api::Patience;
 use peer_node::config::NodeConfig;
 use peer_node::local::socket::daemon_socket_path;
 use peer_node::{Node, NodeApi, NodeError};
-use peer_node_core::ids::{ActorId, FnId, ObjectId, TaskId};
+use peer_node_core::ids::{ActorId, EnvKey, FnId, ObjectId, TaskId};
 use peer_node_core::wire::local::{
-    ActorOptions, Query, Role, TaskKind, TaskSpec, Value, args_object_id,
+    ActorOptions, Query, Role, RuntimeEnv, TaskKind, TaskSpec, Value, args_object_id,
 };
 use peer_objstore::Arena;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
@@ -282,6 +282,29 @@ pub fn register_function(fn_id: &[u8], blob: Vec<u8>) -> PyResult<()> {
     rt.node.register_function(id, blob).map_err(node_err)
 }
 
+/// A normalised runtime environment, made once per environment and passed
+/// with every task submitted in it: the key workers are matched by, what a
+/// worker applies, and the objects (packages) its tasks hold.
+#[pyclass(name = "RuntimeEnv", module = "peer._native", frozen)]
+pub struct RuntimeEnvHandle {
+    env: Arc<RuntimeEnv>,
+    packages: Vec<ObjectId>,
+}
+
+#[pymethods]
+impl RuntimeEnvHandle {
+    #[new]
+    fn new(key: &[u8], setup: String, packages: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self {
+            env: Arc::new(RuntimeEnv {
+                key: id16(key, "runtime_env", EnvKey)?,
+                setup,
+            }),
+            packages: ids_from(packages)?,
+        })
+    }
+}
+
 /// Encode arguments and build a task spec.
 #[allow(clippy::too_many_arguments)]
 fn build_spec(
@@ -300,10 +323,16 @@ fn build_spec(
     max_retries: i32,
     retry_exceptions: bool,
     contained: Option<&Bound<'_, PyAny>>,
+    runtime_env: Option<&RuntimeEnvHandle>,
 ) -> PyResult<TaskSpec> {
     let task = TaskId::owned_by(rt.info.owner_tag);
     let bufs = raw_buffers(args_buffers)?;
     let args = encode_value(py, rt, args_object_id(task), args_pickle, &bufs)?;
+    let mut contained = contained_ids(contained)?;
+    if let Some(env) = runtime_env {
+        // The task holds its environment's packages like refs in its arguments.
+        contained.extend_from_slice(&env.packages);
+    }
     Ok(TaskSpec {
         task,
         kind,
@@ -313,12 +342,13 @@ fn build_spec(
         name,
         args,
         deps: ids_from(deps)?,
-        contained: contained_ids(contained)?,
+        contained,
         num_returns,
         resources,
         max_retries,
         retry_exceptions,
         actor_options: None,
+        runtime_env: runtime_env.map(|e| Arc::clone(&e.env)),
     })
 }
 
@@ -335,7 +365,7 @@ fn submit_spec(rt: &Runtime, spec: TaskSpec) -> PyResult<()> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (fn_id, args_pickle, args_buffers, deps, *, num_returns, num_cpus, resources, max_retries, retry_exceptions, name, contained=None))]
+#[pyo3(signature = (fn_id, args_pickle, args_buffers, deps, *, num_returns, num_cpus, resources, max_retries, retry_exceptions, name, contained=None, runtime_env=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn submit_task<'py>(
     py: Python<'py>,
@@ -350,6 +380,7 @@ pub fn submit_task<'py>(
     retry_exceptions: bool,
     name: String,
     contained: Option<&Bound<'py, PyAny>>,
+    runtime_env: Option<PyRef<'py, RuntimeEnvHandle>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let rt = runtime::current()?;
     let spec = build_spec(
@@ -368,6 +399,7 @@ pub fn submit_task<'py>(
         max_retries,
         retry_exceptions,
         contained,
+        runtime_env.as_deref(),
     )?;
     let ids = return_ids(py, &spec);
     submit_spec(&rt, spec)?;
@@ -375,7 +407,7 @@ pub fn submit_task<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (class_id, args_pickle, args_buffers, deps, *, num_cpus, resources, max_restarts, name, class_name, handle_blob, contained=None, detached=false))]
+#[pyo3(signature = (class_id, args_pickle, args_buffers, deps, *, num_cpus, resources, max_restarts, name, class_name, handle_blob, contained=None, detached=false, runtime_env=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn create_actor<'py>(
     py: Python<'py>,
@@ -391,6 +423,7 @@ pub fn create_actor<'py>(
     handle_blob: Vec<u8>,
     contained: Option<&Bound<'py, PyAny>>,
     detached: bool,
+    runtime_env: Option<PyRef<'py, RuntimeEnvHandle>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rt = runtime::current()?;
     let actor = ActorId::owned_by(rt.info.owner_tag);
@@ -410,6 +443,7 @@ pub fn create_actor<'py>(
         0,
         false,
         contained,
+        runtime_env.as_deref(),
     )?;
     // The stored handle is the actor id followed by the Python handle blob.
     let mut stored = actor.0.to_vec();
@@ -458,6 +492,7 @@ pub fn submit_actor_task<'py>(
         max_retries,
         false,
         contained,
+        None,
     )?;
     let ids = return_ids(py, &spec);
     submit_spec(&rt, spec)?;

@@ -58,6 +58,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::PinnedBuffer>()?;
     m.add_class::<errors::ErrorInfo>()?;
     m.add_class::<object_ref::ObjectRefBase>()?;
+    m.add_class::<api::RuntimeEnvHandle>()?;
     m.add_function(wrap_pyfunction!(api::init_embedded, m)?)?;
     m.add_function(wrap_pyfunction!(api::attach, m)?)?;
     m.add_function(wrap_pyfunction!(api::daemon_socket, m)?)?;

@@ -278,6 +278,10 @@ fn run_one(
         TaskKind::ActorMethod => TASK_ACTOR_METHOD,
     };
     let fn_blob = exec.fn_blob.map(|b| PyBytes::new(py, &b));
+    let runtime_env = exec
+        .runtime_env
+        .as_ref()
+        .map(|e| (PyBytes::new(py, &e.key.0), e.setup.as_str()));
     let call_args = (
         kind,
         PyBytes::new(py, &task.0),
@@ -289,6 +293,7 @@ fn run_one(
         deps,
         exec.num_returns,
         exec.gpu_ids,
+        runtime_env,
     );
     let r = executor.call1(call_args)?;
     let r = r.cast::<PyTuple>()?;

@@ -2,13 +2,14 @@
 //! shell must carry the commands out (like libp2p's `ToSwarm`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_bytes::ByteBuf;
 
 use crate::error::ProtocolError;
 use crate::ids::{ConnId, LookupId, ObjectId, PeerId, WaitId, WorkerId};
-use crate::wire::local::NodeMsg;
+use crate::wire::local::{NodeMsg, RuntimeEnv};
 use crate::wire::peer::PeerMsg;
 
 /// One thing for the shell to do.
@@ -31,8 +32,12 @@ pub enum Command {
     /// Send `msg` to another peer (to this node itself: deliver it back as a
     /// peer's message would be).
     ToPeer { peer: PeerId, msg: PeerMsg },
-    /// Start a worker process that says Hello as `worker`.
-    SpawnWorker { worker: WorkerId },
+    /// Start a worker process that says Hello as `worker`, set up for
+    /// runtime environment `env` (None: the node's own).
+    SpawnWorker {
+        worker: WorkerId,
+        env: Option<Arc<RuntimeEnv>>,
+    },
     /// SIGKILL a worker process.
     Kill { pid: u32 },
     /// Tell a worker process to look for a cancel of the task it runs (a

@@ -24,6 +24,14 @@ pub enum SubmitError {
     ActorMismatch,
     #[error("an actor named {0:?} already exists")]
     NameTaken(String),
+    #[error(
+        "the runtime_env of task {task} is {len} bytes once normalised; at most {max} are allowed"
+    )]
+    RuntimeEnvTooLarge {
+        task: String,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// Why a local connection is dropped: it broke the protocol.

@@ -172,6 +172,12 @@ id16!(
     /// A node (a peer).
     NodeId
 );
+id16!(
+    /// A runtime environment (`runtime_env`): a hash of what it sets up (its
+    /// packages' content hashes, variables and requirements), so workers
+    /// made for one serve every task that asks for the same environment.
+    EnvKey
+);
 
 /// The return index of an actor's handle object ([`ObjectId::for_actor`]);
 /// `u32::MAX` names a task's stored arguments (`wire::local::args_object_id`).

@@ -93,8 +93,30 @@ impl Core {
         // Workers.
         for wid in self.workers.idle_ids() {
             match self.workers.get(wid) {
-                Some(w) if w.kind == WorkerKind::Task && w.busy.is_none() && w.conn.is_some() => {}
+                Some(w)
+                    if w.kind == WorkerKind::Task
+                        && w.busy.is_none()
+                        && w.conn.is_some()
+                        && !w.leaving => {}
                 other => return fail(format!("idle worker {wid} is {other:?}")),
+            }
+        }
+        // A task runs only on a worker of its runtime environment.
+        for (wid, w) in self.workers.iter() {
+            if w.kind != WorkerKind::Task {
+                continue;
+            }
+            for tid in w.busy.iter().chain(w.queued.iter()) {
+                if let Some(t) = self.tasks.get(tid)
+                    && t.spec.env_key() != w.env_key()
+                {
+                    return fail(format!(
+                        "task {} of environment {:?} runs on worker {wid} of environment {:?}",
+                        t.spec.name,
+                        t.spec.env_key(),
+                        w.env_key()
+                    ));
+                }
             }
         }
         for (wid, w) in self.workers.iter() {

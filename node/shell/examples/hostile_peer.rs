@@ -228,6 +228,7 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
         max_retries: 0,
         retry_exceptions: false,
         actor_options: None,
+        runtime_env: None,
     };
     let error = ErrorInfo::new(ErrorKind::Task, "from a hostile peer");
     vec![

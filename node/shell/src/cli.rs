@@ -192,7 +192,8 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
         }
         Command::Status { json } => {
             let client = connect(&state_dir)?;
-            let status = client.query(Query::Status)?;
+            let mut status = client.query(Query::Status)?;
+            status["runtime_envs"] = crate::runtime_envs::listing(&state_dir);
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -379,4 +380,21 @@ fn print_status(s: &serde_json::Value) {
         mib(g(&["store", "spilled_bytes"])),
         mib(g(&["store", "restored_bytes"]))
     );
+    let envs = s["runtime_envs"].as_array().cloned().unwrap_or_default();
+    if !envs.is_empty() {
+        println!(
+            "  runtime envs  {} cached (least recently used first)",
+            envs.len()
+        );
+        for e in &envs {
+            println!(
+                "    {:<12} {}  {:.1} MiB  {}  {}",
+                e["kind"].as_str().unwrap_or("?"),
+                e["name"].as_str().unwrap_or("?"),
+                mib(e["bytes"].clone()),
+                e["state"].as_str().unwrap_or("?"),
+                e["what"].as_str().unwrap_or("")
+            );
+        }
+    }
 }

@@ -146,7 +146,9 @@ impl Io {
                 Some(tx) if tx.send((peer, msg)).is_ok() => {}
                 _ => tracing::debug!(%peer, "peer links are stopped; a message is dropped"),
             },
-            Command::SpawnWorker { worker } => {
+            // The worker sets up its runtime environment itself, from its
+            // first task (which carries it).
+            Command::SpawnWorker { worker, env: _ } => {
                 if let Some(tx) = &self.spawn {
                     let _ = tx.send(worker);
                 }

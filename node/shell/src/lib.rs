@@ -15,7 +15,8 @@
 //!   that carry peer messages, pulls of objects between stores;
 //! - [`gpus`]: the GPUs the node offers (NVML, `CUDA_VISIBLE_DEVICES`);
 //! - [`timers`], [`frames`] (async frame reading), [`config`], [`error`],
-//!   [`sys`] (the few libc calls), [`cli`].
+//!   [`sys`] (the few libc calls), [`cli`], [`runtime_envs`] (the runtime
+//!   environments cached in the state directory, for `peer status`).
 
 pub mod api;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod frames;
 pub mod gpus;
 pub mod local;
 pub mod node;
+pub mod runtime_envs;
 pub mod sys;
 pub mod timers;
 

@@ -245,6 +245,9 @@ pub struct TaskPlan {
     pub pad_args: usize,
     pub resources: Vec<(String, f64)>,
     pub max_retries: i32,
+    /// The runtime environment it runs in (one of two), if any: workers
+    /// serve one environment each.
+    pub env: Option<u8>,
 }
 
 /// One thing the driver does.
@@ -397,6 +400,13 @@ impl Script {
                     pad_args: if rng.random_bool(0.05) { 150_000 } else { 0 },
                     resources,
                     max_retries: if rng.random_bool(0.1) { 0 } else { 3 },
+                    // (From the number of refs so far, not the rng: the seeds' other
+                    // choices stay what they were.)
+                    env: match s.expect.len() % 6 {
+                        1 => Some(1),
+                        2 => Some(2),
+                        _ => None,
+                    },
                 };
                 let mut inputs = Vec::new();
                 let mut input_errors: Vec<ErrorKind> = Vec::new();

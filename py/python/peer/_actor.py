@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from . import _concurrency, _native, _runtime, _serialization
+from . import _concurrency, _native, _runtime, _runtime_env, _serialization
 from ._object_ref import ObjectRef
 from ._options import Options
 from ._remote_function import ArgSpec, PickledCode, wrap_returns
@@ -236,6 +236,8 @@ class ActorClass:
         self._options = options
         self._code = code or PickledCode(cls)
         self._methods = _method_table(cls)
+        # (the job's environment, this class's merged over it), worked out on first use.
+        self._env: tuple[_runtime_env.Resolved | None, _runtime_env.Resolved | None] | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
@@ -307,6 +309,13 @@ class ActorClass:
         # holds the class name, method table and signatures; the node returns the id beside it.
         task_retries = opts.task_retries()
         handle_blob = pickle.dumps((self.__name__, self._methods, specs, task_retries), protocol=5)
+        env = _runtime.job_env()
+        if opts.runtime_env is not None:
+            if self._env is None or self._env[0] is not env:
+                raw = _runtime_env.validate(opts.runtime_env, f"{self.__name__}.options()")
+                self._env = (env, _runtime_env.resolve(env, raw))
+            env = self._env[1]
+        env_kw = {} if env is None else {"runtime_env": env.handle}
         try:
             actor_id = _native.create_actor(
                 self._code.registered_id(),
@@ -321,6 +330,7 @@ class ActorClass:
                 handle_blob=handle_blob,
                 contained=contained,
                 detached=opts.lifetime == "detached",
+                **env_kw,
             )
         except ValueError as e:
             if opts.name is None or "already exists" not in str(e):

@@ -71,6 +71,13 @@ class ErrorInfo:
     message: str
     blob: bytes | None
 
+class RuntimeEnv:
+    """A normalised runtime environment, made once and passed with each task submitted in it:
+    ``key`` (16 bytes) is what workers are matched by, ``setup`` the JSON a worker applies, and
+    ``packages`` the object ids of its packages (every task in it holds them)."""
+
+    def __init__(self, key: bytes, setup: str, packages: list[bytes]) -> None: ...
+
 class ObjectRefBase:
     """Native part of ``peer.ObjectRef``: an object id plus a live-handle count.
 
@@ -142,6 +149,7 @@ def submit_task(
     retry_exceptions: bool,
     name: str,
     contained: list[bytes] | None = None,
+    runtime_env: RuntimeEnv | None = None,
 ) -> list[bytes]:
     """Submit a task; returns its ``num_returns`` object ids at once.
 
@@ -167,6 +175,7 @@ def create_actor(
     handle_blob: bytes,
     contained: list[bytes] | None = None,
     detached: bool = False,
+    runtime_env: RuntimeEnv | None = None,
 ) -> bytes:
     """Create an actor on a dedicated worker; returns its actor id at once. A ``detached`` actor
     lives until ``kill()``; any other ends once no ref to its handle object is left.
@@ -245,7 +254,19 @@ def cli_main(argv: list[str], python: str, python_path: list[str]) -> int:
 # ---- worker side -----------------------------------------------------------------
 
 Executor = Callable[
-    [int, bytes, bytes, bytes | None, str, str, tuple[int, Any], list[tuple[int, Any]], int, list[str]],
+    [
+        int,
+        bytes,
+        bytes,
+        bytes | None,
+        str,
+        str,
+        tuple[int, Any],
+        list[tuple[int, Any]],
+        int,
+        list[str],
+        tuple[bytes, str] | None,
+    ],
     tuple[int, Any],
 ]
 
@@ -261,7 +282,7 @@ def worker_main(
     """Run this process as a worker until the node says stop (or the socket closes).
 
     For each task the loop calls ``executor(kind, task_id, fn_id, fn_blob,
-    method, name, args, dep_values, num_returns, gpu_ids)`` where ``fn_blob`` is the
+    method, name, args, dep_values, num_returns, gpu_ids, runtime_env)`` where ``fn_blob`` is the
     cloudpickled function/class the first time this worker sees ``fn_id`` (else
     None), ``args`` and each of ``dep_values`` is a value tuple, and ``gpu_ids`` names the GPU
     devices the task (or this worker's actor) holds. The executor
@@ -269,8 +290,9 @@ def worker_main(
     per return (``contained``: ids of refs nested in that return value),
     or ``(1, (message, blob))`` when the task raised (``blob``: the pickled
     exception wrapper). For TASK_ACTOR_CREATE, success returns ``(0, [])``.
-    ``canceller(task_id)`` is called when the node cancels a task sent here (before the task
-    comes, if it has not yet). ``(CANCELLED, message)`` reports a task cancelled before it ran.
+    ``runtime_env`` is ``(key, setup)`` of the task's runtime environment (None: the node's own;
+    an actor's calls run in its creation's). ``canceller(task_id)`` is called when the node
+    cancels a task sent here (before the task comes, if it has not yet). ``(CANCELLED, message)`` reports a task cancelled before it ran.
     ``(DEFERRED, None)`` says the call runs on elsewhere (a thread of a threaded actor, or an
     async actor's event loop); its outcome is reported later with :func:`task_finished`.
     """

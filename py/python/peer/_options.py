@@ -23,9 +23,10 @@ _COMMON = frozenset(
 # (Ray's amount: a constraint on the model, not a count of devices).
 ACCELERATOR_TYPE_SHARE = 0.001
 VALID: dict[Kind, frozenset[str]] = {
-    "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"},
+    "function": _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls", "runtime_env"},
     "actor": _COMMON
     | {
+        "runtime_env",
         "max_restarts",
         "max_task_retries",
         "namespace",
@@ -64,6 +65,8 @@ class Options:
     concurrency_groups: Mapping[str, int] | None = None
     concurrency_group: str | None = None
     scheduling_strategy: Any = None
+    # Ray's runtime_env, as given (checked); merged over the job's when submitted.
+    runtime_env: Mapping[str, Any] | None = None
 
     def updated(self, kind: Kind, **kwargs: Any) -> Options:
         """A copy with ``kwargs`` applied; raises ValueError/TypeError on a bad name or value."""
@@ -119,6 +122,11 @@ class Options:
 
 def _check(key: str, value: Any) -> None:
     if value is None:
+        return
+    if key == "runtime_env":
+        from . import _runtime_env
+
+        _runtime_env.validate(value, "options(runtime_env=...)")
         return
     if key in ("num_cpus", "num_gpus", "memory"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

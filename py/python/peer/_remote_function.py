@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _native, _pickler, _runtime, _serialization
+from . import _native, _pickler, _runtime, _runtime_env, _serialization
 from ._object_ref import ObjectRef
 from ._options import Options
 
@@ -236,6 +236,8 @@ class RemoteFunction:
         # The signature calls must bind to: read on the first .remote() (not per call), shared by
         # the copies .options() makes.
         self._arg_spec = arg_spec
+        # (the job's environment, this function's merged over it), worked out on first use.
+        self._env: tuple[_runtime_env.Resolved | None, _runtime_env.Resolved | None] | None = None
         # Options are immutable: work out the submit arguments once, not per call.
         self._num_returns = 1 if options.num_returns is None else options.num_returns
         self._task_name = options.name or self.__name__
@@ -282,7 +284,28 @@ class RemoteFunction:
         data, buffers, deps, contained = _serialization.serialize_args(
             args, kwargs, self._task_name, _runtime.namespace()
         )
-        ids = _native.submit_task(
-            self._code.registered_id(), data, buffers, deps, contained=contained, **self._submit_options
-        )
+        env = _runtime.job_env() if self._options.runtime_env is None else self._own_env()
+        if env is None:
+            ids = _native.submit_task(
+                self._code.registered_id(), data, buffers, deps, contained=contained, **self._submit_options
+            )
+        else:
+            ids = _native.submit_task(
+                self._code.registered_id(),
+                data,
+                buffers,
+                deps,
+                contained=contained,
+                runtime_env=env.handle,
+                **self._submit_options,
+            )
         return wrap_returns(ids, self._num_returns)
+
+    def _own_env(self) -> _runtime_env.Resolved | None:
+        """This function's ``runtime_env`` merged over the job's (packed once per job)."""
+        parent = _runtime.job_env()
+        cached = self._env
+        if cached is None or cached[0] is not parent:
+            raw = _runtime_env.validate(self._options.runtime_env, f"{self.__name__}.options()")
+            cached = self._env = (parent, _runtime_env.resolve(parent, raw))
+        return cached[1]

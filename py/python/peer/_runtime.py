@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _native
+from . import _native, _runtime_env
 
 logger = logging.getLogger("peer")
 
@@ -32,6 +32,8 @@ class _State:
     registered: set[bytes] = field(default_factory=set)
     atexit_registered: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # The job's runtime environment (in a worker: the running task's), merged under each task's.
+    job_env: _runtime_env.Resolved | None = None
 
 
 _state = _State()
@@ -190,12 +192,7 @@ def init(
             f"peer.init() got unknown keyword argument(s): {', '.join(unknown)} (Ray's init() rejects "
             "them too); check the spelling against peer.init's documentation"
         )
-    if runtime_env:
-        raise ValueError(
-            "peer does not support runtime_env: workers run in the driver's Python environment and "
-            "working directory, so install packages there and set environment variables before "
-            "peer.init()"
-        )
+    job_env = _runtime_env.validate(runtime_env, "peer.init()")
     if namespace is not None:
         check_namespace(namespace, "peer.init()")
     if address is not None and "://" in address:
@@ -292,6 +289,13 @@ def init(
                 num_gpus=node_gpus,
             )
         _state.info = dict(info)
+        if job_env is not None:
+            # Packed now, once: the job's code is what it was at init() (as in Ray).
+            try:
+                _state.job_env = _runtime_env.resolve(None, job_env)
+            except BaseException:
+                shutdown()
+                raise
         # Ray's anonymous namespace: a UUID of this job's own.
         _state.namespace = namespace if namespace is not None else str(uuid.uuid4())
         if not _state.atexit_registered:
@@ -315,6 +319,8 @@ def shutdown() -> None:
             _state.info = None
             _state.namespace = None
             _state.registered.clear()
+            _state.job_env = None
+            _runtime_env.forget()
 
 
 def is_initialized() -> bool:
@@ -358,6 +364,17 @@ def current_namespace() -> str:
     """The namespace named actors are created in and looked up in when none is given."""
     ensure_initialized()
     return _state.namespace or ""
+
+
+def job_env() -> _runtime_env.Resolved | None:
+    """The environment tasks submitted here run in unless their options say otherwise: the job's
+    (``init(runtime_env=...)``), in a worker the running task's or actor's."""
+    return _state.job_env
+
+
+def set_task_env(env: _runtime_env.Resolved | None) -> None:
+    """Worker side: the task about to run is in ``env`` (its own submissions inherit it)."""
+    _state.job_env = env
 
 
 def set_task_namespace(namespace: str) -> None:

@@ -16,7 +16,8 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from . import _concurrency, _context, _errors, _gpus, _native, _runtime, _serialization
+from . import _concurrency, _context, _errors, _gpus, _native, _runtime, _runtime_env, _serialization
+from .exceptions import RuntimeEnvSetupError
 from ._worker_output import PrefixedStream
 
 
@@ -25,6 +26,12 @@ class _WorkerState:
 
     def __init__(self) -> None:
         self.code: dict[bytes, Any] = {}
+        # Pickled code not loaded yet (loaded when first called, once the task's runtime
+        # environment is set up: the code may import from it).
+        self.blobs: dict[bytes, bytes] = {}
+        # The runtime environment this worker took up (its key), or why that failed.
+        self.env_key: bytes | None = None
+        self.env_error: str | None = None
         self.actor: Any = None
         self.actor_name: str | None = None
         # Runs the calls of a threaded or async actor; None: one call at a time, here.
@@ -191,6 +198,7 @@ def _execute(
     dep_values: list[tuple[int, Any]],
     num_returns: int,
     gpu_ids: list[str],
+    runtime_env: tuple[bytes, str] | None,
 ) -> tuple[int, Any]:
     current = _context.CurrentTask(task_id=task_id.hex(), name=name)
     _context.set_current(current)
@@ -198,7 +206,9 @@ def _execute(
     try:
         # The node sends a function's code once per worker: keep it even for a task not run.
         if fn_blob is not None and fn_id not in _worker.code:
-            _worker.code[fn_id] = pickle.loads(fn_blob)
+            _worker.blobs[fn_id] = fn_blob
+        if runtime_env is not None:
+            _enter_env(*runtime_env)
         if _worker.exit_reason is not None:
             # Exiting: calls already sent here do not run (the node fails them).
             return (_native.DEFERRED, None) if _worker.runner is not None else (_native.EXIT, _worker.exit_reason)
@@ -229,10 +239,30 @@ def _execute(
             result = _worker.run_coroutine(result)
         return (0, _serialize_returns(result, num_returns, name))
     except BaseException as e:  # noqa: BLE001 - every failure of user code goes back to the caller
+        if isinstance(e, ModuleNotFoundError):
+            _runtime_env.describe_missing_module(e, _runtime.job_env())
         return (1, _errors.capture(e, name))
     finally:
         _worker.flush()
         _context.set_current(_context.NO_TASK)
+
+
+def _enter_env(key: bytes, setup: str) -> None:
+    """The task runs in runtime environment ``key``: take it up before this worker's first task
+    (the node sends a worker tasks of its environment only); its submissions inherit it."""
+    if _worker.env_key != key:
+        if _worker.env_key is not None:
+            raise RuntimeError("the node sent this worker a task of another runtime_env (internal error)")
+        if _worker.env_error is None:
+            try:
+                _runtime_env.apply(setup)
+                _worker.env_key = key
+            except BaseException as e:  # noqa: BLE001 - every task of this worker fails with it
+                _worker.env_error = str(e) if isinstance(e, RuntimeEnvSetupError) else f"{type(e).__name__}: {e}"
+        if _worker.env_error is not None:
+            fail_for_good()
+            raise RuntimeEnvSetupError(f"setting up the task's runtime_env failed: {_worker.env_error}")
+    _runtime.set_task_env(_runtime_env.from_setup(key, setup))
 
 
 def execute(
@@ -246,13 +276,16 @@ def execute(
     dep_values: list[tuple[int, Any]],
     num_returns: int,
     gpu_ids: list[str],
+    runtime_env: tuple[bytes, str] | None = None,
 ) -> tuple[int, Any]:
     """Run one task: ``(0, [(pickle, buffers), ...])`` on success, ``(1, (message, blob))`` if it
     raised, ``(DEFERRED, None)`` when a concurrent actor runs it on, ``(EXIT, reason)`` when the
     actor exits on purpose (the call that asked for it, or the constructor, fails with that)."""
     if kind == _native.TASK_ACTOR_CREATE:
         _worker.actor_name = name.removesuffix(".__init__")
-    result = _execute(kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns, gpu_ids)
+    result = _execute(
+        kind, task_id, fn_id, fn_blob, method, name, args, dep_values, num_returns, gpu_ids, runtime_env
+    )
     if result[0] == 0:
         if _worker.exit_reason is None:
             return result  # the common case
@@ -351,9 +384,13 @@ def _submit_concurrent(
 
 
 def _code(fn_id: bytes) -> Any:
-    try:
-        return _worker.code[fn_id]
-    except KeyError:
-        raise RuntimeError(
-            f"the node sent no code for function {fn_id.hex()} to this worker (internal error)"
-        ) from None
+    code = _worker.code.get(fn_id)
+    if code is not None:
+        return code
+    blob = _worker.blobs.get(fn_id)
+    if blob is None:
+        raise RuntimeError(f"the node sent no code for function {fn_id.hex()} to this worker (internal error)")
+    # A failure (a module missing here) leaves the blob for the next task to try again.
+    code = _worker.code[fn_id] = pickle.loads(blob)
+    del _worker.blobs[fn_id]
+    return code

@@ -29,6 +29,7 @@ __all__ = [
     "ObjectLostError",
     "OwnerDiedError",
     "TaskCancelledError",
+    "RuntimeEnvSetupError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
@@ -189,6 +190,11 @@ class OwnerDiedError(ObjectLostError):
 
 class TaskCancelledError(PeerError):
     """The task producing the object was cancelled with ``peer.cancel``."""
+
+
+class RuntimeEnvSetupError(PeerError):
+    """A task's ``runtime_env`` could not be set up on the peer that was to run it (a failed pip
+    install, a package that could not be fetched); the message says why. Not retried."""
 
 
 # Ray's names for the same classes.

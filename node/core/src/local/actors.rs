@@ -346,6 +346,7 @@ impl Core {
             return;
         };
         let res = t.resources.clone();
+        let env = t.spec.runtime_env.clone();
         let Some(a) = self.actors.entries.get_mut(&aid) else {
             return;
         };
@@ -357,7 +358,7 @@ impl Core {
         a.state = ActorState::Creating;
         a.holds_resources = true;
         let grant = self.take_resources(&res);
-        let wid = self.spawn_worker(WorkerKind::Actor(aid));
+        let wid = self.spawn_worker(WorkerKind::Actor(aid), env);
         if let Some(me) = self.cluster.me() {
             self.actor_placed(aid, me);
         }

@@ -1,6 +1,7 @@
 //! Which ready task runs where: idle workers first, then (with every worker
 //! busy) known-short tasks queued behind running ones, then more workers;
 //! tasks that do not fit here go to the next bid round (`cluster::placement`).
+//! A task runs only on a worker started for its runtime environment.
 
 use std::sync::Arc;
 
@@ -9,13 +10,25 @@ use crate::ids::{TaskId, WorkerId};
 use crate::local::objects::Holder;
 use crate::local::tasks::TaskState;
 use crate::wire::local::{
-    ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, TaskKind, Value, args_object_id,
+    ErrorInfo, ErrorKind, Execution, NodeMsg, Outcome, RuntimeEnv, TaskKind, Value, args_object_id,
 };
 
 /// How many queue entries one scheduling pass looks at past tasks that do not fit.
 const SCAN_LIMIT: usize = 256;
 /// Tasks queued behind a running one, for functions that take under 200 µs.
 const PIPELINE_DEPTH_TINY: usize = 4;
+
+/// The ready tasks one scheduling pass saw find no idle worker of their
+/// runtime environment (see `Core::grow_pool`).
+#[derive(Debug, Default)]
+pub(crate) struct Short {
+    /// In the node's own environment.
+    pub(crate) plain: usize,
+    /// In a runtime environment: one entry per task.
+    pub(crate) envs: Vec<Arc<RuntimeEnv>>,
+    /// Of all of them, those that need no CPU.
+    pub(crate) cpu_free: usize,
+}
 
 impl Core {
     /// Start queued tasks that fit on idle workers; ask for more workers when short.
@@ -28,7 +41,7 @@ impl Core {
         }
         let mut i = 0;
         let mut skipped = 0;
-        let mut cpu_free = 0;
+        let mut short = Short::default();
         while i < self.tasks.ready_len() && skipped < SCAN_LIMIT {
             let Some(tid) = self.tasks.ready_at(i) else {
                 break;
@@ -74,10 +87,20 @@ impl Core {
                 }
                 _ => {
                     let res = t.resources.clone();
-                    let Some(wid) = self.workers.pop_idle() else {
-                        if res.get("CPU") == 0.0 {
+                    let env = t.spec.runtime_env.as_ref();
+                    let Some(wid) = self.workers.pop_idle_for(env.map(|e| e.key)) else {
+                        let needs_cpu = res.get("CPU") != 0.0;
+                        match env {
+                            Some(e) => short.envs.push(Arc::clone(e)),
+                            None => short.plain += 1,
+                        }
+                        if !needs_cpu {
                             // Needs no CPU: it gets a worker of its own (below).
-                            cpu_free += 1;
+                            short.cpu_free += 1;
+                        }
+                        if !needs_cpu || self.workers.has_idle() {
+                            // Idle workers of other environments may suit
+                            // tasks further on.
                             i += 1;
                             skipped += 1;
                             continue;
@@ -95,11 +118,14 @@ impl Core {
                 }
             }
         }
-        if !self.tasks.ready_is_empty() && !self.workers.has_idle() {
+        // (With workers of several environments, idle ones may suit none of
+        // the ready tasks.)
+        let mixed = self.workers.has_env_workers() || !short.envs.is_empty();
+        if !self.tasks.ready_is_empty() && (!self.workers.has_idle() || mixed) {
             self.pipeline_short_tasks();
         }
-        if !self.tasks.ready_is_empty() && !self.workers.has_idle() {
-            self.grow_pool(cpu_free);
+        if !self.tasks.ready_is_empty() && (!self.workers.has_idle() || mixed) {
+            self.grow_pool(short);
         }
         if self.cluster.has_unplaced() {
             self.start_round();
@@ -123,7 +149,8 @@ impl Core {
                 Some(mean) if mean < 1000.0 => 1,
                 _ => return,
             };
-            let Some(wid) = self.workers.least_queued_busy(&t.resources, depth) else {
+            let env = t.spec.env_key();
+            let Some(wid) = self.workers.least_queued_busy(&t.resources, env, depth) else {
                 return;
             };
             self.tasks.pop_ready_front();
@@ -194,6 +221,7 @@ impl Core {
             num_returns: spec.num_returns,
             forward_output,
             gpu_ids,
+            runtime_env: spec.runtime_env.clone(),
         };
         if self.conns.contains(conn) {
             self.emit(crate::Command::Send {

@@ -16,7 +16,8 @@ use crate::local::objects::{Holder, ObjState};
 use crate::local::waits::Target;
 use crate::resources::Resources;
 use crate::wire::local::{
-    ErrorInfo, ErrorKind, NodeMsg, Outcome, Role, TaskKind, TaskSpec, Value, args_object_id,
+    ErrorInfo, ErrorKind, NodeMsg, Outcome, RUNTIME_ENV_MAX, Role, TaskKind, TaskSpec, Value,
+    args_object_id,
 };
 use crate::wire::peer::PeerMsg;
 
@@ -296,6 +297,15 @@ impl Core {
                 resource: name.clone(),
                 amount: *amount,
                 max: MAX_RESOURCE,
+            });
+        }
+        if let Some(env) = &spec.runtime_env
+            && env.setup.len() > RUNTIME_ENV_MAX
+        {
+            return Err(SubmitError::RuntimeEnvTooLarge {
+                task: spec.name.clone(),
+                len: env.setup.len(),
+                max: RUNTIME_ENV_MAX,
             });
         }
         if spec.kind == TaskKind::ActorCreate {

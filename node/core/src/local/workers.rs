@@ -1,20 +1,27 @@
 //! The worker pool: asking the shell for worker processes, workers saying
 //! Hello, the idle list, resources a worker holds for its task (given back
 //! while it blocks in `get`), and workers dying.
+//!
+//! A task worker is started for one runtime environment (or for none: the
+//! node's own) and runs only tasks of that environment. When tasks of an
+//! environment find no idle worker of theirs and the pool is full, an idle
+//! worker of another environment leaves to make room.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::command::Command;
 use crate::core::Core;
 use crate::error::ProtocolError;
-use crate::ids::{ActorId, ConnId, FnId, TaskId, WorkerId};
+use crate::ids::{ActorId, ConnId, EnvKey, FnId, TaskId, WorkerId};
 use crate::local::gpus::GpuGrant;
 use crate::local::objects::Holder;
+use crate::local::scheduler::Short;
 use crate::local::tasks::{TaskState, cancelled_error};
 use crate::resources::Resources;
-use crate::wire::local::{ErrorInfo, ErrorKind, NodeMsg, Role, TaskKind};
+use crate::wire::local::{ErrorInfo, ErrorKind, NodeMsg, Role, RuntimeEnv, TaskKind};
 
 /// What a worker process is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +47,29 @@ pub(crate) struct WorkerEntry {
     /// Nesting depth of gets/waits it is blocked in.
     pub(crate) blocked: u32,
     pub(crate) known_fns: FxHashSet<FnId>,
+    /// The runtime environment it was started for (None: the node's own);
+    /// it runs tasks of that environment only.
+    pub(crate) env: Option<Arc<RuntimeEnv>>,
+    /// Told to exit to make room for a worker of another environment: no
+    /// pool counts it and none replaces it.
+    pub(crate) leaving: bool,
+}
+
+impl WorkerEntry {
+    pub(crate) fn env_key(&self) -> Option<EnvKey> {
+        self.env.as_ref().map(|e| e.key)
+    }
+}
+
+/// Task workers by state: what growing the pool needs to know.
+#[derive(Debug, Default, Clone, Copy)]
+struct PoolCounts {
+    /// Alive or starting (not leaving).
+    all: usize,
+    /// Starting in the node's own environment.
+    starting_plain: usize,
+    /// Blocked in a get.
+    blocked: usize,
 }
 
 /// The worker processes of this node.
@@ -50,6 +80,9 @@ pub(crate) struct Workers {
     idle: Vec<WorkerId>,
     /// Set when the worker fork server failed: why tasks cannot run.
     spawn_failure: Option<String>,
+    /// Task workers started for a runtime environment (none: every task
+    /// worker serves every task, as without environments).
+    env_workers: usize,
 }
 
 impl Workers {
@@ -73,8 +106,35 @@ impl Workers {
         &self.idle
     }
 
-    pub(crate) fn pop_idle(&mut self) -> Option<WorkerId> {
-        self.idle.pop()
+    /// An idle task worker of environment `env` (the most recently idle one).
+    pub(crate) fn pop_idle_for(&mut self, env: Option<EnvKey>) -> Option<WorkerId> {
+        if self.env_workers == 0 && env.is_none() {
+            return self.idle.pop();
+        }
+        let entries = &self.entries;
+        let at = self
+            .idle
+            .iter()
+            .rposition(|w| entries.get(w).is_some_and(|e| e.env_key() == env))?;
+        Some(self.idle.remove(at))
+    }
+
+    /// Whether some task workers run in a runtime environment.
+    pub(crate) fn has_env_workers(&self) -> bool {
+        self.env_workers > 0
+    }
+
+    /// Task workers of environment `env` that have not said Hello yet.
+    fn starting_for(&self, env: EnvKey) -> usize {
+        self.entries
+            .values()
+            .filter(|w| {
+                w.kind == WorkerKind::Task
+                    && !w.leaving
+                    && w.conn.is_none()
+                    && w.env_key() == Some(env)
+            })
+            .count()
     }
 
     pub(crate) fn has_idle(&self) -> bool {
@@ -94,26 +154,26 @@ impl Workers {
         self.entries.values().filter_map(|w| w.pid).collect()
     }
 
-    /// Task workers: (alive or starting, starting, blocked).
-    fn task_worker_counts(&self) -> (usize, usize, usize) {
-        let mut all = 0;
-        let mut starting = 0;
-        let mut blocked = 0;
+    /// Task workers not leaving, by state.
+    fn task_worker_counts(&self) -> PoolCounts {
+        let mut c = PoolCounts::default();
         for w in self.entries.values() {
-            if w.kind == WorkerKind::Task {
-                all += 1;
-                starting += usize::from(w.conn.is_none());
-                blocked += usize::from(w.blocked > 0);
+            if w.kind == WorkerKind::Task && !w.leaving {
+                c.all += 1;
+                c.starting_plain += usize::from(w.conn.is_none() && w.env.is_none());
+                c.blocked += usize::from(w.blocked > 0);
             }
         }
-        (all, starting, blocked)
+        c
     }
 
-    /// The busy task worker with the fewest tasks queued behind its own, below
-    /// `depth`, holding exactly `resources` (a pipelined task inherits its slot).
+    /// The busy task worker of environment `env` with the fewest tasks queued
+    /// behind its own, below `depth`, holding exactly `resources` (a
+    /// pipelined task inherits its slot).
     pub(crate) fn least_queued_busy(
         &self,
         resources: &Resources,
+        env: Option<EnvKey>,
         depth: usize,
     ) -> Option<WorkerId> {
         self.entries
@@ -125,6 +185,7 @@ impl Workers {
                     && w.conn.is_some()
                     && w.queued.len() < depth
                     && w.held == *resources
+                    && w.env_key() == env
             })
             .min_by_key(|(_, w)| w.queued.len())
             .map(|(wid, _)| *wid)
@@ -155,9 +216,18 @@ impl std::ops::Index<&WorkerId> for Workers {
 }
 
 impl Core {
-    /// Ask the shell for one more worker process.
-    pub(crate) fn spawn_worker(&mut self, kind: WorkerKind) -> WorkerId {
+    /// Ask the shell for one more worker process, for runtime environment
+    /// `env` (None: the node's own).
+    pub(crate) fn spawn_worker(
+        &mut self,
+        kind: WorkerKind,
+        env: Option<Arc<RuntimeEnv>>,
+    ) -> WorkerId {
         let wid = WorkerId::from_rng(&mut self.rng);
+        if kind == WorkerKind::Task && env.is_some() {
+            self.workers.env_workers += 1;
+        }
+        let spawn_env = env.clone();
         self.workers.entries.insert(
             wid,
             WorkerEntry {
@@ -170,11 +240,16 @@ impl Core {
                 gpus: GpuGrant::default(),
                 blocked: 0,
                 known_fns: Default::default(),
+                env,
+                leaving: false,
             },
         );
         self.stats.workers_started += 1;
         if !self.shutting_down {
-            self.emit(Command::SpawnWorker { worker: wid });
+            self.emit(Command::SpawnWorker {
+                worker: wid,
+                env: spawn_env,
+            });
         }
         wid
     }
@@ -183,7 +258,7 @@ impl Core {
     pub fn start_pool(&mut self) {
         let n = self.pool_size();
         for _ in 0..n {
-            self.spawn_worker(WorkerKind::Task);
+            self.spawn_worker(WorkerKind::Task, None);
         }
     }
 
@@ -193,23 +268,82 @@ impl Core {
 
     /// More runnable tasks than idle workers: start workers, up to one per CPU
     /// plus one for each worker blocked in `get` (so nested tasks never deadlock).
-    /// `cpu_free`: ready tasks that need no CPU and found no idle worker.
-    pub(crate) fn grow_pool(&mut self, cpu_free: usize) {
+    /// `short` says which tasks the scheduler saw find no idle worker of
+    /// their environment; `cpu_free` of them need no CPU.
+    pub(crate) fn grow_pool(&mut self, short: Short) {
         if self.shutting_down || self.workers.spawn_failure.is_some() {
             return;
         }
-        let (all, starting, blocked) = self.workers.task_worker_counts();
+        let c = self.workers.task_worker_counts();
         // A task that takes no CPU (`num_cpus=0`) never waits for one: it
         // gets a worker beyond the pool's size.
-        let cap = self.pool_size() + blocked + cpu_free;
-        let want = self
-            .tasks
-            .ready_len()
-            .saturating_sub(starting)
-            .min(cap.saturating_sub(all));
-        for _ in 0..want {
-            self.spawn_worker(WorkerKind::Task);
+        let cap = self.pool_size() + c.blocked + short.cpu_free;
+        let mut room = cap.saturating_sub(c.all);
+        let env_tasks = short.envs.len();
+        // Tasks in an environment: a worker each, beyond those starting; an
+        // idle worker of another environment leaves if the pool is full.
+        let mut envs: Vec<(Arc<RuntimeEnv>, usize)> = Vec::new();
+        for env in short.envs {
+            match envs.iter_mut().find(|(e, _)| e.key == env.key) {
+                Some((_, n)) => *n += 1,
+                None => envs.push((env, 1)),
+            }
         }
+        for (env, n) in envs {
+            let want = n.saturating_sub(self.workers.starting_for(env.key));
+            for _ in 0..want {
+                if !self.take_room(&mut room, Some(env.key)) {
+                    break;
+                }
+                self.spawn_worker(WorkerKind::Task, Some(Arc::clone(&env)));
+            }
+        }
+        // Tasks in the node's own environment. With no environments about,
+        // every ready task counts (the scheduler stops looking at the first
+        // that finds no idle worker); else only those seen short.
+        let plain = if env_tasks == 0 && !self.workers.has_env_workers() {
+            self.tasks.ready_len()
+        } else {
+            short.plain
+        };
+        let want = plain.saturating_sub(c.starting_plain);
+        for _ in 0..want {
+            if !self.take_room(&mut room, None) {
+                break;
+            }
+            self.spawn_worker(WorkerKind::Task, None);
+        }
+    }
+
+    /// Room in the pool for one more worker of environment `env`: a free
+    /// place, else one an idle worker of another environment leaves (the
+    /// one idle longest). False when there is none.
+    fn take_room(&mut self, room: &mut usize, env: Option<EnvKey>) -> bool {
+        if *room > 0 {
+            *room -= 1;
+            return true;
+        }
+        let entries = &self.workers.entries;
+        let Some(at) = self
+            .workers
+            .idle
+            .iter()
+            .position(|w| entries.get(w).is_some_and(|e| e.env_key() != env))
+        else {
+            return false;
+        };
+        let wid = self.workers.idle.remove(at);
+        let Some(w) = self.workers.entries.get_mut(&wid) else {
+            return false;
+        };
+        w.leaving = true;
+        if w.env.is_some() {
+            self.workers.env_workers = self.workers.env_workers.saturating_sub(1);
+        }
+        if let Some(conn) = w.conn {
+            self.send_to(conn, NodeMsg::Exit);
+        }
+        true
     }
 
     /// A connection said who it is.
@@ -303,7 +437,10 @@ impl Core {
             return;
         };
         self.workers.idle.retain(|x| *x != wid);
-        if !self.shutting_down {
+        if w.kind == WorkerKind::Task && w.env.is_some() && !w.leaving {
+            self.workers.env_workers = self.workers.env_workers.saturating_sub(1);
+        }
+        if !self.shutting_down && !w.leaving {
             self.stats.workers_died += 1;
         }
         match w.kind {
@@ -323,10 +460,11 @@ impl Core {
                 if let Some(tid) = w.busy {
                     self.task_lost_worker(tid, pid);
                 }
-                if !self.shutting_down && self.workers.spawn_failure.is_none() {
-                    let (all, _, _) = self.workers.task_worker_counts();
-                    if all < self.pool_size() {
-                        self.spawn_worker(WorkerKind::Task);
+                if !self.shutting_down && self.workers.spawn_failure.is_none() && !w.leaving {
+                    // Its replacement is of its environment: the work it
+                    // did is likely to come again.
+                    if self.workers.task_worker_counts().all < self.pool_size() {
+                        self.spawn_worker(WorkerKind::Task, w.env.clone());
                     }
                 }
             }

@@ -58,6 +58,8 @@ struct Harness {
     now: Instant,
     sent: FxHashMap<ConnId, Vec<NodeMsg>>,
     spawned: Vec<WorkerId>,
+    /// The runtime environment each spawned worker is for.
+    spawned_env: FxHashMap<WorkerId, Option<crate::ids::EnvKey>>,
     timers: Vec<Instant>,
     to_peers: Vec<(PeerId, PeerMsg)>,
     pulls: Vec<PullCmd>,
@@ -104,6 +106,7 @@ impl Harness {
             now,
             sent: FxHashMap::default(),
             spawned: Vec::new(),
+            spawned_env: FxHashMap::default(),
             timers: Vec::new(),
             to_peers: Vec::new(),
             pulls: Vec::new(),
@@ -141,7 +144,10 @@ impl Harness {
                 Command::Disconnect { conn, why } => self.dropped.push((conn, why.to_string())),
                 Command::Stop => self.stops += 1,
                 Command::ToPeer { peer, msg } => self.to_peers.push((peer, msg)),
-                Command::SpawnWorker { worker } => self.spawned.push(worker),
+                Command::SpawnWorker { worker, env } => {
+                    self.spawned.push(worker);
+                    self.spawned_env.insert(worker, env.map(|e| e.key));
+                }
                 Command::Kill { pid } => self.kills.push(pid),
                 Command::Interrupt { pid } => self.interrupts.push(pid),
                 Command::Pull {
@@ -383,6 +389,7 @@ fn task(fn_id: FnId, deps: Vec<ObjectId>) -> TaskSpec {
         max_retries: 0,
         retry_exceptions: false,
         actor_options: None,
+        runtime_env: None,
     }
 }
 
@@ -464,6 +471,7 @@ mod objects;
 mod placement;
 mod reruns;
 mod robustness;
+mod runtime_envs;
 mod scheduling;
 mod tasks;
 

@@ -6,10 +6,12 @@
 //! [`ClientMsg::Hello`]; the node answers [`NodeMsg::Welcome`]. Requests that
 //! need an answer carry a `req` number that the answer repeats.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
+use crate::ids::{ActorId, EnvKey, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
 
 /// Values up to this many encoded bytes travel inside messages; larger ones
 /// go through the shared-memory store.
@@ -120,6 +122,22 @@ pub struct ActorOptions {
     pub detached: bool,
 }
 
+/// The most bytes a runtime environment's `setup` may have.
+pub const RUNTIME_ENV_MAX: usize = 64 * 1024;
+
+/// A task's runtime environment (Ray's `runtime_env`), as its driver
+/// normalised it: the node matches workers by `key` and hands `setup` to the
+/// worker, which applies it (the packages it names travel as objects, among
+/// the task's `contained` refs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeEnv {
+    /// What workers are matched by: equal keys set up equal environments.
+    pub key: EnvKey,
+    /// What a worker applies (JSON the node does not read), at most
+    /// [`RUNTIME_ENV_MAX`] bytes.
+    pub setup: String,
+}
+
 /// A task as submitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -146,9 +164,18 @@ pub struct TaskSpec {
     /// Also retry when the task raised.
     pub retry_exceptions: bool,
     pub actor_options: Option<ActorOptions>,
+    /// Where it runs: a worker set up for this environment (None: a plain
+    /// worker, in the node's own environment). An actor's calls run in its
+    /// creation's environment.
+    pub runtime_env: Option<Arc<RuntimeEnv>>,
 }
 
 impl TaskSpec {
+    /// The key of the environment it runs in (None: the node's own).
+    pub fn env_key(&self) -> Option<EnvKey> {
+        self.runtime_env.as_ref().map(|e| e.key)
+    }
+
     /// What to call the actor (its class name) in messages; the task name otherwise.
     pub fn actor_name(&self) -> &str {
         self.actor_options
@@ -184,6 +211,10 @@ pub struct Execution {
     /// The GPU devices the task (or its actor) holds; empty when it asked
     /// for none. The worker sets `CUDA_VISIBLE_DEVICES` to exactly these.
     pub gpu_ids: Vec<String>,
+    /// The task's environment: the worker was started for it and sets it up
+    /// before its first task; the packages it names are the task's, for
+    /// tasks it submits.
+    pub runtime_env: Option<Arc<RuntimeEnv>>,
 }
 
 /// How a task ended, as its worker reports it.

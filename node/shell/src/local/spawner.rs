@@ -23,6 +23,8 @@ pub fn start_forkserver(
     let mut cmd = tokio::process::Command::new(&config.python);
     cmd.args(["-m", "peer._forkserver"])
         .env("PEER_SOCKET", socket)
+        // Where workers keep the runtime environments they set up.
+        .env("PEER_STATE_DIR", &config.state_dir)
         .stdin(Stdio::piped())
         .kill_on_drop(false);
     if !config.python_path.is_empty() {

@@ -234,6 +234,7 @@ impl Driver {
                     max_retries: task.max_retries,
                     retry_exceptions: false,
                     actor_options: None,
+                    runtime_env: task.env.map(sim_env),
                 };
                 self.ids[r] = Some(ObjectId::for_return(tid, 1));
                 if args.len() > INLINE_MAX {
@@ -293,6 +294,7 @@ impl Driver {
                         handle_blob: ByteBuf::from(actor.0.to_vec()),
                         detached: false,
                     }),
+                    runtime_env: None,
                 };
                 ctx.out.push(ClientMsg::CreateActor {
                     req,
@@ -324,6 +326,7 @@ impl Driver {
                     max_retries: 0,
                     retry_exceptions: false,
                     actor_options: None,
+                    runtime_env: None,
                 };
                 self.ids[r] = Some(ObjectId::for_return(tid, 1));
                 self.submit(r, spec, ctx);
@@ -498,4 +501,12 @@ impl Driver {
     pub fn actor_id(&self, a: usize) -> Option<ActorId> {
         self.actors.get(a).copied().flatten()
     }
+}
+
+/// Runtime environment `n` of the simulation (workers are matched by its key).
+pub fn sim_env(n: u8) -> std::sync::Arc<peer_node_core::wire::local::RuntimeEnv> {
+    std::sync::Arc::new(peer_node_core::wire::local::RuntimeEnv {
+        key: peer_node_core::ids::EnvKey([n; 16]),
+        setup: format!("{{\"sim\": {n}}}"),
+    })
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use peer_node_core::ids::{ActorId, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
+use peer_node_core::ids::{ActorId, EnvKey, FnId, ObjectId, OwnerTag, TaskId, WorkerId};
 use peer_node_core::store::ObjectStore;
 use peer_node_core::wire::local::{
     ClientMsg, ErrorInfo, ErrorKind, Execution, INLINE_MAX, NodeMsg, Outcome, Reserved, Role,
@@ -59,13 +59,15 @@ pub struct Worker {
     cancels: Vec<TaskId>,
     /// It said `Retire`: it waits for the node's word to exit.
     retiring: bool,
+    /// The runtime environment it was started for.
+    pub env: Option<EnvKey>,
 }
 
 /// How often a task worker retires after a task (as `max_calls` makes it).
 const RETIRE_CHANCE: f64 = 0.03;
 
 impl Worker {
-    pub fn new(wid: WorkerId, pid: u32) -> Self {
+    pub fn new(wid: WorkerId, pid: u32, env: Option<EnvKey>) -> Self {
         Self {
             wid,
             pid,
@@ -79,6 +81,7 @@ impl Worker {
             nested: Vec::new(),
             cancels: Vec::new(),
             retiring: false,
+            env,
         }
     }
 
@@ -293,6 +296,7 @@ impl Worker {
                 max_retries: 3,
                 retry_exceptions: false,
                 actor_options: None,
+                runtime_env: None,
             })));
         }
         ctx.out.push(ClientMsg::AddRefs { ids: ids.clone() });

@@ -147,6 +147,7 @@ enum Ev {
         node: usize,
         inc: u64,
         worker: peer_node_core::ids::WorkerId,
+        env: Option<peer_node_core::ids::EnvKey>,
     },
     View,
     PullStep {
@@ -481,7 +482,7 @@ impl World {
             Command::Stop | Command::Announce { .. } | Command::Print { .. } => {}
             Command::WaitDone { .. } | Command::LookupDone { .. } => {}
             Command::ToPeer { peer, msg } => self.send_peer(n, peer, msg),
-            Command::SpawnWorker { worker } => {
+            Command::SpawnWorker { worker, env } => {
                 let d = self.micros(1_000, 60_000);
                 let inc = self.nodes[n].incarnation;
                 self.at(
@@ -490,6 +491,7 @@ impl World {
                         node: n,
                         inc,
                         worker,
+                        env: env.map(|e| e.key),
                     },
                 );
             }
@@ -770,6 +772,18 @@ impl World {
                 {
                     self.nodes[node].actor_of.insert(conn, a);
                 }
+                if let (NodeMsg::Execute(e), Some(Proc::Worker(w))) =
+                    (&msg, self.nodes[node].procs.get(&conn))
+                    && e.kind == TaskKind::Normal
+                    && e.runtime_env.as_ref().map(|e| e.key) != w.env
+                {
+                    return self.fail(format!(
+                        "node {node} sent task {} of environment {:?} to a worker started for {:?}",
+                        e.name,
+                        e.runtime_env.as_ref().map(|e| e.key),
+                        w.env
+                    ));
+                }
                 self.run_proc(node, conn, |p, d, ctx| match p {
                     Proc::Driver => d.on_msg(msg, ctx),
                     Proc::Worker(w) => w.on_msg(msg, ctx),
@@ -800,7 +814,12 @@ impl World {
                 });
                 Ok(())
             }
-            Ev::WorkerStart { node, inc, worker } => {
+            Ev::WorkerStart {
+                node,
+                inc,
+                worker,
+                env,
+            } => {
                 if self.nodes[node].incarnation != inc {
                     return Ok(());
                 }
@@ -809,7 +828,7 @@ impl World {
                 };
                 let pid = self.nodes[node].next_pid;
                 self.nodes[node].next_pid += 1;
-                let w = Worker::new(worker, pid);
+                let w = Worker::new(worker, pid, env);
                 let hello = w.hello();
                 self.nodes[node]
                     .procs
