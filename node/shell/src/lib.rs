@@ -13,6 +13,8 @@
 //!   shared-memory store, the node's files;
 //! - [`cluster`]: other peers: joining through `peer-gossip`, the links
 //!   that carry peer messages, pulls of objects between stores;
+//! - [`dashboard`]: the page and read-only JSON any peer serves;
+//!   [`timeline`]: Chrome trace events of what ran across the cluster;
 //! - [`timers`], [`frames`] (async frame reading), [`config`], [`error`],
 //!   [`sys`] (the few libc calls), [`cli`].
 
@@ -20,12 +22,15 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod frames;
+pub mod listing;
 pub mod local;
 pub mod node;
 pub mod sys;
+pub mod timeline;
 pub mod timers;
 
 pub use api::NodeApi;
