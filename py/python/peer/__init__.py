@@ -27,6 +27,7 @@ from ._actor import ActorClass, ActorHandle, get_actor, kill, method
 from ._api import available_resources, cancel, cluster_resources, get, nodes, put, wait
 from ._context import RuntimeContext, get_runtime_context
 from ._object_ref import ObjectRef
+from ._observe import timeline
 from ._options import Options
 from ._remote_function import RemoteFunction
 from ._runtime import init, is_initialized, shutdown
@@ -53,6 +54,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
 
