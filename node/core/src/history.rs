@@ -36,6 +36,8 @@ pub const OUTPUT_LINES_KEPT: usize = 40;
 pub const OUTPUT_WORKERS_KEPT: usize = 256;
 /// Longest error message (traceback) kept, in bytes.
 pub const ERROR_KEPT: usize = 8 * 1024;
+/// Where times start when the shell gave no wall clock (µs).
+const NO_CLOCK_BASE_US: u64 = 3_600_000_000;
 /// Longest line of output kept, in bytes.
 const LINE_KEPT: usize = 400;
 
@@ -161,7 +163,9 @@ impl History {
 
     /// Wall-clock microseconds since the Unix epoch at `t`.
     pub(crate) fn wall_us(&self, t: Instant) -> u64 {
-        let (base, base_us) = self.wall.unwrap_or((self.started, 0));
+        // No wall clock given (tests, the simulator): times count from an
+        // origin an hour before the core started, so none is negative.
+        let (base, base_us) = self.wall.unwrap_or((self.started, NO_CLOCK_BASE_US));
         if t >= base {
             base_us.saturating_add(t.duration_since(base).as_micros() as u64)
         } else {

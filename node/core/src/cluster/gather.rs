@@ -4,8 +4,9 @@
 //! peers that were too late are named as missing).
 //!
 //! - a peer answers from its own tables at once (`Core::listing`), read-only;
-//! - a reply that is not JSON, or that no gather waits for, is dropped;
-//! - a peer that goes away counts as answered (missing).
+//! - a reply that no gather waits for is dropped; a peer whose reply is not
+//!   JSON is named as missing;
+//! - a peer that goes away is not waited for any more (it is named missing).
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub(crate) enum GatherTarget {
 struct Gathering {
     target: GatherTarget,
     waiting: FxHashSet<PeerId>,
+    /// Peers that went away, or whose answer could not be read.
+    failed: Vec<PeerId>,
     parts: Vec<Json>,
     deadline: Instant,
 }
@@ -63,6 +66,7 @@ impl Core {
         let g = Gathering {
             target,
             waiting: peers.iter().copied().collect(),
+            failed: Vec::new(),
             parts: vec![mine],
             deadline: self.now + GATHER_TIMEOUT,
         };
@@ -94,7 +98,10 @@ impl Core {
         }
         match serde_json::from_slice::<Json>(json) {
             Ok(part) => g.parts.push(part),
-            Err(e) => tracing::debug!(%from, "a state reply that is not JSON is dropped: {e}"),
+            Err(e) => {
+                tracing::debug!(%from, "a state reply that is not JSON is dropped: {e}");
+                g.failed.push(from);
+            }
         }
         if g.waiting.is_empty()
             && let Some(g) = self.cluster.gathers.pending.remove(&req)
@@ -111,7 +118,11 @@ impl Core {
             .pending
             .iter_mut()
             .filter_map(|(req, g)| {
-                (g.waiting.remove(&peer) && g.waiting.is_empty()).then_some(*req)
+                if !g.waiting.remove(&peer) {
+                    return None;
+                }
+                g.failed.push(peer);
+                g.waiting.is_empty().then_some(*req)
             })
             .collect();
         for req in done {
@@ -139,7 +150,12 @@ impl Core {
     }
 
     fn answer_gather(&mut self, g: Gathering) {
-        let mut missing: Vec<String> = g.waiting.iter().map(|p| p.to_string()).collect();
+        let mut missing: Vec<String> = g
+            .waiting
+            .iter()
+            .chain(&g.failed)
+            .map(|p| p.to_string())
+            .collect();
         missing.sort();
         // When this node last heard of each peer (gossip), as the view has it.
         let heard: serde_json::Map<String, Json> = self

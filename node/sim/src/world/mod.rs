@@ -92,6 +92,8 @@ pub struct Report {
     pub sim_time: Duration,
     pub refs: usize,
     pub errors_allowed: usize,
+    /// Cluster-wide listings asked of nodes and answered in time.
+    pub gathers_answered: u64,
     /// Allowed answers by error kind (`None`: a value that could not be
     /// known), with what each error said.
     pub allowed: Vec<(Option<peer_node_core::wire::local::ErrorKind>, String)>,
@@ -208,6 +210,7 @@ pub struct World {
     handled: u64,
     /// Cluster-wide listings asked of nodes (as the dashboard does), not answered yet.
     gathers: Vec<Gather>,
+    gathers_answered: u64,
 }
 
 /// A listing from every peer that node `node` (run `inc`) was asked for at `at`.
@@ -220,7 +223,7 @@ struct Gather {
 }
 
 /// A node is asked for a cluster-wide listing every this many events.
-const GATHER_EVERY: u64 = 4096;
+const GATHER_EVERY: u64 = 256;
 
 /// Simulated time by which the driver must have every answer.
 const STUCK_AFTER: Duration = Duration::from_secs(400);
@@ -261,6 +264,7 @@ impl World {
             faults_end: Duration::ZERO,
             handled: 0,
             gathers: Vec::new(),
+            gathers_answered: 0,
         };
         for spec in specs {
             let peer = PeerId::from_rng(&mut w.rng);
@@ -511,6 +515,7 @@ impl World {
             return;
         };
         self.gathers.swap_remove(i);
+        self.gathers_answered += 1;
         let me = self.core_mut(n).map(|c| c.node_name());
         let v: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
         if v["nodes"][0]["node"].as_str() != me.as_deref() {
@@ -996,6 +1001,7 @@ impl World {
             sim_time: self.now,
             refs: self.driver.ids.len(),
             errors_allowed: allowed.len(),
+            gathers_answered: self.gathers_answered,
             allowed,
             faults: self.faults.clone(),
             trace: self
