@@ -66,8 +66,8 @@ class UnknownInitArgumentError(TypeError, RuntimeError):
 # job config, ...): peer has no such parts, so it accepts them and says once that they do nothing.
 _IGNORED_OPTIONS: dict[str, str] = {
     "local_mode": "tasks still run in worker processes (Ray deprecated local_mode)",
-    "dashboard_host": "the dashboard is off: pass dashboard=True (or include_dashboard=True)",
-    "dashboard_port": "the dashboard is off: pass dashboard=True (or include_dashboard=True)",
+    "dashboard_host": "the dashboard is off: pass dashboard=True to serve it",
+    "dashboard_port": "the dashboard is off: pass dashboard=True to serve it",
     "job_config": "peer has no job config; pass namespace= to init() for the job's namespace",
     "logging_format": "peer logs through the standard `logging` module: configure its handlers",
     "logging_config": "peer logs through the standard `logging` module: configure its handlers",
