@@ -66,7 +66,9 @@ cpu = ray.remote(seen)
 runs = ray.get([whole.remote(0.4) for _ in range(8)])
 halves = ray.get([half.remote(0.0) for _ in range(2)])
 plain = ray.get(cpu.remote(0.0))
-print(json.dumps({"runs": runs, "halves": halves, "plain": plain, "driver": ray.get_gpu_ids()}))
+mine = {"env_vars": {"CUDA_VISIBLE_DEVICES": "7"}}
+kept = ray.get([cpu.options(runtime_env=mine).remote(0.0), whole.options(runtime_env=mine).remote(0.0)])
+print(json.dumps({"runs": runs, "halves": halves, "plain": plain, "kept": kept, "driver": ray.get_gpu_ids()}))
 """,
     )
     runs = out["runs"]
@@ -83,6 +85,11 @@ print(json.dumps({"runs": runs, "halves": halves, "plain": plain, "driver": ray.
     # A task that asked for no GPU sees none; the driver holds none.
     assert out["plain"]["cvd"] == "" and out["plain"]["ids"] == []
     assert out["driver"] == []
+    # A CUDA_VISIBLE_DEVICES the user's runtime_env sets is kept (Ray #28215); the ids still say
+    # which device the task holds.
+    cpu_kept, gpu_kept = out["kept"]
+    assert cpu_kept["cvd"] == gpu_kept["cvd"] == "7"
+    assert cpu_kept["ids"] == [] and len(gpu_kept["ids"]) == 1
 
 
 def test_an_actor_holds_its_device_until_it_is_killed(launcher: Launcher) -> None:

@@ -11,7 +11,7 @@ use peer_node::local::socket::daemon_socket_path;
 use peer_node::{Node, NodeApi, NodeError};
 use peer_node_core::ids::{ActorId, EnvKey, FnId, ObjectId, TaskId};
 use peer_node_core::wire::local::{
-    ActorOptions, Query, Role, RuntimeEnv, TaskKind, TaskSpec, Value, args_object_id,
+    ActorOptions, Listing, Query, Role, RuntimeEnv, TaskKind, TaskSpec, Value, args_object_id,
 };
 use peer_objstore::Arena;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
@@ -113,7 +113,7 @@ fn signal_checker(err: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
 }
 
 #[pyfunction]
-#[pyo3(signature = (*, num_cpus, resources, object_store_memory, state_dir, python, python_path, cwd, network=None, num_gpus=None))]
+#[pyo3(signature = (*, num_cpus, resources, object_store_memory, state_dir, python, python_path, cwd, network=None, num_gpus=None, dashboard=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn init_embedded<'py>(
     py: Python<'py>,
@@ -126,6 +126,7 @@ pub fn init_embedded<'py>(
     cwd: PathBuf,
     network: Option<&Bound<'py, PyDict>>,
     num_gpus: Option<u32>,
+    dashboard: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if runtime::current_opt().is_some() {
         return Err(PyRuntimeError::new_err(
@@ -146,6 +147,13 @@ pub fn init_embedded<'py>(
     config.python = python;
     config.python_path = python_path;
     config.cwd = Some(cwd);
+    if let Some(addr) = dashboard {
+        config.dashboard = Some(addr.parse().map_err(|e| {
+            PyValueError::new_err(format!(
+                "dashboard address {addr:?} is not HOST:PORT with a numeric IP address: {e}"
+            ))
+        })?);
+    }
     if let Some(net) = network {
         let get = |k: &str| net.get_item(k).ok().flatten();
         config.network = Some(peer_node::cluster::NetworkConfig {
@@ -181,8 +189,12 @@ pub fn init_embedded<'py>(
         owner_tag: node.owner_tag(),
     };
     let arena = node.arena();
+    let dashboard = node.dashboard();
     let rt = Arc::new(Runtime::embedded(Arc::new(node), arena, info));
     let d = info_dict(py, &rt.info)?;
+    if let Some(dash) = dashboard {
+        d.set_item("dashboard_url", dash.url)?;
+    }
     if let Some(c) = cluster {
         d.set_item("peer_id", c.peer_id.to_string())?;
         let listen: Vec<String> = c.listen_addrs().iter().map(|a| a.to_string()).collect();
@@ -664,6 +676,24 @@ pub fn available_resources(py: Python<'_>) -> PyResult<Py<PyAny>> {
 #[pyfunction]
 pub fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
     query(py, Query::Status)
+}
+
+/// The rows of `peer list <what>` from every peer, as `{"nodes": [...], "missing": [...]}`.
+#[pyfunction]
+pub fn cluster_list(py: Python<'_>, what: &str) -> PyResult<Py<PyAny>> {
+    let listing = Listing::from_name(what)
+        .ok_or_else(|| PyValueError::new_err(format!("cannot list {what:?}")))?;
+    query(py, Query::Cluster(listing))
+}
+
+/// Chrome trace events of what ran on every peer (`peer.timeline()`).
+#[pyfunction]
+pub fn timeline(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let rt = runtime::current()?;
+    let gathered = py
+        .detach(|| rt.node.query(Query::Cluster(Listing::Timeline)))
+        .map_err(node_err)?;
+    json_to_py(py, &peer_node::timeline::chrome_trace(&gathered))
 }
 
 #[pyfunction]

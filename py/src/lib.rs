@@ -81,6 +81,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::cluster_resources, m)?)?;
     m.add_function(wrap_pyfunction!(api::available_resources, m)?)?;
     m.add_function(wrap_pyfunction!(api::status, m)?)?;
+    m.add_function(wrap_pyfunction!(api::cluster_list, m)?)?;
+    m.add_function(wrap_pyfunction!(api::timeline, m)?)?;
     m.add_function(wrap_pyfunction!(api::runtime_context, m)?)?;
     m.add_function(wrap_pyfunction!(api::cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(worker::worker_main, m)?)?;

@@ -70,4 +70,6 @@ pub enum Command {
         lookup: LookupId,
         handle: Option<ByteBuf>,
     },
+    /// A cluster-wide query of the embedded driver has its answer (JSON).
+    GatherDone { gather: LookupId, answer: String },
 }

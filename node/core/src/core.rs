@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 use crate::command::Command;
 use crate::config::CoreConfig;
 use crate::event::Event;
+use crate::history::History;
 use crate::ids::{ConnId, NodeId, OwnerTag, PeerId};
 use crate::local::actors::Actors;
 use crate::local::conns::Conns;
@@ -85,6 +86,8 @@ pub struct Core {
     /// The other peers: placement, work and objects crossing peers, failures.
     pub(crate) cluster: Cluster,
     pub(crate) stats: Stats,
+    /// What ran here, for the dashboard, `peer list` and the timeline.
+    pub(crate) history: History,
     pub(crate) shutting_down: bool,
     pub(crate) rng: SmallRng,
     /// When the event being handled happened.
@@ -127,6 +130,7 @@ impl Core {
             infeasible: Infeasible::new(now),
             cluster,
             stats: Stats::default(),
+            history: History::new(now),
             shutting_down: false,
             rng,
             now,

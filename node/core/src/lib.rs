@@ -13,7 +13,9 @@
 //!   crossing peers, pulls, remote actors, failure and lineage);
 //! - [`wire`]: local and peer messages, frames, object blobs;
 //! - [`ids`], [`resources`], [`store`] (the [`ObjectStore`] trait),
-//!   [`config`], [`error`], `query` (status as JSON).
+//!   [`config`], [`error`], `query` (status as JSON), [`history`] (what
+//!   ran here: runs, failures, spans, worker output) and `listing` (this
+//!   node's state as rows, gathered cluster-wide by `cluster::gather`).
 
 #![forbid(unsafe_code)]
 
@@ -23,8 +25,10 @@ pub mod config;
 mod core;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod ids;
 mod invariants;
+mod listing;
 mod local;
 mod query;
 pub mod resources;
@@ -34,6 +38,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use crate::cluster::GATHER_TIMEOUT;
 pub use crate::cluster::placement::{BID_TIMEOUT, MAX_HOPS};
 pub use crate::cluster::pulls::{CHUNK, PullSource};
 pub use crate::command::Command;

@@ -118,6 +118,10 @@ impl Core {
                 Json::Array(nodes)
             }
             Query::Status => self.status_json(),
+            Query::List(what) => self.listing(what),
+            // Answered through `gather` by whoever takes client queries;
+            // here (a synchronous answer) only this node's part.
+            Query::Cluster(what) => json!({"nodes": [self.listing(what)], "missing": []}),
         }
     }
 

@@ -1,5 +1,8 @@
-//! The `peer` command line: `peer up`, `peer status`, `peer down`.
+//! The `peer` command line: `peer up`, `peer status`, `peer list`,
+//! `peer timeline`, `peer down`.
 
+use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,7 @@ use crate::config::{NodeConfig, default_state_dir};
 use crate::local::client::Client;
 use crate::local::socket::daemon_socket_path;
 use crate::node::Node;
-use peer_node_core::wire::local::{Query, Role};
+use peer_node_core::wire::local::{Listing, Query, Role};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +72,31 @@ pub enum Command {
         /// A one-peer cluster: open no network port at all.
         #[arg(long, conflicts_with_all = ["bootstrap", "key"])]
         local: bool,
+        /// Serve the dashboard, on ADDR (default 127.0.0.1:8265). Off a
+        /// loopback address it needs the token the printed URL carries.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1,
+              default_missing_value = crate::dashboard::DEFAULT_ADDR)]
+        dashboard: Option<SocketAddr>,
+    },
+    /// List the cluster's peers, tasks, actors or objects, gathered from every peer.
+    List {
+        /// peers, tasks, actors or objects.
+        #[arg(value_parser = ["peers", "tasks", "actors", "objects"])]
+        kind: String,
+        /// Machine-readable output (every field, whole tracebacks).
+        #[arg(long)]
+        json: bool,
+        /// Keep rows whose KEY reads VALUE (KEY!=VALUE: does not), e.g.
+        /// --filter state=FAILED (repeatable; all must hold).
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<crate::listing::Filter>,
+    },
+    /// Write the cluster's task timeline as Chrome trace events (open it in
+    /// Perfetto or chrome://tracing).
+    Timeline {
+        /// The file to write (default: peer-timeline-<time>.json here).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Print the node's resources, workers, tasks and store usage.
     Status {
@@ -101,6 +129,7 @@ pub fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -121,6 +150,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             relay_pull_mib_s,
             no_relay,
             local,
+            dashboard,
         } => {
             if !(relay_pull_mib_s.is_finite() && relay_pull_mib_s > 0.0) {
                 anyhow::bail!("--relay-pull-mib-s must be a positive number");
@@ -137,6 +167,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             config.python_path = python_path;
             config.cwd = std::env::current_dir().ok();
             config.daemon = true;
+            config.dashboard = dashboard;
             if !local {
                 config.network = Some(crate::cluster::NetworkConfig {
                     listen,
@@ -182,6 +213,9 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             if !extra.is_empty() {
                 println!("  resources: {}", extra.join(", "));
             }
+            if let Some(d) = node.dashboard() {
+                println!("  dashboard: {}", d.url);
+            }
             println!(
                 "Python drivers on this machine attach with peer.init(). Stop with `peer down`."
             );
@@ -199,6 +233,50 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             } else {
                 print_status(&status);
             }
+            Ok(())
+        }
+        Command::List {
+            kind,
+            json,
+            filters,
+        } => {
+            let what =
+                Listing::from_name(&kind).ok_or_else(|| anyhow::anyhow!("cannot list {kind:?}"))?;
+            let client = connect(&state_dir)?;
+            let gathered = client.query(Query::Cluster(what))?;
+            let rows = crate::listing::rows(&gathered, &filters);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", crate::listing::table(what, &rows));
+                println!("({} {kind})", rows.len());
+            }
+            let missing = crate::listing::missing(&gathered);
+            if !missing.is_empty() {
+                eprintln!(
+                    "note: {} peer(s) did not answer in time: {}",
+                    missing.len(),
+                    missing.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Timeline { output } => {
+            let client = connect(&state_dir)?;
+            let gathered = client.query(Query::Cluster(Listing::Timeline))?;
+            let trace = crate::timeline::chrome_trace(&gathered);
+            let path = output.unwrap_or_else(|| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                PathBuf::from(format!("peer-timeline-{secs}.json"))
+            });
+            std::fs::write(&path, serde_json::to_vec(&trace)?)?;
+            println!(
+                "wrote {} trace events to {} (open it in https://ui.perfetto.dev or chrome://tracing)",
+                trace.as_array().map_or(0, Vec::len),
+                path.display()
+            );
             Ok(())
         }
         Command::Down => {

@@ -27,6 +27,9 @@ pub struct NodeConfig {
     pub daemon: bool,
     /// Join a multi-peer cluster; None: a one-peer cluster with no network port.
     pub network: Option<crate::cluster::NetworkConfig>,
+    /// Serve the dashboard on this address (None: no dashboard, and nothing
+    /// collected for it).
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -45,6 +48,7 @@ impl NodeConfig {
             cwd: None,
             daemon: false,
             network: None,
+            dashboard: None,
         }
     }
 }

@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use peer_node_core::ids::{ConnId, LookupId, ObjectId, PeerId, WaitId, WorkerId};
+use peer_node_core::wire::local::Listing;
 use peer_node_core::wire::peer::PeerMsg;
 use peer_node_core::{Command, Core, Event};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_bytes::ByteBuf;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::local::outbox::Outbox;
 
@@ -72,6 +73,9 @@ pub struct Io {
     pub local_waits: FxHashMap<WaitId, Arc<LocalSignal>>,
     /// Named-actor lookups of the embedded driver.
     pub local_lookups: FxHashMap<LookupId, Arc<LocalLookup>>,
+    /// Cluster-wide listings asked for in this process (the embedded
+    /// driver, the dashboard): where each answer goes.
+    pub local_gathers: FxHashMap<LookupId, oneshot::Sender<String>>,
     /// Peers' pull requests waiting for a chunk a pull here has not brought yet.
     pub arrivals: FxHashMap<ObjectId, Arc<Notify>>,
     /// Notified when `peer down` asks the daemon to stop.
@@ -102,6 +106,20 @@ impl Shared {
     /// Handle one event now and carry out what follows.
     pub fn handle(&self, event: Event) {
         self.engine.lock().handle(event);
+    }
+}
+
+impl Shared {
+    /// Ask every peer (and this node) for a listing; the answer (JSON text)
+    /// comes on the receiver within the core's gather timeout, or the
+    /// sender is dropped when the node stops.
+    pub fn gather(&self, what: Listing) -> oneshot::Receiver<String> {
+        let (tx, rx) = oneshot::channel();
+        let mut e = self.engine.lock();
+        let id = e.core.driver_gather(what, Instant::now());
+        e.io.local_gathers.insert(id, tx);
+        e.run();
+        rx
     }
 }
 
@@ -199,6 +217,11 @@ impl Io {
                 if let Some(sig) = self.local_waits.get(&wait) {
                     *sig.done.lock() = true;
                     sig.cv.notify_all();
+                }
+            }
+            Command::GatherDone { gather, answer } => {
+                if let Some(tx) = self.local_gathers.remove(&gather) {
+                    let _ = tx.send(answer);
                 }
             }
             Command::LookupDone { lookup, handle } => {

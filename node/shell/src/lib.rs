@@ -14,6 +14,8 @@
 //! - [`cluster`]: other peers: joining through `peer-gossip`, the links
 //!   that carry peer messages, pulls of objects between stores;
 //! - [`gpus`]: the GPUs the node offers (NVML, `CUDA_VISIBLE_DEVICES`);
+//! - [`dashboard`]: the page and read-only JSON any peer serves;
+//!   [`timeline`]: Chrome trace events of what ran across the cluster;
 //! - [`timers`], [`frames`] (async frame reading), [`config`], [`error`],
 //!   [`sys`] (the few libc calls), [`cli`], [`runtime_envs`] (the runtime
 //!   environments cached in the state directory, for `peer status`).
@@ -22,14 +24,17 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod frames;
 pub mod gpus;
+pub mod listing;
 pub mod local;
 pub mod node;
 pub mod runtime_envs;
 pub mod sys;
+pub mod timeline;
 pub mod timers;
 
 pub use api::NodeApi;

@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::api::{NodeApi, Patience};
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
+use crate::dashboard::Dashboard;
 use crate::engine::{Io, LocalLookup, LocalSignal, Shared};
 use crate::error::{NodeError, NodeResult};
 use crate::gpus::GpuInventory;
@@ -48,6 +49,7 @@ pub struct Node {
     spill_dir: PathBuf,
     cluster: Mutex<Option<Arc<Cluster>>>,
     forkserver_pid: Arc<Mutex<Option<u32>>>,
+    dashboard: Mutex<Option<Dashboard>>,
 }
 
 impl Node {
@@ -62,6 +64,10 @@ impl Node {
         let size = config
             .object_store_memory
             .unwrap_or_else(peer_objstore::default_capacity);
+        tracing::info!(
+            "reserving {} MiB of shared memory for the object store",
+            size >> 20
+        );
         let arena = Arena::create(&format!("peer-{tag}"), size as usize, &config.state_dir)?;
         let arena_path = arena.path().to_path_buf();
         let arena_size = arena.len() as u64;
@@ -122,6 +128,11 @@ impl Node {
             pid,
         };
         let mut core = Core::new(core_config, Box::new(store), Instant::now());
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        core.set_wall_clock(Instant::now(), since_epoch.as_micros() as u64);
+        core.set_observing(config.dashboard.is_some());
         core.start_pool();
         let (spawn_tx, spawn_rx) = mpsc::unbounded_channel();
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
@@ -141,6 +152,7 @@ impl Node {
             spill_dir,
             cluster: Mutex::new(None),
             forkserver_pid: Arc::clone(&forkserver_pid),
+            dashboard: Mutex::new(None),
         };
         {
             let _guard = rt.enter();
@@ -150,6 +162,10 @@ impl Node {
                 listener,
                 Arc::clone(&shared),
             ));
+            tracing::info!(
+                "starting the worker fork server ({})",
+                config.python.display()
+            );
             match start_forkserver(&config, &socket) {
                 Ok(child) => {
                     *forkserver_pid.lock() = child.id();
@@ -173,6 +189,10 @@ impl Node {
         // The initial pool's spawn requests go out now that the spawner runs.
         shared.engine.lock().run();
         if let Some(net) = &config.network {
+            tracing::info!(
+                "joining the cluster (listening on {})",
+                net.listen.join(", ")
+            );
             let cluster = rt.block_on(crate::cluster::start(
                 net,
                 &config.state_dir,
@@ -190,8 +210,30 @@ impl Node {
         } else {
             *node.rt.lock() = Some(rt);
         }
+        if let Some(addr) = config.dashboard {
+            let key = node.cluster().map(|c| c.key_hex.clone());
+            let started = match node.rt.lock().as_ref() {
+                Some(rt) => {
+                    let _guard = rt.enter();
+                    crate::dashboard::start(Arc::clone(&shared), addr, key.as_deref())
+                }
+                None => Err(NodeError::Rejected("the node runtime is gone".into())),
+            };
+            match started {
+                Ok(d) => *node.dashboard.lock() = Some(d),
+                Err(e) => {
+                    node.stop();
+                    return Err(e);
+                }
+            }
+        }
         tracing::info!(node = %node_id, socket = %socket.display(), "node started");
         Ok(node)
+    }
+
+    /// The dashboard this node serves, if any.
+    pub fn dashboard(&self) -> Option<Dashboard> {
+        self.dashboard.lock().clone()
     }
 
     pub fn info(&self) -> &NodeInfo {
@@ -472,12 +514,22 @@ impl NodeApi for Node {
     }
 
     fn query(&self, q: Query) -> NodeResult<serde_json::Value> {
-        Ok(self
+        let Query::Cluster(what) = q else {
+            return Ok(self
+                .shared
+                .engine
+                .lock()
+                .core
+                .driver_query(q, Instant::now()));
+        };
+        // The core answers by its gather deadline; the node stopping drops the sender.
+        let answer = self
             .shared
-            .engine
-            .lock()
-            .core
-            .driver_query(q, Instant::now()))
+            .gather(what)
+            .blocking_recv()
+            .map_err(|_| NodeError::Rejected("the node stopped".into()))?;
+        serde_json::from_str(&answer)
+            .map_err(|e| NodeError::Rejected(format!("a cluster listing that is not JSON: {e}")))
     }
 
     fn close(&self) {

@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     let failures = Mutex::new(Vec::new());
     let events = AtomicU64::new(0);
     let allowed = AtomicU64::new(0);
+    let gathers = AtomicU64::new(0);
     let kinds = Mutex::new(std::collections::BTreeMap::<String, u64>::new());
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
                     match run_seed(seed, &options) {
                         Ok(r) => {
                             events.fetch_add(r.events, Ordering::Relaxed);
+                            gathers.fetch_add(r.gathers_answered, Ordering::Relaxed);
                             allowed.fetch_add(r.errors_allowed as u64, Ordering::Relaxed);
                             if let Ok(mut k) = kinds.lock() {
                                 for (a, message) in &r.allowed {
@@ -119,7 +121,7 @@ fn main() -> ExitCode {
     });
     let failures = failures.into_inner().unwrap_or_default();
     println!(
-        "{} seeds ({}..{}) in {:.1} s on {jobs} threads: {} failed {:?}; {} events, {} documented errors",
+        "{} seeds ({}..{}) in {:.1} s on {jobs} threads: {} failed {:?}; {} events, {} documented errors, {} cluster listings answered",
         seeds.end - seeds.start,
         seeds.start,
         seeds.end,
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
         failures,
         events.load(Ordering::Relaxed),
         allowed.load(Ordering::Relaxed),
+        gathers.load(Ordering::Relaxed),
     );
     println!(
         "allowed answers: {:?}",

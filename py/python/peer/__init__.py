@@ -28,6 +28,7 @@ from ._api import available_resources, cancel, cluster_resources, get, nodes, pu
 from ._context import RuntimeContext, get_runtime_context
 from ._gpus import get_gpu_ids
 from ._object_ref import ObjectRef
+from ._observe import timeline
 from ._options import Options
 from ._remote_function import RemoteFunction
 from ._runtime import init, is_initialized, shutdown
@@ -55,6 +56,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
 

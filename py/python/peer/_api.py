@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, overload
 
-from . import _native, _runtime, _serialization
+from . import _native, _observe, _runtime, _serialization
 from ._object_ref import ObjectRef
 from .exceptions import GetTimeoutError, ObjectStoreFullError
 
@@ -27,12 +27,16 @@ def _not_a_ref(value: object, where: str) -> TypeError:
 
 
 @overload
-def get(object_refs: ObjectRef, *, timeout: float | None = None) -> Any: ...
+def get(object_refs: ObjectRef, *, timeout: float | None = None, progress: bool = False) -> Any: ...
 @overload
-def get(object_refs: Sequence[ObjectRef], *, timeout: float | None = None) -> list[Any]: ...
+def get(
+    object_refs: Sequence[ObjectRef], *, timeout: float | None = None, progress: bool = False
+) -> list[Any]: ...
 
 
-def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+def get(
+    object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None, progress: bool = False
+) -> Any:
     """Block until the value(s) exist and return them; raises the task's error if it failed.
 
     As in Ray, the error is raised as soon as one of the refs failed, even while others are still
@@ -42,6 +46,9 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     ``timeout=0`` returns the values if they are all ready and raises GetTimeoutError at once
     otherwise (what Ray documents as the intended behaviour of ``timeout=0``). Arrays in the
     shared-memory store come back as read-only views of it, without copying.
+
+    ``progress=True`` draws a progress bar (ready/total) on stderr while the refs are pending
+    (not with a ``timeout``, which the bar would not honour).
     """
     single = isinstance(object_refs, ObjectRef)
     refs: Sequence[Any]
@@ -56,6 +63,8 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
             raise _not_a_ref(ref, "peer.get()")
     _check_timeout(timeout)
     _runtime.ensure_initialized()
+    if progress and timeout is None and refs:
+        _observe.show_progress([r.binary() for r in refs])
     values = _native.get([r.binary() for r in refs], None if timeout is None else float(timeout))
     if values is None:
         raise GetTimeoutError(

@@ -38,6 +38,10 @@ class RemoteError:
     pickle_error: str | None = None
 
 
+# The end of a traceback that travels in an error's message (the whole one is in its blob).
+_MESSAGE_TRACEBACK = 8 * 1024
+
+
 def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
     """``(message, blob)`` for the executor's ``(1, ...)`` reply."""
     if isinstance(error, exc.TaskError) and error.cause is not None:
@@ -71,7 +75,9 @@ def capture(error: BaseException, function_name: str) -> tuple[str, bytes]:
         shell=shell,
         pickle_error=pickle_error,
     )
-    message = f"{function_name}() raised {cls.__name__}: {_safe_str(cause)}"
+    # The first line says what happened; the traceback follows for those that cannot unpickle the
+    # blob (the node: `peer list tasks`, the dashboard's failures).
+    message = f"{function_name}() raised {cls.__name__}: {_safe_str(cause)}\n\n{tb[-_MESSAGE_TRACEBACK:]}"
     return message, _pickler.dumps(remote)
 
 

@@ -7,7 +7,9 @@ it starts in a process, which is why a GPU task's worker is fresh (``max_calls``
 tasks unless set otherwise) and why the fork server never loads CUDA.
 
 Ray's ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1`` (or ``PEER_NOSET_CUDA_VISIBLE_DEVICES=1``)
-in the node's environment leaves the variable alone, for fractional requests too.
+in the node's environment leaves the variable alone, for fractional requests too; so does a
+``CUDA_VISIBLE_DEVICES`` among the ``env_vars`` of the task's ``runtime_env`` (the user's own
+choice is never overwritten, unlike Ray #28215).
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ _NOSET = ("PEER_NOSET_CUDA_VISIBLE_DEVICES", "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBL
 
 _held: list[str] = []
 _noset = any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in _NOSET)
+
+
+def leave_alone(user_set: bool) -> None:
+    """Whether this worker's environment sets ``CUDA_VISIBLE_DEVICES`` itself (then it stays)."""
+    global _noset
+    _noset = _noset or user_set
 
 
 def hold(ids: list[str]) -> None:

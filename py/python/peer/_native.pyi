@@ -104,6 +104,7 @@ def init_embedded(
     cwd: str,
     network: dict[str, Any] | None = None,
     num_gpus: int | None = None,
+    dashboard: str | None = None,
 ) -> dict[str, Any]:
     """Start a node inside this process (laptop mode). ``num_gpus``: GPUs to offer (None: the
     NVIDIA devices NVML finds, limited by ``CUDA_VISIBLE_DEVICES``).
@@ -111,6 +112,8 @@ def init_embedded(
     ``network`` (``{"listen": [...], "bootstrap": [...], "key": str | None, "mdns": bool}``)
     makes it a full peer of a multi-peer cluster; the dict returned then also has
     ``peer_id``, ``listen`` and ``key_fingerprint``. Without it no network port is opened.
+    ``dashboard`` (``"HOST:PORT"``) serves the dashboard there; the dict then has its
+    ``dashboard_url`` (with the token when the address is not loopback).
 
     Spawns the fork server (``python -m peer._forkserver``) in the background
     and returns at once with ``{"node_id", "socket", "arena_path",
@@ -244,6 +247,13 @@ def runtime_context() -> dict[str, Any]:
     """``{"node_id", "worker_id", "task_id", "actor_id"}`` (hex strings or None)."""
 
 def status() -> dict[str, Any]: ...
+def cluster_list(what: str) -> dict[str, Any]:
+    """``peer list <what>`` (peers, tasks, actors, objects, timeline, overview) from every peer:
+    ``{"nodes": [{"node": id, "address": ..., "rows": ...}, ...], "missing": [peer ids]}``."""
+
+def timeline() -> list[dict[str, Any]]:
+    """Chrome trace events of the task runs, gets, puts and transfers every peer kept."""
+
 
 def cli_main(argv: list[str], python: str, python_path: list[str]) -> int:
     """Run the ``peer`` command line (``argv[0]`` is the program name); returns the exit code.

@@ -73,9 +73,8 @@ class UnknownInitArgumentError(TypeError, RuntimeError):
 # job config, ...): peer has no such parts, so it accepts them and says once that they do nothing.
 _IGNORED_OPTIONS: dict[str, str] = {
     "local_mode": "tasks still run in worker processes (Ray deprecated local_mode)",
-    "include_dashboard": "peer has no dashboard; `peer status` shows the cluster",
-    "dashboard_host": "peer has no dashboard",
-    "dashboard_port": "peer has no dashboard",
+    "dashboard_host": "the dashboard is off: pass dashboard=True to serve it",
+    "dashboard_port": "the dashboard is off: pass dashboard=True to serve it",
     "job_config": "peer has no job config; pass namespace= to init() for the job's namespace",
     "logging_format": "peer logs through the standard `logging` module: configure its handlers",
     "logging_config": "peer logs through the standard `logging` module: configure its handlers",
@@ -161,6 +160,7 @@ def init(
     key: str | None = None,
     listen: list[str] | None = None,
     mdns: bool = True,
+    dashboard: bool | str = False,
     _state_dir: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
@@ -178,6 +178,12 @@ def init(
     that peer ignores them. Keyword arguments Ray does not know either raise TypeError.
     ``configure_logging`` is accepted (peer installs no logging handlers); ``logging_level`` sets
     the level of the ``peer`` logger.
+
+    ``dashboard``: serve the dashboard from the in-process node (True: on ``127.0.0.1:8265``,
+    Ray's port; a ``"HOST:PORT"`` string: there) and print its URL. Ray's
+    ``include_dashboard=True`` with ``dashboard_host``/``dashboard_port`` does the same. Off a
+    loopback address the page needs the token the printed URL carries. A driver attached to a
+    ``peer up`` daemon uses the daemon's dashboard (``peer up --dashboard``).
 
     ``bootstrap``: multiaddrs of cluster members (``/ip4/…/tcp/…/p2p/…``); the in-process node
     then joins that cluster as a full peer, with the cluster ``key`` (64 hex characters or a key
@@ -201,11 +207,11 @@ def init(
             "join the cluster as a peer with peer.init(bootstrap=[...], key=...), or pass the "
             "path of a node's Unix socket"
         )
+    dashboard_addr = _dashboard_address(dashboard, include_dashboard, dashboard_host, dashboard_port)
     ignored: dict[str, Any] = {
         "local_mode": local_mode or None,
-        "include_dashboard": include_dashboard or None,
-        "dashboard_host": dashboard_host,
-        "dashboard_port": dashboard_port,
+        "dashboard_host": dashboard_host if dashboard_addr is None else None,
+        "dashboard_port": dashboard_port if dashboard_addr is None else None,
         "job_config": job_config,
         "logging_format": logging_format,
         "logging_config": logging_config,
@@ -260,6 +266,12 @@ def init(
             socket_path = None  # a full peer in this process, whatever daemon runs here
 
         if socket_path is not None:
+            if dashboard_addr is not None:
+                logger.warning(
+                    "attaching to the running node at %s: its dashboard is the daemon's (start it "
+                    "with `peer up --dashboard`); dashboard= is ignored",
+                    socket_path,
+                )
             if num_cpus is not None or node_resources or node_gpus is not None or object_store_memory is not None:
                 logger.warning(
                     "attaching to the running node at %s: num_cpus, num_gpus, resources and "
@@ -287,7 +299,10 @@ def init(
                     else None
                 ),
                 num_gpus=node_gpus,
+                dashboard=dashboard_addr,
             )
+            if "dashboard_url" in info:
+                print(f"peer dashboard: {info['dashboard_url']}", file=sys.stderr, flush=True)
         _state.info = dict(info)
         if job_env is not None:
             # Packed now, once: the job's code is what it was at init() (as in Ray).
@@ -302,6 +317,20 @@ def init(
             atexit.register(shutdown)
             _state.atexit_registered = True
         return dict(info)
+
+
+def _dashboard_address(
+    dashboard: bool | str,
+    include_dashboard: bool | None,
+    host: str | None,
+    port: int | None,
+) -> str | None:
+    """Where init() serves the dashboard ("HOST:PORT"), or None for no dashboard."""
+    if isinstance(dashboard, str):
+        return dashboard
+    if dashboard or include_dashboard:
+        return f"{host or '127.0.0.1'}:{port if port is not None else 8265}"
+    return None
 
 
 def shutdown() -> None:

@@ -8,6 +8,7 @@ method), and returns the pickled results or the pickled error wrapper. It never 
 
 from __future__ import annotations
 
+import json
 import os
 import types
 import pickle
@@ -202,13 +203,13 @@ def _execute(
 ) -> tuple[int, Any]:
     current = _context.CurrentTask(task_id=task_id.hex(), name=name)
     _context.set_current(current)
-    _gpus.hold(gpu_ids)
     try:
         # The node sends a function's code once per worker: keep it even for a task not run.
         if fn_blob is not None and fn_id not in _worker.code:
             _worker.blobs[fn_id] = fn_blob
         if runtime_env is not None:
             _enter_env(*runtime_env)
+        _gpus.hold(gpu_ids)
         if _worker.exit_reason is not None:
             # Exiting: calls already sent here do not run (the node fails them).
             return (_native.DEFERRED, None) if _worker.runner is not None else (_native.EXIT, _worker.exit_reason)
@@ -257,6 +258,8 @@ def _enter_env(key: bytes, setup: str) -> None:
             try:
                 _runtime_env.apply(setup)
                 _worker.env_key = key
+                # A CUDA_VISIBLE_DEVICES the user's env_vars set is theirs to keep (Ray #28215).
+                _gpus.leave_alone(_gpus.CUDA_VISIBLE_DEVICES in (json.loads(setup).get("env_vars") or {}))
             except BaseException as e:  # noqa: BLE001 - every task of this worker fails with it
                 _worker.env_error = str(e) if isinstance(e, RuntimeEnvSetupError) else f"{type(e).__name__}: {e}"
         if _worker.env_error is not None:

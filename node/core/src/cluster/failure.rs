@@ -61,6 +61,7 @@ impl Core {
         let now = self.now;
         self.cluster.membership.gone(peer, now);
         self.placement_forget(peer);
+        self.gathers_forget(peer);
         let unwanted = self
             .waits
             .forget(|w| matches!(w.target, Target::Peer { peer: p, .. } if p == peer));

@@ -11,6 +11,7 @@
 //! - `borrows`: refs lent to peers and borrowed from them (an object is
 //!   freed once no peer holds a ref to it);
 //! - `actors`: actors on other peers, named-actor lookups;
+//! - `gather`: listings of every peer's state (`peer list`, the dashboard);
 //! - `failure`: peers that die, and the lineage that rebuilds what they held.
 //!
 //! In laptop mode the node is no member: nothing here is touched on the task
@@ -19,6 +20,7 @@
 mod actors;
 mod borrows;
 mod failure;
+mod gather;
 mod membership;
 mod objects;
 pub(crate) mod placement;
@@ -41,6 +43,8 @@ pub(crate) use actors::LookupTarget;
 use actors::RemoteActors;
 use borrows::Borrows;
 use failure::Lineages;
+pub use gather::GATHER_TIMEOUT;
+pub(crate) use gather::GatherTarget;
 use membership::Membership;
 pub(crate) use membership::best_address;
 use placement::Placement;
@@ -57,6 +61,7 @@ pub(crate) struct Cluster {
     actors: RemoteActors,
     lineage: Lineages,
     borrows: Borrows,
+    gathers: gather::Gathers,
     /// Numbers bid rounds and lookups.
     next_req: u64,
 }
@@ -71,6 +76,7 @@ impl Cluster {
             actors: RemoteActors::default(),
             lineage: Lineages::default(),
             borrows: Borrows::default(),
+            gathers: gather::Gathers::default(),
             next_req: 1,
         }
     }
@@ -287,6 +293,8 @@ impl Core {
             PeerMsg::CopiesKept { ids } => self.copies_kept(from, ids),
             PeerMsg::ActorOutOfScope { actor } => self.actor_out_of_scope(actor),
             PeerMsg::Output { task, stream, data } => self.forward_output(task, stream, data),
+            PeerMsg::StateQuery { req, what } => self.state_asked(from, req, what),
+            PeerMsg::StateReply { req, json } => self.state_answered(from, req, &json),
         }
     }
 
@@ -386,6 +394,7 @@ impl Core {
         let now = self.now;
         self.expire_placement(now);
         self.expire_lookups(now);
+        self.expire_gathers(now);
         self.ask_borrowers_due(now);
         self.refetch_due(now);
         self.audit_remote_tasks(now);

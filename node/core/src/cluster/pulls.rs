@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 use crate::command::Command;
 use crate::core::Core;
 use crate::event::PullFailure;
+use crate::history::SpanKind;
 use crate::ids::{ConnId, ObjectId, PeerId};
 use crate::local::objects::{Holder, ObjState};
 use crate::local::tasks::TaskState;
@@ -38,15 +39,17 @@ struct Pulling {
     offset: u64,
     len: u64,
     done: Vec<bool>,
+    since: Instant,
 }
 
 impl Pulling {
-    fn new(offset: u64, len: u64) -> Self {
+    fn new(offset: u64, len: u64, since: Instant) -> Self {
         let chunks = len.div_ceil(CHUNK).max(1) as usize;
         Self {
             offset,
             len,
             done: vec![false; chunks],
+            since,
         }
     }
 
@@ -150,7 +153,10 @@ impl Core {
         if sources.is_empty() {
             // Nobody else has it: as when every source failed (ask the owner
             // again later, or rebuild it when owned here).
-            self.cluster.pulls.active.insert(id, Pulling::new(0, 0));
+            self.cluster
+                .pulls
+                .active
+                .insert(id, Pulling::new(0, 0, self.now));
             return self.pull_finished(id, Err("no other peer holds a copy".into()));
         }
         let offset = match self.create_object(Holder::Local, id, ew.len) {
@@ -164,7 +170,7 @@ impl Core {
         self.cluster
             .pulls
             .active
-            .insert(id, Pulling::new(offset, ew.len));
+            .insert(id, Pulling::new(offset, ew.len, self.now));
         self.emit(Command::Pull {
             id,
             offset,
@@ -198,6 +204,9 @@ impl Core {
             return;
         };
         self.stats.bytes_pulled += p.received();
+        if p.len > 0 {
+            self.note_span(SpanKind::Transfer, 0, p.since, p.len, result.is_ok());
+        }
         self.pull_ended(id, result);
         // Writers of the same object waited for the pull: now it is there, or they write it.
         let creates = self

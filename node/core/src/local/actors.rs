@@ -85,6 +85,10 @@ impl Actors {
         self.entries.contains_key(id)
     }
 
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&ActorId, &ActorEntry)> {
+        self.entries.iter()
+    }
+
     pub(crate) fn values(&self) -> impl Iterator<Item = &ActorEntry> {
         self.entries.values()
     }

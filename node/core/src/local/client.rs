@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use crate::cluster::GatherTarget;
 use crate::command::Command;
 use crate::core::Core;
 use crate::error::ProtocolError;
 use crate::ids::ConnId;
 use crate::local::objects::Holder;
 use crate::local::waits::Target;
-use crate::wire::local::{ClientMsg, NodeMsg, Role};
+use crate::wire::local::{ClientMsg, NodeMsg, Query, Role};
 
 impl Core {
     /// Handle one message from connection `conn`.
@@ -93,6 +94,7 @@ impl Core {
             }
             (Some(_), ClientMsg::Seal { id, contained }) => {
                 self.seal_object(holder, id, contained);
+                self.note_put(self.conns.pid(conn), &id);
             }
             (
                 Some(_),
@@ -101,7 +103,10 @@ impl Core {
                     blob,
                     contained,
                 },
-            ) => self.put_inline(id, blob, contained),
+            ) => {
+                self.put_inline(id, blob, contained);
+                self.note_put(self.conns.pid(conn), &id);
+            }
             (Some(_), ClientMsg::Release { ids }) => self.release_pins(holder, &ids),
             (Some(_), ClientMsg::AddRefs { ids }) => self.add_refs(holder, &ids),
             (Some(_), ClientMsg::DecRefs { ids }) => self.dec_refs(holder, &ids),
@@ -116,10 +121,13 @@ impl Core {
                 },
             ) => {
                 self.record_run_time(task, run_us);
+                let ok = matches!(outcome, crate::wire::local::Outcome::Returns(_));
+                self.note_run(wid, task, run_us, ok);
                 self.task_done(wid, task, outcome, contained);
             }
             (Some(_), ClientMsg::TaskDone { .. }) => return Err(ProtocolError::NotAWorkerOutcome),
-            (Some(Role::Worker(_)), ClientMsg::Output { task, stream, data }) => {
+            (Some(Role::Worker(wid)), ClientMsg::Output { task, stream, data }) => {
+                self.note_output(wid, &data);
                 self.forward_output(task, stream, data);
             }
             (Some(_), ClientMsg::Output { .. }) => return Err(ProtocolError::NotAWorkerOutput),
@@ -150,8 +158,12 @@ impl Core {
                 self.lookup_actor(&name, crate::cluster::LookupTarget::Conn { conn, req });
             }
             (Some(_), ClientMsg::Query { req, query }) => {
-                let result = Ok(self.query(query).to_string());
-                self.send_to(conn, NodeMsg::Reply { req, result });
+                if let Query::Cluster(what) = query {
+                    self.gather(what, GatherTarget::Conn { conn, req });
+                } else {
+                    let result = Ok(self.query(query).to_string());
+                    self.send_to(conn, NodeMsg::Reply { req, result });
+                }
             }
         }
         Ok(())

@@ -54,6 +54,11 @@ impl Conns {
         id
     }
 
+    /// The process on the other end (0 before it said Hello).
+    pub(crate) fn pid(&self, id: ConnId) -> u32 {
+        self.entries.get(&id).map_or(0, |c| c.pid)
+    }
+
     pub(crate) fn contains(&self, id: ConnId) -> bool {
         self.entries.contains_key(&id)
     }

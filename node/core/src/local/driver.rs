@@ -12,7 +12,7 @@ use crate::error::SubmitError;
 use crate::ids::{ActorId, FnId, LookupId, ObjectId, WaitId};
 use crate::local::objects::Holder;
 use crate::local::waits::Target;
-use crate::wire::local::{ErrorInfo, Query, Reserved, TaskSpec, Value};
+use crate::wire::local::{ErrorInfo, Listing, Query, Reserved, TaskSpec, Value};
 
 impl Core {
     /// Keep a pickled function for the tasks that call it.
@@ -75,6 +75,7 @@ impl Core {
     pub fn driver_seal(&mut self, id: ObjectId, contained: Vec<ObjectId>, now: Instant) {
         self.now = now;
         self.seal_object(Holder::Local, id, contained);
+        self.note_put(0, &id);
     }
 
     /// Give up a created object that was never sealed.
@@ -92,6 +93,7 @@ impl Core {
     ) {
         self.now = now;
         self.put_inline(id, ByteBuf::from(blob), contained);
+        self.note_put(0, &id);
     }
 
     /// Drop pins the driver's views held.
@@ -135,9 +137,21 @@ impl Core {
         id
     }
 
-    /// A read-only question about the node, answered as JSON.
+    /// A read-only question about the node, answered as JSON. A
+    /// [`Query::Cluster`] is answered by [`Command::GatherDone`](crate::Command::GatherDone)
+    /// instead: use [`Core::driver_gather`].
     pub fn driver_query(&mut self, q: Query, now: Instant) -> serde_json::Value {
         self.now = now;
         self.query(q)
+    }
+
+    /// A listing from every peer: answered by
+    /// [`Command::GatherDone`](crate::Command::GatherDone) once every peer
+    /// answered or [`GATHER_TIMEOUT`](crate::GATHER_TIMEOUT) passed.
+    pub fn driver_gather(&mut self, what: Listing, now: Instant) -> LookupId {
+        self.now = now;
+        let id = self.cluster.next_req();
+        self.gather(what, crate::cluster::GatherTarget::Local(id));
+        id
     }
 }

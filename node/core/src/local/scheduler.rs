@@ -172,12 +172,13 @@ impl Core {
         let Some(conn) = self.workers.get(&wid).and_then(|w| w.conn) else {
             return;
         };
+        let observing = self.observing();
         let Some(t) = self.tasks.get_mut(&tid) else {
             return;
         };
         t.state = TaskState::Running(wid);
         let spec = Arc::clone(&t.spec);
-        let forward_output = t.output_to.is_some() || t.guest.is_some();
+        let forward_output = t.output_to.is_some() || t.guest.is_some() || observing;
         let fn_blob = match self.workers.get_mut(&wid) {
             Some(w) if !w.known_fns.contains(&spec.fn_id) && spec.kind != TaskKind::ActorMethod => {
                 match self.tasks.function(&spec.fn_id) {

@@ -472,8 +472,10 @@ impl Core {
             );
         } else if let Some(conn) = t.output_to {
             self.send_to(conn, NodeMsg::Output { stream, data });
-        } else if t.state == TaskState::Remote {
-            // Printed on another peer for this process's own (embedded) driver.
+        } else if t.state == TaskState::Remote || self.observing() {
+            // Printed on another peer for this process's own (embedded)
+            // driver, or sent here only to be kept for the dashboard: it
+            // goes to the terminal the worker would have printed on.
             self.emit(Command::Print { stream, data });
         }
     }
@@ -542,10 +544,11 @@ impl Core {
             }
             (TaskKind::ActorCreate, Outcome::Failed(err) | Outcome::FailedFinal(err)) => {
                 let aid = spec.actor.unwrap_or_default_actor();
+                // The message's first line (a task error's traceback follows it).
                 let msg = format!(
                     "the actor {} died because its constructor raised: {}",
                     spec.actor_name(),
-                    err.message
+                    err.message.lines().next().unwrap_or_default()
                 );
                 self.finish_task(tid);
                 self.actor_died(aid, ErrorInfo::new(ErrorKind::ActorDied, msg), false);
@@ -645,6 +648,7 @@ impl Core {
 
     /// Every return of the task becomes `err`; the task is over.
     pub(crate) fn fail_task(&mut self, tid: TaskId, err: ErrorInfo) {
+        self.note_failure(tid, &err);
         let Some(t) = self.tasks.get(&tid) else {
             return;
         };

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::command::Command;
 use crate::core::Core;
+use crate::history::SpanKind;
 use crate::ids::{ConnId, ObjectId, PeerId, WaitId, WorkerId};
 use crate::local::objects::{Holder, ObjState};
 use crate::local::values::lost_error;
@@ -53,6 +54,8 @@ pub(crate) struct PendingWait {
     pub(crate) blocked_worker: Option<WorkerId>,
     /// A get that fails fast saw one of its objects fail: it has its answer.
     pub(crate) failed: bool,
+    /// When it began (a get's span on the timeline).
+    pub(crate) since: Instant,
 }
 
 impl PendingWait {
@@ -168,6 +171,7 @@ impl Core {
             target,
             blocked_worker: None,
             failed: false,
+            since: self.now,
         };
         w.failed = any_failed && w.fails_fast();
         let done = w.is_answered();
@@ -216,9 +220,16 @@ impl Core {
     pub(crate) fn complete_wait(&mut self, wid: WaitId) {
         if let Some(PendingWait {
             target: Target::Local,
+            is_get,
+            since,
+            ids,
             ..
         }) = self.waits.pending.get(&wid)
         {
+            if *is_get {
+                let (since, n) = (*since, ids.len() as u64);
+                self.note_span(SpanKind::Get, 0, since, n, true);
+            }
             self.emit(Command::WaitDone { wait: wid });
             return;
         }
@@ -226,6 +237,10 @@ impl Core {
             return;
         };
         self.unregister_waiter(wid, &w);
+        if let (true, Target::Conn { conn, .. }) = (w.is_get, w.target) {
+            let pid = self.conns.pid(conn);
+            self.note_span(SpanKind::Get, pid, w.since, w.ids.len() as u64, !w.failed);
+        }
         match w.target {
             Target::Peer { peer, free_after } => {
                 self.send_values_to_peer(peer, &w.ids, free_after);

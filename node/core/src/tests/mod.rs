@@ -72,6 +72,8 @@ struct Harness {
     waits_done: Vec<WaitId>,
     /// What the node printed in its own process (stream, text).
     prints: Vec<(u8, String)>,
+    /// Cluster-wide listings of the embedded driver that were answered.
+    gathers_done: Vec<(crate::ids::LookupId, String)>,
 }
 
 fn config(cpus: f64, peer_id: Option<PeerId>) -> CoreConfig {
@@ -117,6 +119,7 @@ impl Harness {
             stops: 0,
             waits_done: Vec::new(),
             prints: Vec::new(),
+            gathers_done: Vec::new(),
         }
     }
 
@@ -167,6 +170,7 @@ impl Harness {
                 Command::Print { stream, data } => self
                     .prints
                     .push((stream, String::from_utf8_lossy(&data).into_owned())),
+                Command::GatherDone { gather, answer } => self.gathers_done.push((gather, answer)),
                 Command::Announce { .. } | Command::LookupDone { .. } => {}
             }
         }
@@ -463,6 +467,7 @@ fn is_ready(st: &Core, id: &ObjectId) -> bool {
 
 mod actors;
 mod borrows;
+mod gather;
 mod gets;
 mod gpus;
 mod infeasible;

@@ -245,6 +245,58 @@ pub enum Query {
     ClusterResources,
     AvailableResources,
     Status,
+    /// One kind of this node's state, as rows (`{"node": …, "rows": […]}`).
+    List(Listing),
+    /// The same from every peer in the view, asked over the peer protocol:
+    /// `{"nodes": [one answer of List each], "missing": [peers that did not
+    /// answer in time]}`.
+    Cluster(Listing),
+}
+
+/// What a [`Query::List`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Listing {
+    /// This node: resources, queue, store, workers, counters (one row).
+    Peers,
+    /// Tasks running or queued here, then recent runs and failures.
+    Tasks,
+    /// Actors hosted here.
+    Actors,
+    /// Objects this node knows, largest first.
+    Objects,
+    /// Every run, get, put and transfer kept here, with wall-clock times.
+    Timeline,
+    /// What a dashboard shows of this node: its row, running tasks, recent
+    /// failures, actors, the largest objects, transfers, worker output, and
+    /// the runs of the last minute.
+    Overview,
+}
+
+impl Listing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Listing::Peers => "peers",
+            Listing::Tasks => "tasks",
+            Listing::Actors => "actors",
+            Listing::Objects => "objects",
+            Listing::Timeline => "timeline",
+            Listing::Overview => "overview",
+        }
+    }
+
+    /// The listing a name (as `peer list` takes it) stands for.
+    pub fn from_name(name: &str) -> Option<Listing> {
+        [
+            Listing::Peers,
+            Listing::Tasks,
+            Listing::Actors,
+            Listing::Objects,
+            Listing::Timeline,
+            Listing::Overview,
+        ]
+        .into_iter()
+        .find(|l| l.name() == name)
+    }
 }
 
 /// Client → node.

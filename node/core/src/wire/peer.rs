@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::ids::{ActorId, FnId, ObjectId, TaskId};
-use crate::wire::local::{ErrorInfo, TaskSpec};
+use crate::wire::local::{ErrorInfo, Listing, TaskSpec};
 
 /// The stream protocol of node-to-node messages.
 pub const NODE_PROTOCOL: &str = "/peer/node/1.0.0";
@@ -209,6 +209,17 @@ pub enum PeerMsg {
         stream: u8,
         data: ByteBuf,
     },
+    /// What is this kind of your state? Answered by [`PeerMsg::StateReply`]
+    /// (read-only: `peer list`, the dashboard, the timeline).
+    StateQuery {
+        req: u64,
+        what: Listing,
+    },
+    /// The answer to a [`PeerMsg::StateQuery`]: JSON text.
+    StateReply {
+        req: u64,
+        json: ByteBuf,
+    },
 }
 
 impl PeerMsg {
@@ -240,6 +251,8 @@ impl PeerMsg {
             PeerMsg::Which { .. } => "Which",
             PeerMsg::Have { .. } => "Have",
             PeerMsg::Output { .. } => "Output",
+            PeerMsg::StateQuery { .. } => "StateQuery",
+            PeerMsg::StateReply { .. } => "StateReply",
         }
     }
 }

@@ -15,12 +15,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use peer_node_core::ids::{ActorId, ConnId, NodeId, ObjectId, PeerId};
+use peer_node_core::ids::{ActorId, ConnId, LookupId, NodeId, ObjectId, PeerId};
 use peer_node_core::store::ObjectStore;
 use peer_node_core::store::memory::MemStore;
-use peer_node_core::wire::local::{ClientMsg, NodeMsg, Query, TaskKind};
+use peer_node_core::wire::local::{ClientMsg, Listing, NodeMsg, Query, TaskKind};
 use peer_node_core::wire::peer::PeerMsg;
-use peer_node_core::{Command, Core, CoreConfig, Event, PeerView};
+use peer_node_core::{Command, Core, CoreConfig, Event, GATHER_TIMEOUT, PeerView};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -92,6 +92,8 @@ pub struct Report {
     pub sim_time: Duration,
     pub refs: usize,
     pub errors_allowed: usize,
+    /// Cluster-wide listings asked of nodes and answered in time.
+    pub gathers_answered: u64,
     /// Allowed answers by error kind (`None`: a value that could not be
     /// known), with what each error said.
     pub allowed: Vec<(Option<peer_node_core::wire::local::ErrorKind>, String)>,
@@ -207,7 +209,22 @@ pub struct World {
     faults_end: Duration,
     trace: Option<Trace>,
     handled: u64,
+    /// Cluster-wide listings asked of nodes (as the dashboard does), not answered yet.
+    gathers: Vec<Gather>,
+    gathers_answered: u64,
 }
+
+/// A listing from every peer that node `node` (run `inc`) was asked for at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    node: usize,
+    inc: u64,
+    id: LookupId,
+    at: Duration,
+}
+
+/// A node is asked for a cluster-wide listing every this many events.
+const GATHER_EVERY: u64 = 256;
 
 /// Simulated time by which the driver must have every answer.
 const STUCK_AFTER: Duration = Duration::from_secs(400);
@@ -247,6 +264,8 @@ impl World {
             faults: Vec::new(),
             faults_end: Duration::ZERO,
             handled: 0,
+            gathers: Vec::new(),
+            gathers_answered: 0,
         };
         for spec in specs {
             let peer = PeerId::from_rng(&mut w.rng);
@@ -294,6 +313,7 @@ impl World {
             self.now = t;
             self.handled += 1;
             self.handle(ev)?;
+            self.check_gathers()?;
             if self.driver.done && done_at.is_none() {
                 done_at = Some(self.now.max(self.faults_end));
             }
@@ -450,6 +470,64 @@ impl World {
         Ok(())
     }
 
+    /// Now and then a node is asked for the state of every peer (a dashboard's
+    /// overview); each such gather must be answered by its deadline, with this
+    /// node's part first, whatever the network and the peers do meanwhile.
+    fn check_gathers(&mut self) -> Result<(), Failure> {
+        if self.handled.is_multiple_of(GATHER_EVERY) {
+            let n = (self.handled / GATHER_EVERY) as usize % self.nodes.len();
+            let (now, inc) = (self.instant(), self.nodes[n].incarnation);
+            if let Some(core) = self.core_mut(n) {
+                let id = core.driver_gather(Listing::Overview, now);
+                self.gathers.push(Gather {
+                    node: n,
+                    inc,
+                    id,
+                    at: self.now,
+                });
+                self.drain(n);
+            }
+        }
+        // A node that crashed or restarted took its gathers with it.
+        let nodes = &self.nodes;
+        self.gathers
+            .retain(|g| nodes[g.node].core.is_some() && nodes[g.node].incarnation == g.inc);
+        // The core's timer fires at the deadline; a little slack for the event order.
+        let late = GATHER_TIMEOUT + Duration::from_millis(100);
+        if let Some(g) = self.gathers.iter().find(|g| self.now > g.at + late) {
+            return self.fail(format!(
+                "node {} did not answer a cluster-wide listing asked at {:?} by {:?}",
+                g.node, g.at, self.now
+            ));
+        }
+        Ok(())
+    }
+
+    /// Node `n` answered a gather: it must be one it was asked for, and hold
+    /// its own part first.
+    fn gather_done(&mut self, n: usize, id: LookupId, answer: &str) {
+        let inc = self.nodes[n].incarnation;
+        let Some(i) = self
+            .gathers
+            .iter()
+            .position(|g| g.node == n && g.inc == inc && g.id == id)
+        else {
+            self.driver
+                .problems
+                .push(format!("node {n} answered a gather nobody asked for"));
+            return;
+        };
+        self.gathers.swap_remove(i);
+        self.gathers_answered += 1;
+        let me = self.core_mut(n).map(|c| c.node_name());
+        let v: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+        if v["nodes"][0]["node"].as_str() != me.as_deref() {
+            self.driver.problems.push(format!(
+                "node {n}'s cluster-wide listing lacks its own part: {answer:.200}"
+            ));
+        }
+    }
+
     /// Carry out the commands node `n`'s core queued.
     fn drain(&mut self, n: usize) {
         loop {
@@ -481,6 +559,7 @@ impl World {
             }
             Command::Stop | Command::Announce { .. } | Command::Print { .. } => {}
             Command::WaitDone { .. } | Command::LookupDone { .. } => {}
+            Command::GatherDone { gather, answer } => self.gather_done(n, gather, &answer),
             Command::ToPeer { peer, msg } => self.send_peer(n, peer, msg),
             Command::SpawnWorker { worker, env } => {
                 let d = self.micros(1_000, 60_000);
@@ -946,6 +1025,7 @@ impl World {
             sim_time: self.now,
             refs: self.driver.ids.len(),
             errors_allowed: allowed.len(),
+            gathers_answered: self.gathers_answered,
             allowed,
             faults: self.faults.clone(),
             trace: self
