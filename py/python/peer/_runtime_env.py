@@ -23,25 +23,20 @@ entries nobody uses are deleted least recently used first once the cache passes 
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import io
 import json
 import os
 import re
-import shutil
-import site
-import stat
-import subprocess
 import sys
-import tempfile
-import time
 import types
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# What only packing, unpacking and building need (zipfile, subprocess, pathlib, ...) is imported
+# where it is used: `import peer` and every worker without a runtime_env must not pay for it.
 
 from . import _native
 from .exceptions import RuntimeEnvSetupError
@@ -224,6 +219,8 @@ def _glob_regex(p: str) -> str:
 def _files(root: Path, excludes: list[str], field_name: str) -> list[tuple[str, Path]]:
     """The files under ``root`` that are not excluded, sorted, as (path inside the package, path);
     raises past the size limit."""
+    import stat
+    from pathlib import Path
     ignore = _Ignore()
     for pattern in excludes:
         ignore.add("", pattern)
@@ -268,6 +265,9 @@ def _files(root: Path, excludes: list[str], field_name: str) -> list[tuple[str, 
 
 def _zip(files: list[tuple[str, Path]], prefix: str = "") -> bytes:
     """A deterministic zip (sorted entries, fixed times, modes kept): equal contents, equal bytes."""
+    import io
+    import stat
+    import zipfile
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for rel, full in files:
@@ -280,6 +280,7 @@ def _zip(files: list[tuple[str, Path]], prefix: str = "") -> bytes:
 
 
 def content_hash(data: bytes) -> str:
+    import hashlib
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
@@ -342,6 +343,7 @@ def _pack_file(kind: str, path: Path) -> dict[str, str]:
 
 
 def _local_path(kind: str, value: Any) -> Path:
+    from pathlib import Path
     path = Path(os.fspath(value)).expanduser().resolve()
     if not path.exists():
         raise ValueError(f"runtime_env[{kind!r}]: {path} does not exist")
@@ -463,6 +465,7 @@ class Resolved:
 
 
 def _resolved(norm: dict[str, Any]) -> Resolved | None:
+    import hashlib
     if not norm:
         return None
     setup = json.dumps(norm, sort_keys=True, separators=(",", ":"))
@@ -516,6 +519,7 @@ def forget() -> None:
 
 
 def cache_root() -> Path:
+    from pathlib import Path
     state = os.environ.get("PEER_STATE_DIR") or os.path.join(os.path.expanduser("~"), ".peer")
     root = Path(state) / "runtime_envs"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -529,6 +533,7 @@ _held: dict[str, int] = {}
 def _use(root: Path, name: str) -> None:
     """Take a shared lock on ``name`` for this process's life (the cleanup skips it), and mark it
     used now."""
+    import fcntl
     lock = root / f"{name}.lock"
     if name not in _held:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -547,12 +552,14 @@ class _BuildLock:
         self._fd = -1
 
     def __enter__(self) -> _BuildLock:
+        import fcntl
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
     def building(self, kind: str) -> None:
         """Say in ``peer status`` that the entry is being built."""
+        import time
         _write_json(self._marker, {"kind": kind, "what": self._what, "bytes": 0, "since": time.time(), "pid": os.getpid()})
 
     def __exit__(self, *exc: object) -> None:
@@ -590,6 +597,8 @@ def _fetch(pkg: dict[str, Any]) -> bytes:
 
 
 def _unzip(data: bytes, into: Path) -> None:
+    import io
+    import zipfile
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         for info in zf.infolist():
             target = (into / info.filename).resolve()
@@ -603,6 +612,10 @@ def _unzip(data: bytes, into: Path) -> None:
 
 def _package(root: Path, pkg: dict[str, Any], kind: str, what: str) -> Path:
     """The unpacked directory (or, for a wheel, the file) of a package on this peer."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
     name = f"pkg-{pkg['hash']}"
     _use(root, name)
     final = root / name
@@ -630,6 +643,9 @@ def _package(root: Path, pkg: dict[str, Any], kind: str, what: str) -> Path:
 
 def _wheel_dir(root: Path, pkg: dict[str, Any]) -> Path:
     """A wheel from py_modules, unpacked so that it imports from sys.path."""
+    import tempfile
+    import time
+    from pathlib import Path
     wheel = _package(root, pkg, "py_modules", pkg["filename"]) / pkg["filename"]
     name = f"whl-{pkg['hash']}"
     _use(root, name)
@@ -656,6 +672,9 @@ def _site_packages(venv: Path) -> Path:
 def _pip_env(root: Path, spec: dict[str, Any], timeout: float | None) -> Path:
     """The virtual environment of a requirement list on this peer, built once (the node's
     interpreter underneath, so peer and what the node has installed stay importable)."""
+    import hashlib
+    import shutil
+    import time
     ident = json.dumps([_ids_removed(spec), sys.version, sys.executable], sort_keys=True)
     name = f"pip-{hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()}"
     _use(root, name)
@@ -685,10 +704,14 @@ def _shown(packages: list[str]) -> list[str]:
 
 
 def _build_venv(root: Path, venv: Path, spec: dict[str, Any], timeout: float | None) -> None:
+    import shutil
+    import time
     uv = shutil.which("uv") if spec.get("installer") in ("pip", "uv") else None
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def run(cmd: list[str], what: str) -> None:
+        import subprocess
+        import time
         left = None if deadline is None else max(1.0, deadline - time.monotonic())
         env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
         env.pop("PYTHONPATH", None)
@@ -735,6 +758,8 @@ def _build_venv(root: Path, venv: Path, spec: dict[str, Any], timeout: float | N
 
 def _collect(root: Path) -> None:
     """Delete entries nobody uses, least recently used first, while the cache is over its bound."""
+    import fcntl
+    import shutil
     entries = []
     total = 0
     for meta in root.glob("*.json"):
@@ -774,6 +799,8 @@ def apply(setup: str) -> None:
     """Take up an environment in this worker: packages fetched and unpacked (once per peer), the
     pip environment built (once per peer), then the working directory, ``sys.path`` and variables.
     Raises :class:`RuntimeEnvSetupError`."""
+    import site
+    from pathlib import Path
     spec = json.loads(setup)
     root = cache_root()
     timeout_s = (spec.get("config") or {}).get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT_S)
@@ -836,6 +863,7 @@ def describe_missing_module(e: ModuleNotFoundError, env: Resolved | None) -> Non
 
 def listing(state_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The cache's entries as ``peer status`` shows them (for tests and tools)."""
+    from pathlib import Path
     root = Path(state_dir) / "runtime_envs"
     for meta in sorted(root.glob("*.json")) if root.is_dir() else []:
         try:
