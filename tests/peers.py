@@ -273,6 +273,11 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
 
 
+def _link_up(ns: str, link: str) -> bool:
+    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show", link], capture_output=True, text=True, timeout=10)
+    return "LOWER_UP" in out.stdout and "NO-CARRIER" not in out.stdout
+
+
 @contextlib.contextmanager
 def network_namespaces(tag: str, count: int, subnet: str) -> Iterator[list[str]]:
     """``count`` network namespaces on one bridge (in a namespace of its own), with addresses
@@ -291,12 +296,18 @@ def network_namespaces(tag: str, count: int, subnet: str) -> Iterator[list[str]]
         for i, ns in enumerate(names, start=1):
             _ip("netns", "add", ns)
             made.append(ns)
+            # Both ends are created inside namespaces: nothing appears on the host, even briefly.
             _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{i}", "netns", bridge)
             _ip("-n", bridge, "link", "set", f"v{i}", "master", "br0")
             _ip("-n", bridge, "link", "set", f"v{i}", "up")
             _ip("-n", ns, "addr", "add", f"{subnet}.{i}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", "eth0", "up")
+        # Peers start only once every link carries traffic: an mDNS query sent earlier is lost
+        # and the next retry comes seconds later.
+        links = [(bridge, "br0")] + [(ns, "eth0") for ns in names] + [(bridge, f"v{i}") for i in range(1, count + 1)]
+        for ns, link in links:
+            wait_for(lambda: _link_up(ns, link), 10, f"link {link} in {ns} is up")
         yield names
     finally:
         for ns in reversed(made):

@@ -23,7 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from peers import LAN_LISTEN, STORE_BYTES, Launcher, chain, describe, orphans, views_complete, wait_for
+from peers import (
+    LAN_LISTEN,
+    STORE_BYTES,
+    Launcher,
+    chain,
+    describe,
+    network_namespaces,
+    orphans,
+    views_complete,
+    wait_for,
+)
 
 SLEEPER = textwrap.dedent(
     """
@@ -141,52 +151,14 @@ def test_killed_peer_leaves_every_view(launcher: Launcher) -> None:
     os.unlink(victim.arena)
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
 def lan() -> Iterator[list[str]]:
     """Three network namespaces on one bridge (in a fourth namespace), 10.79.0.1-3/24; deleted after."""
-    tag = f"pc{os.getpid()}"
-    bridge = f"{tag}br"
-    names = [f"{tag}n{i}" for i in (1, 2, 3)]
-    made: list[str] = []
-    try:
-        probe = subprocess.run(["ip", "netns", "add", bridge], capture_output=True, text=True, timeout=10)
-        if probe.returncode != 0:
-            why = probe.stderr.strip()
-            pytest.skip(f"cannot create network namespaces here (`ip netns add` failed: {why})")
-        made.append(bridge)
-        _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
-        _ip("-n", bridge, "link", "set", "br0", "up")
-        for i, ns in enumerate(names, start=1):
-            _ip("netns", "add", ns)
-            made.append(ns)
-            # Both ends are created inside namespaces: nothing appears on the host, even briefly.
-            _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{i}", "netns", bridge)
-            _ip("-n", bridge, "link", "set", f"v{i}", "master", "br0")
-            _ip("-n", bridge, "link", "set", f"v{i}", "up")
-            _ip("-n", ns, "addr", "add", f"10.79.0.{i}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-        # Peers start only once every link carries traffic: an mDNS query sent earlier is lost
-        # and the next retry comes seconds later.
-        links = [(bridge, "br0")] + [(ns, "eth0") for ns in names] + [(bridge, f"v{i}") for i in (1, 2, 3)]
-        for ns, link in links:
-            wait_for(lambda: _link_up(ns, link), 10, f"link {link} in {ns} is up")
+    with network_namespaces(f"pc{os.getpid()}", 3, "10.79.0") as names:
         yield names
-    finally:
-        for ns in reversed(made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's `ip` for network namespaces")
-def _link_up(ns: str, link: str) -> bool:
-    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show", link], capture_output=True, text=True, timeout=10)
-    return "LOWER_UP" in out.stdout and "NO-CARRIER" not in out.stdout
-
-
 def test_mdns_finds_peers_across_namespaces(lan: list[str], tmp_path: Path) -> None:
     key = secrets.token_hex(32)
     launch = Launcher(tmp_path)
