@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,11 +250,32 @@ def run_driver(daemon: Daemon, body: str, timeout: float = 120) -> dict:  # type
     return out
 
 
+# What `read_line` read of a line that had not ended when it gave up.
+_partial_lines: weakref.WeakKeyDictionary[subprocess.Popen[str], bytearray] = weakref.WeakKeyDictionary()
+
+
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str | None:
-    """The driver's next line of output; ``None`` when none came within ``timeout`` seconds."""
+    """The driver's next line of output (``""`` at its end); ``None`` when none came within
+    ``timeout`` seconds.
+
+    Reads the pipe's file descriptor a byte at a time, never through ``proc.stdout``'s buffer:
+    ``readline`` on the buffered file may take in two lines at once, and a ``select`` on the
+    descriptor would then wait for a second line that is already here. Nothing is read past
+    the line's end, so ``communicate`` afterwards gets the rest."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline() if ready else None
+    fd = proc.stdout.fileno()
+    line = _partial_lines.pop(proc, bytearray())
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(left, 0.0))
+        if not ready:
+            _partial_lines[proc] = line
+            return None
+        byte = os.read(fd, 1)
+        line += byte
+        if not byte or byte == b"\n":
+            return line.decode(errors="replace")
 
 
 def start_driver(daemon: Daemon, body: str) -> subprocess.Popen[str]:
