@@ -115,7 +115,7 @@ impl Client {
         Ok(self.ask(|reply| Command::Dial(address, reply)).await??)
     }
 
-    /// Opens a new stream of `protocol` to `peer` (noise-encrypted and multiplexed on the peer's
+    /// Opens a new stream of `protocol` to `peer` (TLS-encrypted and multiplexed on the peer's
     /// connection), connecting first when there is none. Fails when the peer cannot be reached
     /// or does not speak `protocol`.
     pub async fn open_stream(

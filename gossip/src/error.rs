@@ -84,7 +84,7 @@ fn describe_origin(origin: &Option<PathBuf>) -> String {
 /// Why an outgoing connection failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
-    /// The remote holds a different cluster key (found by the key proof right after noise).
+    /// The remote holds a different cluster key (found by the key proof right after TLS).
     #[error("{address} uses a different cluster key: check --key on both peers")]
     KeyMismatch {
         /// The address that was dialed.

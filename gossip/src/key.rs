@@ -1,5 +1,5 @@
 //! The cluster pre-shared key: 32 random bytes every member holds. Each connection proves both
-//! sides hold it right after noise (see `transport`), so a peer without it cannot send a single
+//! sides hold it right after TLS (see `transport`), so a peer without it cannot send a single
 //! libp2p message.
 //!
 //! On disk and on the command line the key is 64 hex characters (a file may also use the

@@ -28,9 +28,9 @@
 //!
 //! # Design
 //!
-//! - **Cluster key.** Every connection is TCP, then noise (authenticating the [`Identity`] and
-//!   encrypting everything), then a proof of the [`ClusterKey`] bound to that noise session, then
-//!   yamux. A peer without the key cannot send a single libp2p message; a mismatch shows as
+//! - **Cluster key.** Every connection is TCP, then TLS 1.3 (authenticating the [`Identity`] and
+//!   encrypting everything with AES-GCM, see `tls`), then a proof of the [`ClusterKey`] bound to
+//!   the two identities TLS proved, then yamux. A peer without the key cannot send a single libp2p message; a mismatch shows as
 //!   [`ConnectError::KeyMismatch`] on the dialer and as a log line on the listener. QUIC is not
 //!   used (see `transport`, which also says why this replaced pnet).
 //! - **Discovery.** mDNS on the LAN (unless [`Config::mdns`] is off) and Kademlia (our own
@@ -53,11 +53,11 @@
 //!   (DCUtR, port reuse), after which the relayed one is closed. [`Client::network`] and
 //!   [`PeerInfo::link`] tell what happened (see `nat`).
 //! - **Streams.** [`Client::open_stream`] and [`Client::accept_streams`] give the node plain
-//!   byte streams to other members (same connection, same key and noise), for its own
+//!   byte streams to other members (same connection, same key and TLS), for its own
 //!   protocols: task hand-off, bids and object transfer.
 //!
 //! Modules: `config`, `identity`, `key` (and `secret` for their files), `messages` (wire types
-//! and limits), `view`, `transport`, `behaviour`, `nat`, `client`, `event_loop` and `swarm_events`
+//! and limits), `view`, `tls`, `transport`, `behaviour`, `nat`, `client`, `event_loop` and `swarm_events`
 //! (the loop's reactions to the network), `error`. `tests/mdns.rs` checks LAN discovery between
 //! two processes in network namespaces.
 
@@ -74,6 +74,7 @@ mod messages;
 mod nat;
 mod secret;
 mod swarm_events;
+mod tls;
 mod transport;
 mod view;
 
