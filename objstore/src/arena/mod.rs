@@ -320,6 +320,23 @@ impl Arena {
         Ok(())
     }
 
+    /// A writable view of `[offset, offset + len)`, bounds-checked, for filling an object in
+    /// place (a pull reads a chunk off the network straight into it).
+    ///
+    /// # Safety
+    ///
+    /// The range must lie in an allocation the caller created and has not sealed, which no
+    /// one else reads or writes, and which is not freed, while the view lives (the views a
+    /// caller holds at once must not overlap).
+    pub unsafe fn range_mut(&self, offset: u64, len: u64) -> Result<&mut [u8], StoreError> {
+        self.check_writable()?;
+        let (off, len) = self.check(offset, len)?;
+        // SAFETY: the range was bounds-checked against the live mapping, which stays mapped
+        // while `&self` is borrowed, and any byte pattern is a valid `u8`; the caller promises
+        // that nothing else touches the range while the exclusive view lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.base_ptr().add(off), len) })
+    }
+
     /// Moves `len` bytes from offset `from` to offset `to` (ranges may overlap; memmove), both
     /// bounds-checked.
     ///

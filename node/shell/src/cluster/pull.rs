@@ -6,12 +6,11 @@
 //! - **Pull** ([`run_pull`]): the core reserved the object's space and asks
 //!   for a pull ([`PullJob`]). Chunks of [`CHUNK`] bytes are requested over
 //!   `/peer/pull/1.0.0` streams, at most [`PER_SOURCE`] at a time from each
-//!   holder and [`IN_FLIGHT`] in all (so a pull buffers at most
-//!   `IN_FLIGHT × CHUNK` bytes besides the object), spread over the holders
-//!   chunk by chunk. Each chunk carries a CRC-32 that is checked before it is
-//!   written into the object's place in the arena and reported to the core;
-//!   a source that fails, is slow or sends a bad chunk is dropped and its
-//!   chunks asked of the others.
+//!   holder and [`IN_FLIGHT`] in all, spread over the holders chunk by chunk.
+//!   Each chunk is read off its stream straight into the object's place in
+//!   the arena (no buffer besides the transport's, and no checksum: TLS
+//!   authenticates every byte) and then reported to the core; a source that
+//!   fails or is slow is dropped and its chunks asked of the others.
 //! - **Serve** ([`serve`]): the core says what it can serve
 //!   ([`PullSource`]): a complete copy is read straight out of the shared
 //!   store (pinned while it is sent); a node still pulling serves the chunks
@@ -37,8 +36,8 @@ use super::{libp2p_id_of, peer_id_of};
 use crate::engine::{PullJob, Shared};
 use crate::frames;
 /// Chunk requests in flight per source.
-const PER_SOURCE: usize = 2;
-/// Chunk requests in flight per pull (bounds its buffers to `IN_FLIGHT × CHUNK`).
+const PER_SOURCE: usize = 4;
+/// Chunk requests in flight per pull.
 const IN_FLIGHT: usize = 8;
 /// How long a chunk may take, from opening the stream to its last byte.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -189,13 +188,21 @@ async fn run_chunks(
             let len = CHUNK.min(job.len - offset);
             let client = client.clone();
             let relayed = paths.is_relayed(&peer);
+            // SAFETY: the range is chunk `chunk` of the space the core reserved for this
+            // object, which stays reserved and unsealed until this pull reports `PullDone`
+            // (after every future here has finished or been dropped). Chunks in flight are
+            // distinct (a chunk is in `todo` or in flight, never both), nothing serves or
+            // reads a chunk before `PullChunk` reports it, and a retried chunk is only
+            // written again after the failed attempt's future has ended.
+            let place =
+                unsafe { arena.range_mut(job.offset + offset, len) }.map_err(|e| e.to_string())?;
             in_flight.push(async move {
                 if relayed {
                     paths.throttle(len).await;
                 }
                 let got = tokio::time::timeout(
                     CHUNK_TIMEOUT,
-                    fetch_chunk(&client, peer, PullRequest { id, offset, len }),
+                    fetch_chunk(&client, peer, PullRequest { id, offset, len }, place),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -221,13 +228,10 @@ async fn run_chunks(
             alive[s].in_flight = alive[s].in_flight.saturating_sub(1);
         }
         match got {
-            Ok(bytes) => {
+            Ok(()) => {
                 if let Some(s) = slot {
                     alive[s].strikes = 0;
                 }
-                arena
-                    .write(job.offset + chunk as u64 * CHUNK, &bytes)
-                    .map_err(|e| e.to_string())?;
                 let mut e = shared.engine.lock();
                 e.handle(Event::PullChunk { id, chunk });
                 if let Some(n) = e.io.arrivals.get(&id) {
@@ -267,12 +271,13 @@ async fn run_chunks(
     }
 }
 
-/// One chunk from one peer, checked against its CRC.
+/// One chunk from one peer, read into `place` (its place in the arena).
 async fn fetch_chunk(
     client: &peer_gossip::Client,
     peer: PeerId,
     req: PullRequest,
-) -> Result<Vec<u8>, ChunkError> {
+    place: &mut [u8],
+) -> Result<(), ChunkError> {
     let transport = |e: &dyn std::fmt::Display| ChunkError::Transport(e.to_string());
     let stream = client
         .open_stream(peer, protocol())
@@ -288,19 +293,14 @@ async fn fetch_chunk(
     let reply: PullReply = frames::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX)
         .await
         .map_err(|e| transport(&e))?;
-    let crc = match reply {
-        PullReply::Data { crc } => crc,
-        PullReply::Missing(why) => return Err(ChunkError::Missing(why)),
-    };
-    let mut bytes = vec![0u8; req.len as usize];
+    if let PullReply::Missing(why) = reply {
+        return Err(ChunkError::Missing(why));
+    }
     stream
-        .read_exact(&mut bytes)
+        .read_exact(place)
         .await
         .map_err(|e| ChunkError::Transport(format!("reading the chunk: {e}")))?;
-    if crc32fast::hash(&bytes) != crc {
-        return Err(ChunkError::Transport("chunk failed its checksum".into()));
-    }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Answer one pull request on a stream a peer opened.
@@ -383,10 +383,7 @@ async fn send_data(
     stream: &mut (impl tokio::io::AsyncWrite + Unpin),
     bytes: &[u8],
 ) -> std::io::Result<bool> {
-    let header = codec::encode(&PullReply::Data {
-        crc: crc32fast::hash(bytes),
-    });
-    stream.write_all(&header).await?;
+    stream.write_all(&codec::encode(&PullReply::Data)).await?;
     stream.write_all(bytes).await?;
     stream.flush().await?;
     stream.shutdown().await?;
