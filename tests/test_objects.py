@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from peers import Daemon, Launcher, cluster, run_driver, start_driver, wait_for
+from peers import Daemon, Launcher, cluster, read_line, run_driver, start_driver, wait_for
 
 MB = 1_000_000
 STORE = 320 * 1024 * 1024  # room for one 200 MB object and some more per peer
@@ -167,3 +167,46 @@ print(json.dumps({"c": on_c, "d": on_d, "want": digest(big())}), flush=True)
 def pulling(d: Daemon) -> bool:
     """Whether ``d`` is pulling an object now."""
     return bool(d.status()["store"]["pulling"])
+
+
+def test_wait_fetch_local_pulls_the_value_here_and_fetch_local_false_does_not(launcher: Launcher) -> None:
+    a, _ = cluster(launcher, [("a", ["--num-cpus", "1"]), ("b", ["--num-cpus", "1", "--resource", "b=1"])], store=STORE)
+    driver = start_driver(
+        a,
+        """
+import sys
+import numpy as np
+
+@ray.remote(resources={"b": 1})
+def make():
+    return np.ones(20_000_000, dtype=np.uint8)
+
+ref = make.remote()
+ready, rest = ray.wait([ref], fetch_local=False, timeout=60)
+print(json.dumps({"anywhere": len(ready)}), flush=True)
+sys.stdin.readline()
+ready, rest = ray.wait([ref], timeout=60)  # fetch_local=True: the value comes here first
+print(json.dumps({"here": len(ready)}), flush=True)
+sys.stdin.readline()
+print(json.dumps({"sum": int(ray.get(ref).sum())}), flush=True)
+""",
+    )
+    try:
+        assert driver.stdin is not None
+        line = read_line(driver, 60)
+        assert line and json.loads(line) == {"anywhere": 1}, line
+        time.sleep(0.5)
+        pulled = a.status()["tasks"]["stats"]["objects_pulled"]
+        assert pulled == 0, "fetch_local=False pulled the value"
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        line = read_line(driver, 60)
+        assert line and json.loads(line) == {"here": 1}, line
+        assert a.status()["tasks"]["stats"]["objects_pulled"] == 1, "wait returned before the value was here"
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        line = read_line(driver, 60)
+        assert line and json.loads(line) == {"sum": 20_000_000}, line
+    finally:
+        driver.kill()
+        driver.communicate()

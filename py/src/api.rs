@@ -599,12 +599,13 @@ pub fn get<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (ids, num_returns, timeout))]
+#[pyo3(signature = (ids, num_returns, timeout, fetch_local))]
 pub fn wait(
     py: Python<'_>,
     ids: &Bound<'_, PyAny>,
     num_returns: usize,
     timeout: Option<f64>,
+    fetch_local: bool,
 ) -> PyResult<Vec<u32>> {
     let rt = runtime::current()?;
     let ids = ids_from(ids)?;
@@ -617,7 +618,7 @@ pub fn wait(
                 timeout,
                 interrupted: &mut check,
             };
-            rt.node.wait(&ids, num_returns, patience)
+            rt.node.wait(&ids, num_returns, fetch_local, patience)
         })
     };
     if let Some(e) = sig_err {

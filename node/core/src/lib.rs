@@ -48,4 +48,5 @@ pub use crate::error::{ProtocolError, SubmitError};
 pub use crate::event::{Event, NetworkView, PeerLink, PeerLoad, PeerView, PullFailure};
 pub use crate::invariants::{ObjectsLeft, Violation, WorkLeft};
 pub use crate::local::values::ANNOUNCE_MIN_BYTES;
+pub use crate::local::waits::Awaited;
 pub use crate::store::{Allocation, ObjectStore, Spilled, StoreError, StoreStats};

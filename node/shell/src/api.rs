@@ -37,7 +37,15 @@ pub trait NodeApi: Send + Sync {
     /// Ray's does, without waiting for the others.
     fn get(&self, ids: &[ObjectId], p: Patience<'_>) -> NodeResult<Option<Vec<Value>>>;
     /// Indices of ready ids, in completion order, at most `num_returns`.
-    fn wait(&self, ids: &[ObjectId], num_returns: usize, p: Patience<'_>) -> NodeResult<Vec<u32>>;
+    /// `fetch_local` is Ray's: ready means here (pulled if need be), or
+    /// anywhere in the cluster (and nothing is pulled).
+    fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        fetch_local: bool,
+        p: Patience<'_>,
+    ) -> NodeResult<Vec<u32>>;
     /// Reserve store space for a `put` or large arguments (or learn that the
     /// object is already there).
     fn create_object(&self, id: ObjectId, len: u64) -> NodeResult<Result<Reserved, ErrorInfo>>;

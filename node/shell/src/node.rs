@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use peer_node_core::ids::{ActorId, FnId, NodeId, ObjectId, OwnerTag};
 use peer_node_core::wire::local::{ErrorInfo, Query, Reserved, TaskSpec, Value};
-use peer_node_core::{Core, CoreConfig, Event};
+use peer_node_core::{Awaited, Core, CoreConfig, Event};
 use peer_objstore::Arena;
 use tokio::sync::{Notify, mpsc};
 
@@ -310,13 +310,13 @@ impl Node {
         &self,
         ids: &[ObjectId],
         need: usize,
-        is_get: bool,
+        awaited: Awaited,
     ) -> (u64, Arc<LocalSignal>) {
         let sig = Arc::new(LocalSignal::default());
         let mut e = self.shared.engine.lock();
         let wid = e
             .core
-            .driver_begin_wait(ids.to_vec(), need, is_get, Instant::now());
+            .driver_begin_wait(ids.to_vec(), need, awaited, Instant::now());
         e.io.local_waits.insert(wid, Arc::clone(&sig));
         e.run();
         (wid, sig)
@@ -410,7 +410,7 @@ impl NodeApi for Node {
                 return Ok(Some(values));
             }
         }
-        let (wid, sig) = self.begin_local_wait(ids, ids.len(), true);
+        let (wid, sig) = self.begin_local_wait(ids, ids.len(), Awaited::Values);
         self.block_on_signal(&sig, p);
         let mut e = self.shared.engine.lock();
         e.io.local_waits.remove(&wid);
@@ -420,9 +420,15 @@ impl NodeApi for Node {
         Ok(values)
     }
 
-    fn wait(&self, ids: &[ObjectId], num_returns: usize, p: Patience<'_>) -> NodeResult<Vec<u32>> {
+    fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        fetch_local: bool,
+        p: Patience<'_>,
+    ) -> NodeResult<Vec<u32>> {
         let need = num_returns.min(ids.len());
-        let (wid, sig) = self.begin_local_wait(ids, need, false);
+        let (wid, sig) = self.begin_local_wait(ids, need, Awaited::of_wait(fetch_local));
         self.block_on_signal(&sig, p);
         let mut e = self.shared.engine.lock();
         e.io.local_waits.remove(&wid);

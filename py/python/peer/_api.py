@@ -99,12 +99,13 @@ def wait(
     """Wait until ``num_returns`` of the refs are ready or ``timeout`` seconds pass.
 
     Returns ``(ready, not_ready)``, both in input order (as Ray documents); ``ready`` holds at
-    most ``num_returns`` refs. ``timeout=0`` only looks at what is ready now. ``fetch_local=False``
-    (Ray: do not pull the objects here, return once they exist anywhere) is accepted: readiness
-    here is always "the value exists", and ``get`` pulls it when asked. The checks follow Ray's
-    order: an empty list returns ``([], [])`` whatever ``num_returns`` is.
+    most ``num_returns`` refs. ``timeout=0`` only looks at what is ready now. As in Ray, with
+    ``fetch_local=True`` (the default) a ref is ready once its value is on this node: values on
+    other peers are pulled here first, so a ``get`` afterwards does not wait for the network.
+    With ``fetch_local=False`` a ref is ready as soon as its value exists on any peer, and
+    nothing is pulled. The checks follow Ray's order: an empty list returns ``([], [])``
+    whatever ``num_returns`` is.
     """
-    del fetch_local
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, got a single ObjectRef; pass [ref]")
     if not isinstance(object_refs, (list, tuple)):
@@ -126,7 +127,7 @@ def wait(
         )
     _runtime.ensure_initialized()
     ids = [r.binary() for r in object_refs]
-    ready_idx = _native.wait(ids, num_returns, None if timeout is None else float(timeout))
+    ready_idx = _native.wait(ids, num_returns, None if timeout is None else float(timeout), bool(fetch_local))
     ready_set = set(ready_idx[:num_returns])
     ready = [r for i, r in enumerate(object_refs) if i in ready_set]
     rest = [r for i, r in enumerate(object_refs) if i not in ready_set]

@@ -226,8 +226,11 @@ def get(ids: list[bytes], timeout: float | None) -> list[tuple[int, Any]] | None
     As soon as one id's value is an error, returns that error value alone (a one-item list), so
     the caller raises it without waiting for the others."""
 
-def wait(ids: list[bytes], num_returns: int, timeout: float | None) -> list[int]:
-    """Indices of ids that are ready, in completion order; stops at num_returns or timeout."""
+def wait(ids: list[bytes], num_returns: int, timeout: float | None, fetch_local: bool) -> list[int]:
+    """Indices of ids that are ready, in completion order; stops at num_returns or timeout.
+
+    ``fetch_local``: ready means the value is on this node (pulled here if need be), else that it
+    exists anywhere in the cluster (nothing is pulled)."""
 
 def decode(value: bytes | PinnedBuffer) -> tuple[memoryview, list[memoryview]]:
     """Split an encoded blob into (pickle bytes, out-of-band buffers), zero-copy."""

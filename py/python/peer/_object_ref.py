@@ -62,7 +62,7 @@ class ObjectRef(_native.ObjectRefBase):
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         try:
-            ready = bool(_native.wait([self.binary()], 1, 0.0))
+            ready = bool(_native.wait([self.binary()], 1, 0.0, True))
             if ready:  # already there (the common case for results awaited late): no thread
                 fut.set_result(get(self))
         except Exception as e:  # noqa: BLE001 - the awaiting coroutine gets it
@@ -108,7 +108,7 @@ def _resolve_for_loop(ref: ObjectRef, loop: asyncio.AbstractEventLoop, fut: asyn
     result: Any = None
     try:
         id = ref.binary()
-        while not _native.wait([id], 1, _AWAIT_POLL_S):
+        while not _native.wait([id], 1, _AWAIT_POLL_S, True):
             if fut.done() or loop.is_closed():
                 return  # the await was cancelled (e.g. by a timeout) or its loop is gone
         result = get(ref)

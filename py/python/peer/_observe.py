@@ -57,7 +57,7 @@ def show_progress(ids: Sequence[bytes], out: TextIO | None = None) -> None:
             shown = tenth
         if not pending:
             break
-        done = _native.wait(pending, len(pending), _PROGRESS_EVERY)
+        done = _native.wait(pending, len(pending), _PROGRESS_EVERY, True)
         if done:
             finished = set(done)
             pending = [p for i, p in enumerate(pending) if i not in finished]

@@ -11,7 +11,7 @@ use crate::core::Core;
 use crate::ids::{ObjectId, PeerId, TaskId};
 use crate::local::objects::{Elsewhere, Holder, ObjState, ObjectEntry};
 use crate::local::tasks::TaskState;
-use crate::local::waits::Target;
+use crate::local::waits::{Awaited, Target};
 use crate::wire::local::{ErrorInfo, ErrorKind, INLINE_MAX, Reserved, TaskSpec, Value};
 use crate::wire::peer::{IN_MESSAGE_MAX, PeerMsg, WireValue};
 
@@ -305,7 +305,7 @@ impl Core {
             peer,
             free_after: false,
         };
-        self.begin_wait(vec![id], 1, true, target, None, None);
+        self.begin_wait(vec![id], 1, Awaited::Values, target, None, None);
     }
 
     /// A peer wants the value of an object owned here.
@@ -388,16 +388,13 @@ impl Core {
         }
         let dependents = std::mem::take(&mut e.dependents);
         let waiters = std::mem::take(&mut e.waiters);
-        let (for_peers, local): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(w, _)| {
-            matches!(
-                self.waits.get(w).map(|w| &w.target),
-                Some(Target::Peer { .. })
-            )
-        });
+        let (located_is_ready, local): (Vec<_>, Vec<_>) = waiters
+            .into_iter()
+            .partition(|(w, _)| self.waits.get(w).is_some_and(|w| w.located_is_ready));
         if let Some(e) = self.objects.get_mut(&id) {
             e.waiters = local;
         }
-        for (wid, idx) in for_peers {
+        for (wid, idx) in located_is_ready {
             self.wait_item_ready(wid, idx);
         }
         if self.objects.get(&id).is_some_and(|e| !e.waiters.is_empty()) {

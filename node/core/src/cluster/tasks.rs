@@ -12,7 +12,7 @@ use crate::core::Core;
 use crate::ids::{FnId, ObjectId, PeerId, TaskId};
 use crate::local::objects::{Holder, ObjectEntry};
 use crate::local::tasks::{Guest, TaskState};
-use crate::local::waits::Target;
+use crate::local::waits::{Awaited, Target};
 use crate::wire::local::{ErrorInfo, ErrorKind, TaskKind, TaskSpec, Value, args_object_id};
 use crate::wire::peer::{PeerMsg, WireValue};
 
@@ -407,7 +407,7 @@ impl Core {
             self.begin_wait(
                 returns.clone(),
                 n,
-                true,
+                Awaited::Values,
                 Target::Peer {
                     peer: owner,
                     free_after: true,

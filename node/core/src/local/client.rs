@@ -9,7 +9,7 @@ use crate::core::Core;
 use crate::error::ProtocolError;
 use crate::ids::ConnId;
 use crate::local::objects::Holder;
-use crate::local::waits::Target;
+use crate::local::waits::{Awaited, Target};
 use crate::wire::local::{ClientMsg, NodeMsg, Query, Role};
 
 impl Core {
@@ -66,7 +66,8 @@ impl Core {
                 let n = ids.len();
                 let blocked = self.task_worker_of(conn);
                 let deadline = self.deadline(timeout_ms);
-                self.begin_wait(ids, n, true, Target::Conn { conn, req }, blocked, deadline);
+                let target = Target::Conn { conn, req };
+                self.begin_wait(ids, n, Awaited::Values, target, blocked, deadline);
             }
             (
                 Some(_),
@@ -75,6 +76,7 @@ impl Core {
                     ids,
                     num_returns,
                     timeout_ms,
+                    fetch_local,
                 },
             ) => {
                 let need = (num_returns as usize).min(ids.len());
@@ -83,7 +85,7 @@ impl Core {
                 self.begin_wait(
                     ids,
                     need,
-                    false,
+                    Awaited::of_wait(fetch_local),
                     Target::Conn { conn, req },
                     blocked,
                     deadline,

@@ -11,7 +11,7 @@ use crate::core::Core;
 use crate::error::SubmitError;
 use crate::ids::{ActorId, FnId, LookupId, ObjectId, WaitId};
 use crate::local::objects::Holder;
-use crate::local::waits::Target;
+use crate::local::waits::{Awaited, Target};
 use crate::wire::local::{ErrorInfo, Listing, Query, Reserved, TaskSpec, Value};
 
 impl Core {
@@ -34,19 +34,19 @@ impl Core {
         self.local_get_answer(ids)
     }
 
-    /// Start a get (`is_get`: all of `ids`, or the first that fails) or a
-    /// wait (`need` of them); the end comes as
+    /// Start a get ([`Awaited::Values`]: all of `ids`, or the first that
+    /// fails) or a wait (`need` of them); the end comes as
     /// [`Command::WaitDone`](crate::Command::WaitDone), and the driver then
     /// calls [`Core::driver_end_wait`] (and for a get [`Core::driver_values`]).
     pub fn driver_begin_wait(
         &mut self,
         ids: Vec<ObjectId>,
         need: usize,
-        is_get: bool,
+        awaited: Awaited,
         now: Instant,
     ) -> WaitId {
         self.now = now;
-        self.begin_wait(ids, need, is_get, Target::Local, None, None)
+        self.begin_wait(ids, need, awaited, Target::Local, None, None)
     }
 
     /// Forget a wait of the driver (done, timed out or interrupted); the

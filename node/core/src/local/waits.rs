@@ -2,8 +2,11 @@
 //! where the answer goes (a local connection, the embedded driver, or a
 //! peer that asked for values), with their deadlines.
 //!
-//! - a `wait` is answered once `need` of its objects have values (an error
-//!   is a value like any other);
+//! - a `wait` is answered once `need` of its objects have values here (an
+//!   error is a value like any other); objects on other peers are pulled
+//!   first, as Ray's `wait(fetch_local=True)` does. With `fetch_local=False`
+//!   ([`Awaited::Anywhere`]) an object counts as soon as a copy exists on any
+//!   peer, and nothing is pulled;
 //! - a `get` of a local process (a connection or the embedded driver) is
 //!   answered once every object has its value, or as soon as one of them is
 //!   an error: Ray's `get` raises the first error it sees without waiting for
@@ -27,6 +30,30 @@ use crate::local::objects::{Holder, ObjState};
 use crate::local::values::lost_error;
 use crate::wire::local::{ErrorInfo, NodeMsg, Value};
 
+/// What a get or wait waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// A get: every value, here (or the first error).
+    Values,
+    /// A wait (`fetch_local=True`, Ray's default): values here; objects
+    /// on other peers are pulled.
+    Here,
+    /// A wait with `fetch_local=False`: values anywhere in the cluster;
+    /// nothing is pulled.
+    Anywhere,
+}
+
+impl Awaited {
+    /// What a wait with Ray's `fetch_local` waits for.
+    pub fn of_wait(fetch_local: bool) -> Self {
+        if fetch_local {
+            Awaited::Here
+        } else {
+            Awaited::Anywhere
+        }
+    }
+}
+
 /// Where the answer to a get/wait goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -49,6 +76,9 @@ pub(crate) struct PendingWait {
     /// How many ready indices complete it (all of them for a get).
     pub(crate) need: usize,
     pub(crate) is_get: bool,
+    /// An object with a copy on another peer counts as ready (a peer's wait,
+    /// which moves values on, or [`Awaited::Anywhere`]).
+    pub(crate) located_is_ready: bool,
     pub(crate) target: Target,
     /// A task worker that gave its CPU back while it waits.
     pub(crate) blocked_worker: Option<WorkerId>,
@@ -130,23 +160,24 @@ impl Waits {
 }
 
 impl Core {
-    /// Start a get (`is_get`, needs all ids) or a wait (needs `need` of them).
+    /// Start a get (needs all ids) or a wait (needs `need` of them).
     pub(crate) fn begin_wait(
         &mut self,
         ids: Vec<ObjectId>,
         need: usize,
-        is_get: bool,
+        awaited: Awaited,
         target: Target,
         blocked_worker: Option<WorkerId>,
         deadline: Option<Instant>,
     ) -> WaitId {
         let wid = self.waits.next;
         self.waits.next += 1;
+        let for_a_peer = matches!(target, Target::Peer { .. });
+        let anywhere = awaited == Awaited::Anywhere;
         if self.cluster.is_member() {
-            let for_a_peer = matches!(target, Target::Peer { .. });
             for id in &ids {
                 self.fetch_foreign(*id);
-                if !for_a_peer && self.objects.is_elsewhere(id) {
+                if !for_a_peer && !anywhere && self.objects.is_elsewhere(id) {
                     self.start_pull(*id);
                 }
             }
@@ -155,7 +186,9 @@ impl Core {
         let mut any_failed = false;
         for (i, id) in ids.iter().enumerate() {
             match self.objects.get_mut(id) {
-                Some(e) if e.is_pending() => e.waiters.push((wid, i as u32)),
+                Some(e) if e.is_pending() && !(anywhere && e.is_elsewhere()) => {
+                    e.waiters.push((wid, i as u32))
+                }
                 e => {
                     // Unknown objects read as lost: an error too.
                     any_failed |= e.is_none_or(|e| e.is_error());
@@ -167,7 +200,8 @@ impl Core {
             ids,
             ready,
             need,
-            is_get,
+            is_get: awaited == Awaited::Values,
+            located_is_ready: for_a_peer || anywhere,
             target,
             blocked_worker: None,
             failed: false,

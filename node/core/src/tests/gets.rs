@@ -4,7 +4,7 @@
 //! pending; waits and peers' gets still wait.
 
 use super::*;
-use crate::local::waits::Target;
+use crate::local::waits::{Awaited, Target};
 
 fn boom(what: &str) -> ErrorInfo {
     ErrorInfo {
@@ -169,6 +169,7 @@ fn waits_are_not_fail_fast() {
             ids: ids.clone(),
             num_returns: 2,
             timeout_ms: None,
+            fetch_local: true,
         },
     );
     h.done(fc, fails.task, Outcome::Failed(boom("fails")), 10);
@@ -180,6 +181,7 @@ fn waits_are_not_fail_fast() {
             ids,
             num_returns: 1,
             timeout_ms: None,
+            fetch_local: true,
         },
     );
     assert_eq!(
@@ -256,7 +258,8 @@ fn the_embedded_drivers_get_is_signalled_by_the_first_failure() {
     let (fails, fc) = (runs[1].0.clone(), runs[1].1);
     let ids = vec![ret(&hangs), ret(&fails)];
     assert_eq!(h.st.driver_values(&ids), None);
-    let wid = h.st.driver_begin_wait(ids.clone(), ids.len(), true, h.now);
+    let wid =
+        h.st.driver_begin_wait(ids.clone(), ids.len(), Awaited::Values, h.now);
     h.pump();
     assert!(h.waits_done.is_empty());
     h.done(fc, fails.task, Outcome::Failed(boom("fails")), 10);
@@ -283,7 +286,7 @@ fn a_peers_get_waits_for_every_value() {
         free_after: false,
     };
     let ids = vec![ret(&hangs), ret(&fails)];
-    let wid = h.st.begin_wait(ids, 2, true, target, None, None);
+    let wid = h.st.begin_wait(ids, 2, Awaited::Values, target, None, None);
     h.done(fc, fails.task, Outcome::Failed(boom("fails")), 10);
     assert!(
         h.st.waits.get(&wid).is_some_and(|w| !w.failed),

@@ -279,3 +279,44 @@ fn an_argument_passed_twice_runs_its_task_once_it_is_pulled() {
     assert_eq!(e.task, spec.task);
     assert_eq!(e.deps.len(), 2);
 }
+
+#[test]
+fn a_wait_with_fetch_local_pulls_first_and_one_without_is_ready_where_the_value_is() {
+    let mut h = Harness::new(1.0);
+    h.join();
+    let d = h.driver();
+    let wait = |req, ids: Vec<ObjectId>, fetch_local| ClientMsg::Wait {
+        req,
+        ids,
+        num_returns: 1,
+        timeout_ms: None,
+        fetch_local,
+    };
+
+    // A value on another peer: `fetch_local=False` is ready at once and pulls nothing.
+    let there = ObjectId::for_put_by(h.st.owner_tag);
+    h.add_refs(d, vec![there]);
+    h.st.object_located(there, BIG, vec![peer()]);
+    h.send(d, wait(1, vec![there], false));
+    assert!(matches!(&h.recv(d)[..], [NodeMsg::Ready { req: 1, indices }] if indices == &[0]));
+    assert!(h.pulls().is_empty(), "fetch_local=False pulls nothing");
+
+    // One whose place is learnt while the wait is on: ready then, still without a pull.
+    let later = ObjectId::for_put_by(h.st.owner_tag);
+    h.add_refs(d, vec![later]);
+    h.send(d, wait(2, vec![later], false));
+    assert!(h.recv(d).is_empty());
+    h.st.object_located(later, BIG, vec![peer()]);
+    assert!(matches!(&h.recv(d)[..], [NodeMsg::Ready { req: 2, indices }] if indices == &[0]));
+    assert!(h.pulls().is_empty());
+
+    // `fetch_local=True` (Ray's default) pulls it and is ready once the value is here.
+    h.send(d, wait(3, vec![there], true));
+    assert_eq!(h.pulls().len(), 1, "the wait starts the pull");
+    assert!(
+        h.recv(d).is_empty(),
+        "not ready while the value is elsewhere"
+    );
+    h.st.pull_finished(there, Ok(()));
+    assert!(matches!(&h.recv(d)[..], [NodeMsg::Ready { req: 3, indices }] if indices == &[0]));
+}

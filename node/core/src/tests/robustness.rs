@@ -119,6 +119,7 @@ fn sample_messages() -> Vec<ClientMsg> {
             ids: vec![id],
             num_returns: 1,
             timeout_ms: None,
+            fetch_local: true,
         },
         ClientMsg::Create {
             req: 4,

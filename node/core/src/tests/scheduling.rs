@@ -97,6 +97,7 @@ fn nested_gets_lend_the_cpu_once_and_a_timeout_takes_it_back() {
                 num_returns: 1,
                 // The first ends first.
                 timeout_ms: Some(if req == 1 { 10 } else { 10_000 }),
+                fetch_local: true,
             },
         );
     }

@@ -279,6 +279,7 @@ fn wait_returns_indices_in_completion_order_and_at_most_num_returns() {
             ids: ids.clone(),
             num_returns: 2,
             timeout_ms: None,
+            fetch_local: true,
         },
     );
     assert!(h.recv(d).is_empty());
@@ -305,6 +306,7 @@ fn wait_returns_indices_in_completion_order_and_at_most_num_returns() {
                 ids: ids.clone(),
                 num_returns,
                 timeout_ms: Some(1000),
+                fetch_local: true,
             },
         );
         h.recv(d)
@@ -334,6 +336,7 @@ fn wait_returns_indices_in_completion_order_and_at_most_num_returns() {
             ids: vec![ret(&late), ids[1]],
             num_returns: 2,
             timeout_ms: Some(5),
+            fetch_local: true,
         },
     );
     assert!(h.recv(d).is_empty());

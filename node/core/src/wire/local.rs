@@ -326,6 +326,9 @@ pub enum ClientMsg {
         ids: Vec<ObjectId>,
         num_returns: u32,
         timeout_ms: Option<u64>,
+        /// Ray's `fetch_local`: ready means here (pulled if need be), or
+        /// anywhere in the cluster.
+        fetch_local: bool,
     },
     /// Reserve `len` bytes in the store for object `id`; answered by [`NodeMsg::Created`].
     Create {

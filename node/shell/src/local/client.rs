@@ -532,13 +532,20 @@ impl NodeApi for Client {
         }
     }
 
-    fn wait(&self, ids: &[ObjectId], num_returns: usize, p: Patience<'_>) -> NodeResult<Vec<u32>> {
+    fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        fetch_local: bool,
+        p: Patience<'_>,
+    ) -> NodeResult<Vec<u32>> {
         let req = self.req();
         let msg = ClientMsg::Wait {
             req,
             ids: ids.to_vec(),
             num_returns: num_returns as u32,
             timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
+            fetch_local,
         };
         match self.request(req, &msg, p.interrupted)? {
             Some(NodeMsg::Ready { indices, .. }) => Ok(indices),
