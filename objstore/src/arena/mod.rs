@@ -328,6 +328,10 @@ impl Arena {
     /// The range must lie in an allocation the caller created and has not sealed, which no
     /// one else reads or writes, and which is not freed, while the view lives (the views a
     /// caller holds at once must not overlap).
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "disjoint views of shared memory, exclusive by the caller contract, as in `fill_from`"
+    )]
     pub unsafe fn range_mut(&self, offset: u64, len: u64) -> Result<&mut [u8], StoreError> {
         self.check_writable()?;
         let (off, len) = self.check(offset, len)?;
