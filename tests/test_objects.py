@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 
+from conftest import peer_cli
 from peers import Daemon, Launcher, cluster, read_line, run_driver, start_driver, wait_for
 
 MB = 1_000_000
@@ -151,6 +152,9 @@ print(json.dumps({"c": on_c, "d": on_d, "want": digest(big())}), flush=True)
         driver.stdin.flush()
         wait_for(lambda: pulling(d), 30, "d pulls")
         time.sleep(0.3)  # some chunks arrive from c; those asked of b hang
+        shown = peer_cli(d.state_dir, "status").stdout
+        assert "pulling    1 object(s) from other peers" in shown, shown
+        assert "/190.7 MiB" in shown, shown  # progress against the object's 200 MB
         b.kill9()
         line = driver.stdout.readline()
         if not line:

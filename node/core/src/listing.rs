@@ -343,7 +343,7 @@ impl Core {
             .pulls_in_progress()
             .into_iter()
             .map(
-                |(id, len, got)| json!({"object_id": id.to_string(), "size": len, "received": got}),
+                |(id, len, got, _)| json!({"object_id": id.to_string(), "size": len, "received": got}),
             )
             .collect();
         json!({

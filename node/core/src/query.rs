@@ -238,10 +238,27 @@ impl Core {
                       "restored_objects": s.restored_objects_total,
                       "compactions": s.compactions,
                       "cached_copies": self.objects.cached_count(),
-                      "pulling": self.cluster.pulls_in_progress().into_iter().map(|(id, len, received)| json!({
-                          "object": id.to_string(), "bytes": len, "received": received
-                      })).collect::<Vec<_>>()},
+                      "pulling": self.pulls_json()},
         })
+    }
+
+    /// Pulls in flight, with their progress and rate so far.
+    fn pulls_json(&self) -> Json {
+        let pulls =
+            self.cluster
+                .pulls_in_progress()
+                .into_iter()
+                .map(|(id, len, received, since)| {
+                    let seconds = self.now.saturating_duration_since(since).as_secs_f64();
+                    let rate = if seconds > 0.0 {
+                        received as f64 / seconds
+                    } else {
+                        0.0
+                    };
+                    json!({"object": id.to_string(), "bytes": len, "received": received,
+                   "seconds": seconds, "bytes_per_s": rate})
+                });
+        Json::Array(pulls.collect())
     }
 
     /// What the object table holds, by kind, with bytes: objects owned here,

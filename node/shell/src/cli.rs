@@ -452,6 +452,23 @@ fn print_status(s: &serde_json::Value) {
             );
         }
     }
+    let pulls = s["store"]["pulling"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !pulls.is_empty() {
+        println!("  pulling    {} object(s) from other peers", pulls.len());
+        for p in &pulls {
+            println!(
+                "    {}  {:.1}/{:.1} MiB  {:.2} GB/s over {:.1} s",
+                p["object"].as_str().unwrap_or("?"),
+                mib(p["received"].clone()),
+                mib(p["bytes"].clone()),
+                p["bytes_per_s"].as_f64().unwrap_or(0.0) / 1e9,
+                p["seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     println!(
         "  spilling   {} objects on disk now; {:.1} MiB spilled, {:.1} MiB restored in all",
         g(&["store", "spilled_now"]),

@@ -126,11 +126,12 @@ impl super::Cluster {
     }
 
     /// The pulls in progress as (object, length, bytes received), for `peer status`.
-    pub(crate) fn pulls_in_progress(&self) -> Vec<(ObjectId, u64, u64)> {
+    /// Pulls in flight: the object, its length, bytes received and when the pull began.
+    pub(crate) fn pulls_in_progress(&self) -> Vec<(ObjectId, u64, u64, Instant)> {
         self.pulls
             .active
             .iter()
-            .map(|(id, p)| (*id, p.len, p.received()))
+            .map(|(id, p)| (*id, p.len, p.received(), p.since))
             .collect()
     }
 }

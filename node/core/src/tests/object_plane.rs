@@ -320,3 +320,38 @@ fn a_wait_with_fetch_local_pulls_first_and_one_without_is_ready_where_the_value_
     h.st.pull_finished(there, Ok(()));
     assert!(matches!(&h.recv(d)[..], [NodeMsg::Ready { req: 3, indices }] if indices == &[0]));
 }
+
+#[test]
+fn status_lists_a_pull_in_flight_with_its_bytes_and_rate() {
+    let mut h = Harness::new(1.0);
+    h.join();
+    let d = h.driver();
+    let id = ObjectId::for_put_by(h.st.owner_tag);
+    h.add_refs(d, vec![id]);
+    let len = crate::CHUNK + 1000; // two chunks (the harness's store holds 8 MiB)
+    h.st.object_located(id, len, vec![peer()]);
+    h.send(
+        d,
+        ClientMsg::Get {
+            req: 1,
+            ids: vec![id],
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(h.pulls().len(), 1);
+    h.now += Duration::from_secs(2);
+    h.event(Event::PullChunk { id, chunk: 0 });
+    let pulls = &h.st.query(Query::Status)["store"]["pulling"];
+    assert_eq!(pulls.as_array().map(Vec::len), Some(1), "{pulls}");
+    let p = &pulls[0];
+    assert_eq!(p["object"], id.to_string());
+    assert_eq!(p["bytes"], len);
+    assert_eq!(p["received"], crate::CHUNK);
+    assert_eq!(p["seconds"], 2.0);
+    assert_eq!(p["bytes_per_s"], crate::CHUNK as f64 / 2.0);
+    h.st.pull_finished(id, Ok(()));
+    assert_eq!(
+        h.st.query(Query::Status)["store"]["pulling"],
+        serde_json::json!([])
+    );
+}
