@@ -5,8 +5,13 @@
 //!
 //! - **Pull** ([`run_pull`]): the core reserved the object's space and asks
 //!   for a pull ([`PullJob`]). Chunks of [`CHUNK`] bytes are requested over
-//!   `/peer/pull/1.0.0` streams, at most [`PER_SOURCE`] at a time from each
+//!   `/peer/pull/2.0.0` streams, at most [`PER_SOURCE`] at a time from each
 //!   holder and [`IN_FLIGHT`] in all, spread over the holders chunk by chunk.
+//!   A stream carries one request at a time and is used again for the next
+//!   chunk from that holder: opening a stream per chunk cost a yamux window
+//!   warm-up each time, and libp2p-stream drops an inbound stream when the
+//!   acceptor has not taken the one before it yet (a 0-slot channel), which
+//!   under load failed one chunk request in a few dozen.
 //!   Each chunk is read off its stream straight into the object's place in
 //!   the arena (no buffer besides the transport's, and no checksum: TLS
 //!   authenticates every byte) and then reported to the core; a source that
@@ -49,6 +54,8 @@ const MAX_REQUEST: u64 = 64 * 1024 * 1024;
 const PULL_FRAME_MAX: usize = 64 * 1024;
 /// How long a peer that opened a pull stream may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pull stream is kept open for a next request.
+const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// Transport failures in a row after which a source is given up (a stream can
 /// fail while a duplicate connection between two peers is being closed).
 const SOURCE_STRIKES: u32 = 3;
@@ -69,9 +76,14 @@ impl std::fmt::Display for ChunkError {
     }
 }
 
+/// A pull stream: one request at a time, used again for the next.
+type PullStream = tokio_util::compat::Compat<peer_gossip::Stream>;
+
 /// A holder a pull asks for chunks.
 struct SourcePeer {
     peer: PeerId,
+    /// Streams to it between requests.
+    idle: Vec<PullStream>,
     in_flight: usize,
     /// Transport failures since its last good chunk.
     strikes: u32,
@@ -166,6 +178,7 @@ async fn run_chunks(
         .into_iter()
         .map(|peer| SourcePeer {
             peer,
+            idle: Vec::new(),
             in_flight: 0,
             strikes: 0,
         })
@@ -184,6 +197,7 @@ async fn run_chunks(
             todo.pop_front();
             alive[s].in_flight += 1;
             let peer = alive[s].peer;
+            let stream = alive[s].idle.pop();
             let offset = chunk as u64 * CHUNK;
             let len = CHUNK.min(job.len - offset);
             let client = client.clone();
@@ -200,20 +214,20 @@ async fn run_chunks(
                 if relayed {
                     paths.throttle(len).await;
                 }
-                let got = tokio::time::timeout(
+                let req = PullRequest { id, offset, len };
+                let (got, stream) = tokio::time::timeout(
                     CHUNK_TIMEOUT,
-                    fetch_chunk(&client, peer, PullRequest { id, offset, len }, place),
+                    fetch_chunk(&client, peer, req, place, stream),
                 )
                 .await
                 .unwrap_or_else(|_| {
-                    Err(ChunkError::Transport(format!(
-                        "no answer within {CHUNK_TIMEOUT:?}"
-                    )))
+                    let late = format!("no answer within {CHUNK_TIMEOUT:?}");
+                    (Err(ChunkError::Transport(late)), None)
                 });
-                (peer, chunk, got)
+                (peer, chunk, got, stream)
             });
         }
-        let Some((peer, chunk, got)) = in_flight.next().await else {
+        let Some((peer, chunk, got, stream)) = in_flight.next().await else {
             if todo.is_empty() {
                 return Ok(());
             }
@@ -226,6 +240,7 @@ async fn run_chunks(
         let slot = alive.iter().position(|h| h.peer == peer);
         if let Some(s) = slot {
             alive[s].in_flight = alive[s].in_flight.saturating_sub(1);
+            alive[s].idle.extend(stream);
         }
         match got {
             Ok(()) => {
@@ -259,7 +274,7 @@ async fn run_chunks(
                 }
                 if alive.is_empty() {
                     // Let the requests still in flight finish, then give up.
-                    while let Some((_, c, got)) = in_flight.next().await {
+                    while let Some((_, c, got, _)) = in_flight.next().await {
                         if got.is_err() {
                             todo.push_front(c);
                         }
@@ -271,26 +286,44 @@ async fn run_chunks(
     }
 }
 
-/// One chunk from one peer, read into `place` (its place in the arena).
+/// One chunk from one peer, read into `place` (its place in the arena), on
+/// `stream` if there is one (else a new one); the stream comes back for the
+/// next request unless it failed.
 async fn fetch_chunk(
     client: &peer_gossip::Client,
     peer: PeerId,
     req: PullRequest,
     place: &mut [u8],
+    stream: Option<PullStream>,
+) -> (Result<(), ChunkError>, Option<PullStream>) {
+    let mut stream = match stream {
+        Some(s) => s,
+        None => match client.open_stream(peer, protocol()).await {
+            Ok(s) => s.compat(),
+            Err(e) => return (Err(ChunkError::Transport(e.to_string())), None),
+        },
+    };
+    match request_chunk(&mut stream, req, place).await {
+        Ok(()) => (Ok(()), Some(stream)),
+        Err(e @ ChunkError::Missing(_)) => (Err(e), Some(stream)),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// Ask for one chunk on `stream` and read it into `place`.
+async fn request_chunk(
+    stream: &mut PullStream,
+    req: PullRequest,
+    place: &mut [u8],
 ) -> Result<(), ChunkError> {
     let transport = |e: &dyn std::fmt::Display| ChunkError::Transport(e.to_string());
-    let stream = client
-        .open_stream(peer, protocol())
-        .await
-        .map_err(|e| transport(&e))?;
-    let mut stream = stream.compat();
     stream
         .write_all(&codec::encode(&req))
         .await
         .map_err(|e| transport(&e))?;
     stream.flush().await.map_err(|e| transport(&e))?;
     let mut buf = Vec::new();
-    let reply: PullReply = frames::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX)
+    let reply: PullReply = frames::read_async_max(stream, &mut buf, PULL_FRAME_MAX)
         .await
         .map_err(|e| transport(&e))?;
     if let PullReply::Missing(why) = reply {
@@ -303,7 +336,8 @@ async fn fetch_chunk(
     Ok(())
 }
 
-/// Answer one pull request on a stream a peer opened.
+/// Answer the pull requests a peer sends on a stream it opened, one at a
+/// time, until it closes the stream (or sends nothing for [`STREAM_IDLE`]).
 async fn serve(
     peer: PeerId,
     stream: peer_gossip::Stream,
@@ -312,29 +346,50 @@ async fn serve(
 ) {
     let mut stream = stream.compat();
     let mut buf = Vec::new();
-    let read = frames::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX);
-    let req: PullRequest = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(FrameError::Closed)) => return,
-        Ok(Err(e)) => {
-            shared.handle(Event::BadFrame);
-            tracing::debug!(%peer, "bad pull request: {e}");
+    let mut patience = REQUEST_TIMEOUT;
+    loop {
+        let read = frames::read_async_max(&mut stream, &mut buf, PULL_FRAME_MAX);
+        let req: PullRequest = match tokio::time::timeout(patience, read).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(FrameError::Closed)) => return,
+            Ok(Err(e)) => {
+                shared.handle(Event::BadFrame);
+                tracing::debug!(%peer, "bad pull request: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no pull request within {patience:?}");
+                return;
+            }
+        };
+        patience = STREAM_IDLE;
+        if req.len == 0 || req.len > MAX_REQUEST || req.offset.checked_add(req.len).is_none() {
+            let _ = send_missing(&mut stream, format!("bad range length {}", req.len)).await;
             return;
         }
-        Err(_) => {
-            tracing::debug!(%peer, "no pull request within {REQUEST_TIMEOUT:?}");
-            return;
+        match answer(&mut stream, &req, &shared, &arena).await {
+            Ok(true) => shared.handle(Event::Served { bytes: req.len }),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(%peer, "serving a pull of {}: {e}", req.id);
+                return;
+            }
         }
-    };
-    if req.len == 0 || req.len > MAX_REQUEST || req.offset.checked_add(req.len).is_none() {
-        let _ = send_missing(&mut stream, format!("bad range length {}", req.len)).await;
-        return;
     }
+}
+
+/// Answer one request: the bytes (`Ok(true)`) or why not (`Ok(false)`).
+async fn answer(
+    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
+    req: &PullRequest,
+    shared: &Shared,
+    arena: &peer_objstore::Arena,
+) -> std::io::Result<bool> {
     let deadline = tokio::time::Instant::now() + PARTIAL_WAIT;
     let source = loop {
         let arrival = {
             let mut e = shared.engine.lock();
-            match e.core.pull_source(&req) {
+            match e.core.pull_source(req) {
                 PullSource::NotYet => Arc::clone(e.io.arrivals.entry(req.id).or_default()),
                 other => break other,
             }
@@ -344,7 +399,7 @@ async fn serve(
         let arrived = arrival.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        let source = shared.engine.lock().core.pull_source(&req);
+        let source = shared.engine.lock().core.pull_source(req);
         if source != PullSource::NotYet {
             break source;
         }
@@ -352,14 +407,14 @@ async fn serve(
             break PullSource::Missing("chunk not pulled here yet".into());
         }
     };
-    let result = match source {
+    match source {
         PullSource::Stored { offset, len } => {
             let sent = if req.offset + req.len > len {
-                send_missing(&mut stream, format!("object has only {len} bytes")).await
+                send_missing(stream, format!("object has only {len} bytes")).await
             } else {
                 match arena.slice(offset + req.offset, req.len) {
-                    Ok(bytes) => send_data(&mut stream, bytes).await,
-                    Err(e) => send_missing(&mut stream, e.to_string()).await,
+                    Ok(bytes) => send_data(stream, bytes).await,
+                    Err(e) => send_missing(stream, e.to_string()).await,
                 }
             };
             let mut e = shared.engine.lock();
@@ -367,14 +422,9 @@ async fn serve(
             e.run();
             sent
         }
-        PullSource::Partial(bytes) => send_data(&mut stream, &bytes).await,
-        PullSource::Missing(why) => send_missing(&mut stream, why).await,
+        PullSource::Partial(bytes) => send_data(stream, &bytes).await,
+        PullSource::Missing(why) => send_missing(stream, why).await,
         PullSource::NotYet => unreachable!("resolved in the loop above"),
-    };
-    match result {
-        Ok(true) => shared.handle(Event::Served { bytes: req.len }),
-        Ok(false) => {}
-        Err(e) => tracing::debug!(%peer, "serving a pull of {}: {e}", req.id),
     }
 }
 
@@ -386,7 +436,6 @@ async fn send_data(
     stream.write_all(&codec::encode(&PullReply::Data)).await?;
     stream.write_all(bytes).await?;
     stream.flush().await?;
-    stream.shutdown().await?;
     Ok(true)
 }
 
@@ -398,6 +447,6 @@ async fn send_missing(
     stream
         .write_all(&codec::encode(&PullReply::Missing(why)))
         .await?;
-    stream.shutdown().await?;
+    stream.flush().await?;
     Ok(false)
 }
