@@ -108,10 +108,11 @@ print(json.dumps({"took": time.monotonic() - start, "digests": got, "want": dige
     by_producer = served["a"] / (200 * MB)
     print(f"4 peers × 200 MB in {out['took']:.2f} s; bytes served: {served}; producer served {by_producer:.2f}×")
     assert out["digests"] == [out["want"]] * 4
-    # Without sharing the producer would serve 4×. Pullers that start together
-    # learn of one another only as each asks the owner, so on 2 busy cores it
-    # serves 2.6-3.2× (under 3.0 until recently: see issue 8's note).
-    assert by_producer < 3.5, f"the producer served {by_producer:.2f}× the object: {served}"
+    # Without sharing the producer would serve 4×. A puller asks the whole copy
+    # nothing while peers that pull the same object are among its sources (they
+    # asked the owner first, so they are ahead): it serves one copy (1.00× in
+    # three runs on 2 busy cores), more only when a puller's sources fail.
+    assert by_producer <= 2.0, f"the producer served {by_producer:.2f}× the object: {served}"
     assert sum(served.values()) >= 4 * 200 * MB
 
 

@@ -48,12 +48,15 @@ pub enum Command {
     /// Pull object `id` (`len` bytes) from `sources` into the store at
     /// `offset` (created there, unsealed); report each chunk with
     /// [`Event::PullChunk`](crate::Event::PullChunk) and the end with
-    /// [`Event::PullDone`](crate::Event::PullDone).
+    /// [`Event::PullDone`](crate::Event::PullDone). The first `complete`
+    /// sources hold whole copies; the others are pulling it too and serve
+    /// the chunks they have.
     Pull {
         id: ObjectId,
         offset: u64,
         len: u64,
         sources: Vec<PeerId>,
+        complete: usize,
     },
     /// Tell the cluster (gossip) that this node holds a large object.
     Announce { id: ObjectId, len: u64 },

@@ -252,6 +252,7 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
             deps: vec![WireValue::At {
                 len: u64::MAX,
                 holders: vec![ByteBuf::from(vec![1, 2, 3])],
+                complete: u32::MAX,
             }],
             deps_contain: vec![vec![object; 3], vec![object]],
             owner: owner.clone(),
@@ -292,6 +293,7 @@ fn bogus_messages(me: PeerId) -> Vec<PeerMsg> {
                     WireValue::At {
                         len: IN_MESSAGE_MAX as u64 * 4,
                         holders: vec![owner.clone()],
+                        complete: 0,
                     },
                 ),
                 (

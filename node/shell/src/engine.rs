@@ -36,6 +36,8 @@ pub struct PullJob {
     pub offset: u64,
     pub len: u64,
     pub sources: Vec<PeerId>,
+    /// How many of `sources` (the first ones) hold whole copies.
+    pub complete: usize,
 }
 
 /// Wakes an embedded driver thread blocked in `get`/`wait`.
@@ -178,12 +180,14 @@ impl Io {
                 offset,
                 len,
                 sources,
+                complete,
             } => {
                 let job = PullJob {
                     id,
                     offset,
                     len,
                     sources,
+                    complete,
                 };
                 if let Some(tx) = &self.pulls
                     && let Err(e) = tx.send(job)

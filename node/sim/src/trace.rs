@@ -72,7 +72,7 @@ fn value(v: &Value) -> String {
 fn wire(v: &WireValue) -> String {
     match v {
         WireValue::Blob(b) => format!("blob({}B)", b.len()),
-        WireValue::At { len, holders } => format!("at({len}B, {} holders)", holders.len()),
+        WireValue::At { len, holders, .. } => format!("at({len}B, {} holders)", holders.len()),
         WireValue::Error(e) => format!("error({:?})", e.kind),
     }
 }

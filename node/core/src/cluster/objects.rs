@@ -91,12 +91,24 @@ impl Core {
     /// Give a pending object the value that came from a peer (large ones go into the store).
     pub(super) fn set_value(&mut self, id: ObjectId, value: WireValue) {
         let value = match value {
-            WireValue::At { len, holders } => {
-                let holders = holders
-                    .iter()
-                    .filter_map(|h| PeerId::from_bytes(h).ok())
-                    .collect();
-                return self.object_located(id, len, holders);
+            WireValue::At {
+                len,
+                holders,
+                complete,
+            } => {
+                let mut copies = Vec::new();
+                let mut partial = Vec::new();
+                for (i, h) in holders.iter().enumerate() {
+                    if let Ok(p) = PeerId::from_bytes(h) {
+                        if i < complete as usize {
+                            &mut copies
+                        } else {
+                            &mut partial
+                        }
+                        .push(p);
+                    }
+                }
+                return self.object_located(id, len, copies, partial);
             }
             WireValue::Error(e) => Value::Error(e),
             WireValue::Blob(b) if b.len() <= INLINE_MAX => Value::Inline(b),
@@ -149,6 +161,8 @@ impl Core {
                 .chain(ew.into_iter().flat_map(|ew| ew.holders()))
                 .map(|p| peer_bytes(&p))
                 .collect(),
+            complete: (usize::from(here && me.is_some()) + ew.map_or(0, |ew| ew.copies.len()))
+                as u32,
         };
         match &e.state {
             ObjState::Pending if e.elsewhere.is_some() => at(
@@ -330,10 +344,25 @@ impl Core {
             Some(e) if e.is_elsewhere() => {
                 let value = match self.wire_value(&id) {
                     // The asker is pulling it already and knows it lacks it.
-                    WireValue::At { len, holders } => {
+                    WireValue::At {
+                        len,
+                        holders,
+                        complete,
+                    } => {
                         let asker = from.as_bytes();
-                        let holders = holders.into_iter().filter(|h| **h != *asker).collect();
-                        WireValue::At { len, holders }
+                        let mut kept = Vec::with_capacity(holders.len());
+                        let mut whole = 0;
+                        for (i, h) in holders.into_iter().enumerate() {
+                            if *h != *asker {
+                                whole += u32::from((i as u32) < complete);
+                                kept.push(h);
+                            }
+                        }
+                        WireValue::At {
+                            len,
+                            holders: kept,
+                            complete: whole,
+                        }
                     }
                     v => v,
                 };
@@ -366,9 +395,16 @@ impl Core {
         }
     }
 
-    /// An object now has a value in other peers' stores (`holders`, complete
-    /// copies first). Peers waiting for it are told where; local needs pull it.
-    pub(crate) fn object_located(&mut self, id: ObjectId, len: u64, holders: Vec<PeerId>) {
+    /// An object now has a value in other peers' stores: whole `copies`, and
+    /// `partial` ones of peers still pulling it. Peers waiting for it are
+    /// told where; local needs pull it.
+    pub(crate) fn object_located(
+        &mut self,
+        id: ObjectId,
+        len: u64,
+        copies: Vec<PeerId>,
+        partial: Vec<PeerId>,
+    ) {
         let Some(e) = self.objects.get_mut(&id) else {
             return;
         };
@@ -378,9 +414,15 @@ impl Core {
         let was_located = e.elsewhere.is_some();
         let ew = e.elsewhere.get_or_insert_with(Box::default);
         ew.len = len;
-        for h in holders {
+        for h in copies {
             if !ew.copies.contains(&h) {
                 ew.copies.push(h);
+            }
+            ew.partial.retain(|p| *p != h);
+        }
+        for h in partial {
+            if !ew.copies.contains(&h) && !ew.partial.contains(&h) {
+                ew.partial.push(h);
             }
         }
         if was_located {

@@ -151,6 +151,7 @@ impl Core {
         };
         let me = self.cluster.me();
         let sources: Vec<PeerId> = ew.holders().filter(|p| Some(*p) != me).collect();
+        let complete = ew.copies.iter().filter(|p| Some(**p) != me).count();
         if sources.is_empty() {
             // Nobody else has it: as when every source failed (ask the owner
             // again later, or rebuild it when owned here).
@@ -177,6 +178,7 @@ impl Core {
             offset,
             len: ew.len,
             sources,
+            complete,
         });
     }
 
@@ -336,11 +338,13 @@ impl Core {
                 Err(e) => PullSource::Missing(e.to_string()),
             };
         }
-        if !matches!(
-            self.objects.get(&id).map(|e| &e.state),
-            Some(ObjState::Ready(Value::Stored { .. }))
-        ) {
-            return PullSource::Missing(format!("no copy of object {id} here"));
+        match self.objects.get(&id).map(|e| &e.state) {
+            Some(ObjState::Ready(Value::Stored { .. })) => {}
+            // Wanted here and about to be pulled: the owner lists this node as
+            // a puller as soon as it asks where the object is, which is before
+            // its pull starts. Its chunks will come.
+            Some(ObjState::Pending) => return PullSource::NotYet,
+            _ => return PullSource::Missing(format!("no copy of object {id} here")),
         }
         match self.value_for(&id, Holder::Local) {
             Value::Stored { offset, len } => PullSource::Stored { offset, len },

@@ -49,6 +49,7 @@ struct PullCmd {
     offset: u64,
     len: u64,
     sources: Vec<PeerId>,
+    complete: usize,
 }
 
 /// A node's core and what it asked its shell to do.
@@ -158,11 +159,13 @@ impl Harness {
                     offset,
                     len,
                     sources,
+                    complete,
                 } => self.pulls.push(PullCmd {
                     id,
                     offset,
                     len,
                     sources,
+                    complete,
                 }),
                 Command::Timer { at } => self.timers.push(at),
                 Command::DeleteSpillFile { path } => self.store.delete_spill_file(&path),

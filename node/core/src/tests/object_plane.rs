@@ -96,7 +96,7 @@ fn a_large_result_stays_where_it_was_made_and_is_pulled_once_by_its_owner() {
     };
     assert_eq!(*to, owner_id);
     assert!(
-        matches!(&values[0].1, WireValue::At { len: BIG, holders } if holders.len() == 1),
+        matches!(&values[0].1, WireValue::At { len: BIG, holders, complete: 1 } if holders.len() == 1),
         "too big for a message: it travels as its location"
     );
     let r = ret(&t);
@@ -175,7 +175,7 @@ fn a_pull_that_fails_makes_the_object_an_error_instead_of_a_hang() {
     // Owned here, no lineage to rebuild it: the failure is the answer.
     let id = ObjectId::for_put_by(h.st.owner_tag);
     h.add_refs(d, vec![id]);
-    h.st.object_located(id, BIG, vec![peer()]);
+    h.st.object_located(id, BIG, vec![peer()], Vec::new());
     h.send(
         d,
         ClientMsg::Get {
@@ -209,7 +209,7 @@ fn a_pull_that_fails_makes_the_object_an_error_instead_of_a_hang() {
     let foreign = ObjectId::for_put_by(crate::ids::OwnerTag::of_peer(&owner));
     h.add_refs(d, vec![foreign]);
     let holder = peer();
-    h.st.object_located(foreign, BIG, vec![holder]);
+    h.st.object_located(foreign, BIG, vec![holder], Vec::new());
     h.send(
         d,
         ClientMsg::Get {
@@ -254,6 +254,7 @@ fn an_argument_passed_twice_runs_its_task_once_it_is_pulled() {
     let at = || WireValue::At {
         len: BIG,
         holders: vec![ByteBuf::from(holder.as_bytes().to_vec())],
+        complete: 1,
     };
     h.st.handle_peer(
         owner,
@@ -296,7 +297,7 @@ fn a_wait_with_fetch_local_pulls_first_and_one_without_is_ready_where_the_value_
     // A value on another peer: `fetch_local=False` is ready at once and pulls nothing.
     let there = ObjectId::for_put_by(h.st.owner_tag);
     h.add_refs(d, vec![there]);
-    h.st.object_located(there, BIG, vec![peer()]);
+    h.st.object_located(there, BIG, vec![peer()], Vec::new());
     h.send(d, wait(1, vec![there], false));
     assert!(matches!(&h.recv(d)[..], [NodeMsg::Ready { req: 1, indices }] if indices == &[0]));
     assert!(h.pulls().is_empty(), "fetch_local=False pulls nothing");
@@ -306,7 +307,7 @@ fn a_wait_with_fetch_local_pulls_first_and_one_without_is_ready_where_the_value_
     h.add_refs(d, vec![later]);
     h.send(d, wait(2, vec![later], false));
     assert!(h.recv(d).is_empty());
-    h.st.object_located(later, BIG, vec![peer()]);
+    h.st.object_located(later, BIG, vec![peer()], Vec::new());
     assert!(matches!(&h.recv(d)[..], [NodeMsg::Ready { req: 2, indices }] if indices == &[0]));
     assert!(h.pulls().is_empty());
 
@@ -329,7 +330,7 @@ fn status_lists_a_pull_in_flight_with_its_bytes_and_rate() {
     let id = ObjectId::for_put_by(h.st.owner_tag);
     h.add_refs(d, vec![id]);
     let len = crate::CHUNK + 1000; // two chunks (the harness's store holds 8 MiB)
-    h.st.object_located(id, len, vec![peer()]);
+    h.st.object_located(id, len, vec![peer()], Vec::new());
     h.send(
         d,
         ClientMsg::Get {
@@ -354,4 +355,44 @@ fn status_lists_a_pull_in_flight_with_its_bytes_and_rate() {
         h.st.query(Query::Status)["store"]["pulling"],
         serde_json::json!([])
     );
+}
+
+#[test]
+fn a_puller_learns_which_holders_have_whole_copies_and_which_are_pulling_too() {
+    let mut h = Harness::new(1.0);
+    h.join();
+    let d = h.driver();
+    let owner = peer();
+    h.st.cluster.learn_peer(owner);
+    let id = ObjectId::for_put_by(crate::ids::OwnerTag::of_peer(&owner));
+    h.add_refs(d, vec![id]);
+    let (producer, puller) = (peer(), peer());
+    let bytes = |p: &PeerId| ByteBuf::from(p.as_bytes().to_vec());
+    h.st.handle_peer(
+        owner,
+        PeerMsg::Objects {
+            values: vec![(
+                id,
+                WireValue::At {
+                    len: BIG,
+                    holders: vec![bytes(&producer), bytes(&puller)],
+                    complete: 1,
+                },
+            )],
+            contains: Vec::new(),
+            lend: 0,
+        },
+    );
+    h.send(
+        d,
+        ClientMsg::Get {
+            req: 1,
+            ids: vec![id],
+            timeout_ms: None,
+        },
+    );
+    let pulls = h.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0].sources, vec![producer, puller]);
+    assert_eq!(pulls[0].complete, 1, "the puller is not a whole copy");
 }

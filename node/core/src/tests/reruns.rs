@@ -81,7 +81,7 @@ fn a_writer_of_an_object_being_pulled_waits_for_the_pull() {
         let d = h.driver();
         let id = ObjectId::for_put_by(h.st.owner_tag);
         h.add_refs(d, vec![id]);
-        h.st.object_located(id, BIG, vec![peer()]);
+        h.st.object_located(id, BIG, vec![peer()], Vec::new());
         h.send(
             d,
             ClientMsg::Get {
@@ -150,7 +150,7 @@ fn a_peer_that_restarted_under_the_same_id_is_gone_and_back() {
     h.st.cluster.note_sent(t.task, peer);
     let id = ObjectId::for_put_by(h.st.owner_tag);
     h.add_refs(d, vec![id]);
-    h.st.object_located(id, BIG, vec![peer]);
+    h.st.object_located(id, BIG, vec![peer], Vec::new());
 
     h.st.peer_incarnation(peer, 2);
     assert!(

@@ -13,7 +13,7 @@ use crate::ids::{ActorId, FnId, ObjectId, TaskId};
 use crate::wire::local::{ErrorInfo, Listing, TaskSpec};
 
 /// The stream protocol of node-to-node messages.
-pub const NODE_PROTOCOL: &str = "/peer/node/1.0.0";
+pub const NODE_PROTOCOL: &str = "/peer/node/2.0.0";
 
 /// Values up to this size travel inside messages; larger ones stay in the
 /// store they are in and are pulled in chunks by the peers that need them
@@ -28,11 +28,13 @@ pub const PULL_PROTOCOL: &str = "/peer/pull/2.0.0";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WireValue {
     Blob(ByteBuf),
-    /// `len` bytes in the stores of `holders` (PeerIds as bytes), complete
-    /// copies first, then peers still pulling it.
+    /// `len` bytes in the stores of `holders` (PeerIds as bytes): the first
+    /// `complete` hold whole copies, the others are still pulling it (and
+    /// serve the chunks they have).
     At {
         len: u64,
         holders: Vec<ByteBuf>,
+        complete: u32,
     },
     Error(ErrorInfo),
 }

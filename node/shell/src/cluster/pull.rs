@@ -82,11 +82,30 @@ type PullStream = tokio_util::compat::Compat<peer_gossip::Stream>;
 /// A holder a pull asks for chunks.
 struct SourcePeer {
     peer: PeerId,
+    /// It has a whole copy (else it is pulling the object too).
+    whole: bool,
     /// Streams to it between requests.
     idle: Vec<PullStream>,
     in_flight: usize,
     /// Transport failures since its last good chunk.
     strikes: u32,
+}
+
+impl SourcePeer {
+    /// Requests it may have in flight. A whole copy gets none while peers
+    /// that pull the same object are sources too: they asked the owner
+    /// earlier (it lists pullers in that order), so they are ahead, and the
+    /// producer of an object that many peers read at once serves about one
+    /// copy, not one per reader. A puller source that fails (or has not got
+    /// a chunk within [`PARTIAL_WAIT`]) is dropped, and with the last of them
+    /// gone the whole copies serve the rest.
+    fn limit(&self, peers_pulling: bool) -> usize {
+        if self.whole && peers_pulling {
+            0
+        } else {
+            PER_SOURCE
+        }
+    }
 }
 
 fn protocol() -> StreamProtocol {
@@ -167,6 +186,12 @@ async fn run_chunks(
     let chunks = job.len.div_ceil(CHUNK) as usize;
     let mut todo: std::collections::VecDeque<usize> = (0..chunks).collect();
     let mut sources: Vec<PeerId> = job.sources.iter().filter_map(libp2p_id_of).collect();
+    let whole: Vec<PeerId> = sources.iter().take(job.complete).copied().collect();
+    tracing::debug!(
+        "pulling object {id} ({} bytes) from {sources:?} ({} with whole copies)",
+        job.len,
+        job.complete
+    );
     let over_relay = paths.prefer_direct(&mut sources);
     let _counted = over_relay.then(|| {
         tracing::info!(
@@ -178,6 +203,7 @@ async fn run_chunks(
         .into_iter()
         .map(|peer| SourcePeer {
             peer,
+            whole: whole.contains(&peer),
             idle: Vec::new(),
             in_flight: 0,
             strikes: 0,
@@ -190,9 +216,10 @@ async fn run_chunks(
             // Chunk c prefers source c mod n, so the chunks spread over the holders.
             let Some(&chunk) = todo.front() else { break };
             let n = alive.len();
+            let peers_pulling = alive.iter().any(|s| !s.whole);
             let pick = (0..n)
                 .map(|k| (chunk + k) % n.max(1))
-                .find(|&s| alive[s].in_flight < PER_SOURCE);
+                .find(|&s| alive[s].in_flight < alive[s].limit(peers_pulling));
             let Some(s) = pick else { break };
             todo.pop_front();
             alive[s].in_flight += 1;

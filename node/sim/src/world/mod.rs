@@ -610,6 +610,7 @@ impl World {
                 offset,
                 len,
                 sources,
+                ..
             } => {
                 let sources = sources
                     .iter()
