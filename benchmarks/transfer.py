@@ -124,9 +124,11 @@ def peer_cli(state: Path, *args: str, timeout: float = 30) -> subprocess.Complet
     )
 
 
-def start_daemon(state: Path, log: Path, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start_daemon(
+    state: Path, log: Path, *args: str, store: int = STORE
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     cmd = [sys.executable, "-m", "peer._cli", "--state-dir", str(state), "up", "--no-mdns",
-           "--listen", "/ip4/127.0.0.1/tcp/0", "--num-cpus", "1", "--object-store-memory", str(STORE), *args]
+           "--listen", "/ip4/127.0.0.1/tcp/0", "--num-cpus", "1", "--object-store-memory", str(store), *args]
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -239,7 +241,7 @@ def main() -> None:
         worst_shm = max(m["shmem_peak_mib"] - m["shmem_base_mib"] for m in mem)
         lines.append(
             f"peer, pulling 1 GB (953.7 MiB): while a pull ran, the pulling node's anonymous memory grew by at "
-            f"most {worst_anon:.1f} MiB (chunk buffers: at most 8 × 4 MiB in flight) and its resident shared "
+            f"most {worst_anon:.1f} MiB (chunks land in the store: no buffer per request) and its resident shared "
             f"memory by at most {worst_shm:.1f} MiB (the object's pages in its own store)."
         )
     text = "\n".join(lines)
