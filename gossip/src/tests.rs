@@ -213,16 +213,21 @@ async fn kademlia_finds_all_members_and_leavers_disappear() {
     // C found A through Kademlia: they stay connected after B, which introduced them, leaves.
     let b_id = b.id();
     b.stop().await;
+    // Usually as `Disconnected`, half a second after it stops. But a load message it sent just
+    // before may reach one of them through the other after the connection closed; by design
+    // that clears the suspicion (it may be reachable through others), and it leaves by expiry
+    // (2 s here) instead. On a loaded 2-core CI machine that happened once.
     let took = eventually("b leaves both views", async || {
         let gone = |p: &mut TestPeer| {
             p.events()
-                .contains(&Event::PeerGone(b_id, GoneReason::Disconnected))
+                .iter()
+                .any(|e| matches!(e, Event::PeerGone(id, _) if *id == b_id))
         };
         gone(&mut a) && gone(&mut c)
     })
     .await;
     println!("a stopped peer leaves the others' views after {took:?}");
-    assert!(took < Duration::from_secs(2), "left after {took:?}");
+    assert!(took < Duration::from_secs(4), "left after {took:?}");
     assert!(a.queue_len_of(b_id).await.is_none());
 
     // Past the expiry period, A and C still hear each other directly.
