@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transfer import peer_cli, start_daemon
+from transfer import peer_cli, start_daemon, stop_daemons, wait_for_peers
 
 GIB = 1024**3
 
@@ -68,15 +66,7 @@ def run_peer(readers: int, gib: float, rounds: int) -> dict[str, Any]:
                                  "--bootstrap", st_a["cluster"]["join"], store=store)
             procs.append(p)
             ids.add(st["node_id"])
-        deadline = time.monotonic() + 60
-        while True:
-            seen = {p["peer_id"] for p in json.loads(peer_cli(tmp / "a", "status", "--json").stdout)["peers"]
-                    if p["has_load"]}
-            if ids <= seen:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the peers did not find each other")
-            time.sleep(0.1)
+        wait_for_peers(tmp / "a", ids)
         os.environ["PEER_STATE_DIR"] = str(tmp / "a")
         import peer
 
@@ -89,14 +79,7 @@ def run_peer(readers: int, gib: float, rounds: int) -> dict[str, Any]:
             peer.shutdown()
         return {"times": times, "producer_copies": (served - served_before) / (gib * GIB) / rounds}
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_daemons(procs, tmp)
 
 
 def run_ray(readers: int, gib: float, rounds: int) -> dict[str, Any]:

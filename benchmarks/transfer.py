@@ -144,6 +144,30 @@ def start_daemon(
     raise RuntimeError("peer up did not start")
 
 
+def wait_for_peers(state: Path, ids: set[str], timeout: float = 60) -> None:
+    """Until the daemon at `state` has heard the load of every peer in `ids`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        peers = json.loads(peer_cli(state, "status", "--json").stdout)["peers"]
+        if ids <= {p["peer_id"] for p in peers if p["has_load"]}:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the peers did not find each other")
+        time.sleep(0.05)
+
+
+def stop_daemons(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    """SIGTERM every daemon, wait for them (SIGKILL after 30 s), remove their state."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_peer(sizes: list[int], rounds: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="peer-transfer-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -154,12 +178,7 @@ def run_peer(sizes: list[int], rounds: int) -> dict[str, Any]:
         b, st_b = start_daemon(tmp / "b", tmp / "b.log", "--resource", "far=1", "--key", key,
                                "--bootstrap", st_a["cluster"]["join"])
         procs.append(b)
-        deadline = time.monotonic() + 30
-        while not any(p["peer_id"] == st_b["node_id"] and p["has_load"]
-                      for p in json.loads(peer_cli(tmp / "a", "status", "--json").stdout)["peers"]):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the peers did not find each other")
-            time.sleep(0.05)
+        wait_for_peers(tmp / "a", {st_b["node_id"]})
         os.environ["PEER_STATE_DIR"] = str(tmp / "a")
         import peer
 
@@ -170,14 +189,7 @@ def run_peer(sizes: list[int], rounds: int) -> dict[str, Any]:
             peer.shutdown()
         return {"times": times, "memory": samples}
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_daemons(procs, tmp)
 
 
 def run_ray(sizes: list[int], rounds: int) -> dict[str, Any]:
