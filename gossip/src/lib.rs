@@ -66,6 +66,7 @@
 mod behaviour;
 mod client;
 mod config;
+mod direct;
 mod error;
 mod event_loop;
 mod identity;
@@ -83,6 +84,7 @@ mod tests;
 
 pub use client::Client;
 pub use config::{Config, RelayConfig};
+pub use direct::{DirectStream, DirectTls, direct_ips, tcp_ip};
 pub use error::{ConnectError, GossipError};
 pub use event_loop::EventLoop;
 pub use identity::{IDENTITY_FILE, Identity};
@@ -94,6 +96,7 @@ pub use messages::{
     MessageError, ObjectId,
 };
 pub use nat::{Link, LinkKind, NetworkInfo, Reachability};
+pub use tls::TlsError;
 pub use view::{GoneReason, PeerInfo};
 
 use tokio::sync::{mpsc, watch};

@@ -99,6 +99,18 @@ impl Tls {
     }
 }
 
+impl Tls {
+    /// The client side's configuration (for direct connections, `direct.rs`).
+    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.client)
+    }
+
+    /// The server side's configuration (for direct connections, `direct.rs`).
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.server)
+    }
+}
+
 /// aws-lc-rs with the AEADs in the order this module wants them negotiated.
 fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -131,7 +143,7 @@ impl ResolvesServerCert for OurCertificate {
 }
 
 /// The PeerId the remote's (single, already verified) certificate names.
-fn remote_peer(state: &rustls::CommonState) -> Result<PeerId, TlsError> {
+pub(crate) fn remote_peer(state: &rustls::CommonState) -> Result<PeerId, TlsError> {
     match state.peer_certificates() {
         Some([cert]) => Ok(certificate::parse(cert)?.peer_id()),
         _ => Err(TlsError::Handshake(std::io::Error::new(

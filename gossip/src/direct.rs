@@ -1,0 +1,276 @@
+//! Direct connections: TLS 1.3 over a plain TCP socket beside libp2p's connections, for bulk
+//! bytes (large object pulls) that should not pay for yamux's 16 KiB frames, its window
+//! updates and the node runtime's wake-ups on every frame.
+//!
+//! The channel is the one every libp2p connection of this node has (`tls.rs`: the same
+//! certificate, the same verifier, AES-GCM first): both ends prove their host keys, and the
+//! dialer checks that the PeerId it expects answered. It carries no cluster-key proof of its
+//! own: a direct connection is only worth anything with a ticket that the serving node handed
+//! out over an admitted libp2p link (the node's pull module checks it).
+//!
+//! Blocking I/O on purpose: each direct connection is driven by one thread, which reads TLS
+//! records straight into the caller's buffer (an object's place in the store), so bulk bytes
+//! never queue behind, or delay, control messages on the node's runtime.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+
+use crate::Identity;
+use crate::tls::{Tls, TlsError, remote_peer};
+
+/// The IP of `addr` if it is a plain TCP address (`/ip4|ip6/…/tcp/…`, not through a relay).
+pub fn tcp_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    let tcp = addr.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+    let ip = addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    });
+    ip.filter(|_| tcp && !relayed)
+}
+
+/// The IP addresses of the plain TCP addresses in `addrs` (relayed and wildcard ones left
+/// out), in order, each once: where a peer's direct listener may be reached.
+pub fn direct_ips(addrs: &[Multiaddr]) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for ip in addrs.iter().filter_map(tcp_ip) {
+        if !ip.is_unspecified() && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
+/// How long a direct connection's handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Makes and accepts direct connections for one node (cheap to clone).
+#[derive(Clone)]
+pub struct DirectTls(Tls);
+
+impl std::fmt::Debug for DirectTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectTls")
+    }
+}
+
+impl DirectTls {
+    /// The TLS configuration of this node's identity (as its libp2p connections use).
+    pub fn new(identity: &Identity) -> Result<Self, TlsError> {
+        Self::from_keypair(identity.keypair())
+    }
+
+    fn from_keypair(keypair: &Keypair) -> Result<Self, TlsError> {
+        Ok(DirectTls(Tls::new(keypair)?))
+    }
+
+    /// TLS as the client on `socket` (a connected, blocking TCP socket); fails unless the
+    /// server proves it is `expected`.
+    pub fn connect(&self, socket: TcpStream, expected: PeerId) -> Result<DirectStream, TlsError> {
+        // With SNI off the name is not sent; rustls still wants one.
+        let name = ServerName::IpAddress(std::net::IpAddr::from([0, 0, 0, 0]).into());
+        let conn = ClientConnection::new(self.0.client_config(), name)?;
+        let mut stream = StreamOwned::new(conn, socket);
+        handshake(&mut stream.conn, &mut stream.sock)?;
+        let remote = remote_peer(&stream.conn)?;
+        if remote != expected {
+            return Err(TlsError::Handshake(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("expected {expected}, {remote} answered"),
+            )));
+        }
+        Ok(DirectStream::Client(Box::new(stream)))
+    }
+
+    /// TLS as the server on `socket` (accepted, blocking); the client's PeerId and the stream.
+    pub fn accept(&self, socket: TcpStream) -> Result<(PeerId, DirectStream), TlsError> {
+        let conn = ServerConnection::new(self.0.server_config())?;
+        let mut stream = StreamOwned::new(conn, socket);
+        handshake(&mut stream.conn, &mut stream.sock)?;
+        let remote = remote_peer(&stream.conn)?;
+        Ok((remote, DirectStream::Server(Box::new(stream))))
+    }
+}
+
+/// Runs a handshake to its end on a blocking socket (bounded by [`HANDSHAKE_TIMEOUT`]).
+fn handshake<S: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<S>,
+    socket: &mut TcpStream,
+) -> Result<(), TlsError> {
+    let before = (socket.read_timeout()?, socket.write_timeout()?);
+    socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    while conn.is_handshaking() {
+        if std::time::Instant::now() > deadline {
+            return Err(TlsError::Handshake(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handshake took too long",
+            )));
+        }
+        conn.complete_io(socket)?;
+    }
+    // Flush what the handshake left to send (the client's Finished).
+    while conn.wants_write() {
+        conn.write_tls(socket)?;
+    }
+    socket.set_read_timeout(before.0)?;
+    socket.set_write_timeout(before.1)?;
+    Ok(())
+}
+
+/// An established direct connection: plaintext in and out.
+pub enum DirectStream {
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl std::fmt::Debug for DirectStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectStream")
+    }
+}
+
+impl DirectStream {
+    /// The TCP socket under the TLS session (for timeouts, and for a clone that can shut it
+    /// down from another thread to end a blocked read).
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            DirectStream::Client(s) => &s.sock,
+            DirectStream::Server(s) => &s.sock,
+        }
+    }
+
+    /// Ends the connection in both directions (a blocked read returns).
+    pub fn shutdown(&self) {
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
+}
+
+impl Read for DirectStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            DirectStream::Client(s) => s.read(buf),
+            DirectStream::Server(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for DirectStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            DirectStream::Client(s) => s.write(buf),
+            DirectStream::Server(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            DirectStream::Client(s) => s.flush(),
+            DirectStream::Server(s) => s.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    fn pair() -> (Keypair, Keypair) {
+        (Keypair::generate_ed25519(), Keypair::generate_ed25519())
+    }
+
+    #[test]
+    fn direct_ips_are_the_plain_tcp_ones_once_each() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/10.0.0.2/tcp/7700",
+            "/ip4/10.0.0.2/tcp/7701",
+            "/ip4/0.0.0.0/tcp/7700",
+            "/ip4/10.0.0.3/udp/7700/quic-v1",
+            "/ip4/10.0.0.4/tcp/7700/p2p/12D3KooWGNS1bTxKLMy5Z3ZpYfmhZuV7sLLdCuAdn2UdGmcHxTDE/p2p-circuit",
+            "/ip6/::1/tcp/7700",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let want: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(direct_ips(&addrs), want);
+    }
+
+    #[test]
+    fn both_ends_learn_each_other_and_bytes_cross_both_ways() {
+        let (a, b) = pair();
+        let (a_id, b_id) = (a.public().to_peer_id(), b.public().to_peer_id());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let (client, mut stream) = DirectTls::from_keypair(&b).unwrap().accept(socket).unwrap();
+            let mut got = vec![0u8; 5 << 20];
+            stream.read_exact(&mut got).unwrap();
+            stream.write_all(&got[..7]).unwrap();
+            stream.flush().unwrap();
+            (client, got)
+        });
+        let socket = TcpStream::connect(addr).unwrap();
+        let mut stream = DirectTls::from_keypair(&a)
+            .unwrap()
+            .connect(socket, b_id)
+            .unwrap();
+        let sent: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
+        stream.write_all(&sent).unwrap();
+        stream.flush().unwrap();
+        let mut back = [0u8; 7];
+        stream.read_exact(&mut back).unwrap();
+        let (client, got) = server.join().unwrap();
+        assert_eq!(client, a_id);
+        assert!(got == sent);
+        assert_eq!(&back, &sent[..7]);
+    }
+
+    #[test]
+    fn a_dialer_refuses_a_server_that_is_not_the_peer_it_expects() {
+        let (a, b) = pair();
+        let stranger = Keypair::generate_ed25519().public().to_peer_id();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            // The server's side may finish before the client refuses; either way no bytes.
+            let _ = DirectTls::from_keypair(&b).unwrap().accept(socket);
+        });
+        let socket = TcpStream::connect(addr).unwrap();
+        let err = DirectTls::from_keypair(&a)
+            .unwrap()
+            .connect(socket, stranger)
+            .unwrap_err();
+        assert!(err.to_string().contains("answered"), "{err}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_client_that_speaks_no_tls_gets_an_error_not_a_hang() {
+        let (_, b) = pair();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut socket = TcpStream::connect(addr).unwrap();
+            socket.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let mut sink = Vec::new();
+            let _ = socket.read_to_end(&mut sink);
+        });
+        let (socket, _) = listener.accept().unwrap();
+        assert!(DirectTls::from_keypair(&b).unwrap().accept(socket).is_err());
+        client.join().unwrap();
+    }
+}
