@@ -98,6 +98,14 @@ pub fn split_frames<T: DeserializeOwned>(buf: &[u8]) -> Result<(Vec<T>, usize), 
 
 /// Read one message from a blocking reader.
 pub fn read_blocking<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
+    read_blocking_max(r, MAX_FRAME)
+}
+
+/// Read one message of at most `max` bytes from a blocking reader.
+pub fn read_blocking_max<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max: usize,
+) -> Result<T, FrameError> {
     let mut header = [0u8; 4];
     if let Err(e) = r.read_exact(&mut header) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -106,7 +114,7 @@ pub fn read_blocking<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameE
             FrameError::Io(e)
         });
     }
-    let len = check_len(header)?;
+    let len = check_len_max(header, max)?;
     // Grown as bytes arrive: a header alone cannot make us allocate its claim.
     let mut payload = Vec::with_capacity(len.min(PREALLOC_MAX));
     r.take(len as u64).read_to_end(&mut payload)?;

@@ -57,6 +57,22 @@ pub enum PullReply {
     Missing(String),
 }
 
+/// The protocol on which a node hands a peer a ticket for a direct connection (TLS over a
+/// plain TCP socket, beside libp2p's) to pull large objects on.
+pub const DIRECT_PROTOCOL: &str = "/peer/direct/1.0.0";
+
+/// The one frame a node sends on a direct-ticket stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectOffer {
+    /// Connect to this node's direct listener on `port` (at an address this node is reached
+    /// on), and send `ticket` as the first 16 bytes after the TLS handshake; then the
+    /// connection carries [`PullRequest`]s and [`PullReply`]s as a pull stream does. A ticket
+    /// is good once, for a short while, and only for the peer it was given to.
+    Ticket { port: u16, ticket: [u8; 16] },
+    /// No direct connection now (why); pull over libp2p streams.
+    Refused(String),
+}
+
 /// A load as a bid carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BidLoad {
