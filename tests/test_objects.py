@@ -9,6 +9,7 @@ separate processes attached to one of them.
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 from conftest import peer_cli
@@ -79,6 +80,52 @@ print(json.dumps({{"want": digest(big()), "c": on_c, "a": digest(arr), "zero_cop
         stats = d.status()["tasks"]["stats"]
         assert stats["objects_pulled"] == pulled, (d.name, stats)
     assert b.status()["tasks"]["stats"]["bytes_served"] >= 200 * MB
+    # A 200 MB object is large: once a direct connection is up (the first chunks go over the
+    # libp2p connection while it opens), its chunks go over it.
+    def counts(key: str) -> dict[str, int]:
+        return {d.name: d.status()["network"][key] for d in (a, b, c)}
+
+    pulled = counts("direct_pull_bytes")
+    assert pulled["a"] >= 100 * MB and pulled["c"] >= 100 * MB, pulled
+    # A holder counts a chunk once it is sent, which may be a moment after it arrived.
+    wait_for(lambda: sum(counts("direct_served_bytes").values()) == sum(pulled.values()), 10,
+             "every byte pulled directly was counted as served directly")
+
+
+def test_a_holder_that_serves_no_direct_connections_is_pulled_from_over_streams(launcher: Launcher) -> None:
+    # b's direct port is taken (by this test's socket), so b serves no direct connections; a
+    # large pull from it must still arrive, intact, over the libp2p connection.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        a, b = cluster(
+            launcher,
+            [("a", ["--num-cpus", "1"]),
+             ("b", ["--num-cpus", "1", "--resource", "b=1", "--direct-port", str(taken.getsockname()[1])])],
+            store=STORE,
+        )
+        out = run_driver(
+            a,
+            MAKE_200MB
+            + """
+@ray.remote(resources={"b": 1})
+def make():
+    return big()
+
+start = time.monotonic()
+arr = ray.get(make.remote())
+print(json.dumps({"want": digest(big()), "a": digest(arr), "took": time.monotonic() - start}))
+""",
+        )
+    finally:
+        taken.close()
+    assert out["a"] == out["want"], "the array arrived intact"
+    assert "no direct connections served" in b.log_text()
+    assert a.status()["tasks"]["stats"]["objects_pulled"] == 1
+    assert a.status()["network"]["direct_pull_bytes"] == 0
+    assert b.status()["network"]["direct_served_bytes"] == 0
+    print(f"200 MB over streams (no direct connection): {out['took']:.2f} s")
 
 
 def test_four_peers_pulling_one_object_at_once_share_the_load(launcher: Launcher) -> None:

@@ -172,6 +172,7 @@ pub fn init_embedded<'py>(
                 .unwrap_or(true),
             relay_pull_rate: peer_node::cluster::RELAY_PULL_RATE,
             relay: true,
+            direct_port: 0,
         });
     }
     let node = py.detach(|| Node::start(config)).map_err(node_err)?;

@@ -121,6 +121,9 @@ pub struct NetworkView {
     /// Pulls going over a relay now (every holder is behind one), and bytes pulled that way.
     pub relayed_pulls: u64,
     pub relayed_pull_bytes: u64,
+    /// Bytes this node pulled, and served, over direct connections (large objects) since start.
+    pub direct_pull_bytes: u64,
+    pub direct_served_bytes: u64,
 }
 
 /// Why a pull failed, and the holders that failed it.

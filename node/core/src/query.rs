@@ -193,6 +193,8 @@ impl Core {
                 "reservations_served": n.reservations_served,
                 "circuits_served": n.circuits_served, "relayed_bytes": n.relayed_bytes,
                 "relayed_pulls": n.relayed_pulls, "relayed_pull_bytes": n.relayed_pull_bytes,
+                "direct_pull_bytes": n.direct_pull_bytes,
+                "direct_served_bytes": n.direct_served_bytes,
             })
         });
         json!({

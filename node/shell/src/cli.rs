@@ -69,6 +69,11 @@ pub enum Command {
         /// Never relay for other members, even when this node is publicly reachable.
         #[arg(long)]
         no_relay: bool,
+        /// TCP port of the direct connections that large objects are pulled over, on the
+        /// --listen address (0: any free port). Fix it where a firewall must let it through;
+        /// where it is blocked, pulls use the --listen port, more slowly.
+        #[arg(long, default_value_t = 0)]
+        direct_port: u16,
         /// A one-peer cluster: open no network port at all.
         #[arg(long, conflicts_with_all = ["bootstrap", "key"])]
         local: bool,
@@ -149,6 +154,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
             no_mdns,
             relay_pull_mib_s,
             no_relay,
+            direct_port,
             local,
             dashboard,
         } => {
@@ -176,6 +182,7 @@ pub fn run(cli: Cli, python_path: Vec<String>) -> anyhow::Result<()> {
                     mdns: !no_mdns,
                     relay_pull_rate: (relay_pull_mib_s * 1048576.0) as u64,
                     relay: !no_relay,
+                    direct_port,
                 });
             }
             let node = Node::start(config)?;
@@ -415,6 +422,11 @@ fn print_status(s: &serde_json::Value) {
             mib(n["relayed_bytes"].clone()),
             n["relayed_pulls"],
             mib(n["relayed_pull_bytes"].clone()),
+        );
+        println!(
+            "  direct     {:.1} MiB pulled, {:.1} MiB served over direct connections",
+            mib(n["direct_pull_bytes"].clone()),
+            mib(n["direct_served_bytes"].clone()),
         );
     }
     if let Some(peers) = s["peers"].as_array() {

@@ -12,6 +12,7 @@
 //!
 //! Laptop mode never calls `start`: no network port is opened.
 
+mod direct;
 pub mod links;
 pub mod paths;
 pub mod pull;
@@ -20,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use peer_gossip::{ClusterKey, Config, Identity, LinkKind, Load, Multiaddr, Reachability};
+use peer_gossip::{
+    ClusterKey, Config, DirectTls, Identity, LinkKind, Load, Multiaddr, Reachability,
+};
 use peer_node_core::{Event, NetworkView, PeerLink, PeerLoad, PeerView};
 use tokio::sync::mpsc;
 
@@ -47,6 +50,9 @@ pub struct NetworkConfig {
     pub relay_pull_rate: u64,
     /// Relay for other members while this node is publicly reachable.
     pub relay: bool,
+    /// TCP port of the direct connections large pulls use (`direct`), on the first listen
+    /// address's IP; 0: any free port.
+    pub direct_port: u16,
 }
 
 /// Default of [`NetworkConfig::relay_pull_rate`]: 4 MiB/s.
@@ -107,8 +113,10 @@ pub async fn start(
     };
     let key_hex = key.to_hex();
     let key_fingerprint = key.fingerprint();
+    let direct_tls = DirectTls::new(&identity).map_err(|e| NodeError::Rejected(e.to_string()))?;
     let mut config = Config::new(identity, key);
     config.listen = parse_addrs(&net.listen, "listen")?;
+    let config_listen = config.listen.clone();
     config.bootstrap = parse_addrs(&net.bootstrap, "bootstrap")?;
     config.mdns = net.mdns;
     config.relay.serve = net.relay;
@@ -132,11 +140,27 @@ pub async fn start(
         paths: Arc::new(paths::Paths::new(net.relay_pull_rate)),
     });
     let peers = links::start(cluster.client.clone(), Arc::clone(&shared)).map_err(gossip_err)?;
+    // Large pulls go over direct connections where holders offer them (`direct`): this node
+    // serves them on the address it listens on, beside libp2p's listener.
+    if let Some(ip) = config_listen.iter().find_map(peer_gossip::tcp_ip) {
+        let served = direct::Direct::start(
+            &cluster.client,
+            direct_tls.clone(),
+            std::net::SocketAddr::new(ip, net.direct_port),
+            Arc::clone(&cluster.paths),
+            Arc::clone(&shared),
+            Arc::clone(&arena),
+        );
+        if let Err(e) = served {
+            tracing::warn!("no direct connections served (large pulls from here use streams): {e}");
+        }
+    }
     let pulls = pull::start(
         cluster.client.clone(),
         Arc::clone(&shared),
         arena,
         Arc::clone(&cluster.paths),
+        Some(Arc::new(direct::Dialer::new(direct_tls))),
     )
     .map_err(gossip_err)?;
     {
@@ -197,6 +221,7 @@ fn gossip_load(l: PeerLoad) -> Load {
 
 fn network_view(n: peer_gossip::NetworkInfo, paths: &paths::Paths) -> NetworkView {
     let (relayed_pulls, relayed_pull_bytes) = paths.counters();
+    let (direct_pull_bytes, direct_served_bytes) = paths.direct_counters();
     NetworkView {
         reachability: match n.reachability {
             Reachability::Public => "public",
@@ -212,6 +237,8 @@ fn network_view(n: peer_gossip::NetworkInfo, paths: &paths::Paths) -> NetworkVie
         relayed_bytes: n.relayed_bytes,
         relayed_pulls,
         relayed_pull_bytes,
+        direct_pull_bytes,
+        direct_served_bytes,
     }
 }
 

@@ -8,7 +8,9 @@
 //!   [`Paths::throttle`] before each chunk, which spaces the chunks of all such pulls so they
 //!   stay under [`NetworkConfig::relay_pull_rate`](super::NetworkConfig) together: a relay is a
 //!   member doing the others a favour, and control messages share its link.
-//! - The counters show in `peer status` (`network.relayed_pulls`, `relayed_pull_bytes`).
+//! - The counters show in `peer status` (`network.relayed_pulls`, `relayed_pull_bytes`), with
+//!   the bytes pulled and served over direct connections (`direct_pull_bytes`,
+//!   `direct_served_bytes`; see [`direct`](super::direct)).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub struct Paths {
     next_free: Mutex<Option<Instant>>,
     pulls_now: AtomicU64,
     pulled_bytes: AtomicU64,
+    direct_pulled: AtomicU64,
+    direct_served: AtomicU64,
 }
 
 /// Marks a pull as going over a relay while it lives.
@@ -48,6 +52,8 @@ impl Paths {
             next_free: Mutex::new(None),
             pulls_now: AtomicU64::new(0),
             pulled_bytes: AtomicU64::new(0),
+            direct_pulled: AtomicU64::new(0),
+            direct_served: AtomicU64::new(0),
         }
     }
 
@@ -89,6 +95,24 @@ impl Paths {
         };
         self.pulled_bytes.fetch_add(bytes, Ordering::Relaxed);
         tokio::time::sleep_until(start).await;
+    }
+
+    /// Counts bytes pulled over a direct connection.
+    pub fn count_direct_pulled(&self, bytes: u64) {
+        self.direct_pulled.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts bytes served over a direct connection.
+    pub fn count_direct_served(&self, bytes: u64) {
+        self.direct_served.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes pulled, and served, over direct connections since start.
+    pub fn direct_counters(&self) -> (u64, u64) {
+        (
+            self.direct_pulled.load(Ordering::Relaxed),
+            self.direct_served.load(Ordering::Relaxed),
+        )
     }
 
     /// Pulls over relays now, and bytes pulled over relays since start.

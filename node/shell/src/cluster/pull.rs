@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use peer_gossip::{GossipError, PeerId, StreamProtocol};
+use peer_gossip::{GossipError, LinkKind, PeerId, StreamProtocol};
 use peer_node_core::wire::codec::{self, FrameError};
 use peer_node_core::wire::peer::{PULL_PROTOCOL, PullReply, PullRequest};
 use peer_node_core::{CHUNK, Event, PullFailure, PullSource};
@@ -36,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::direct::{DIRECT_MIN, Dialer, DirectPull};
 use super::paths::Paths;
 use super::{libp2p_id_of, peer_id_of};
 use crate::engine::{PullJob, Shared};
@@ -45,23 +46,23 @@ const PER_SOURCE: usize = 4;
 /// Chunk requests in flight per pull.
 const IN_FLIGHT: usize = 8;
 /// How long a chunk may take, from opening the stream to its last byte.
-const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a node still pulling waits for a chunk another peer asks it for.
 const PARTIAL_WAIT: Duration = Duration::from_secs(10);
 /// The largest range one request may ask for.
 const MAX_REQUEST: u64 = 64 * 1024 * 1024;
 /// Largest pull request or reply header frame (both are a few dozen bytes).
-const PULL_FRAME_MAX: usize = 64 * 1024;
+pub(super) const PULL_FRAME_MAX: usize = 64 * 1024;
 /// How long a peer that opened a pull stream may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pull stream is kept open for a next request.
-const STREAM_IDLE: Duration = Duration::from_secs(60);
+pub(super) const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// Transport failures in a row after which a source is given up (a stream can
 /// fail while a duplicate connection between two peers is being closed).
 const SOURCE_STRIKES: u32 = 3;
 
 /// Why a chunk did not come.
-enum ChunkError {
+pub(super) enum ChunkError {
     /// The source has no such bytes (no copy, or not yet): ask another.
     Missing(String),
     /// The stream failed, timed out or carried a bad chunk.
@@ -86,6 +87,8 @@ struct SourcePeer {
     whole: bool,
     /// Streams to it between requests.
     idle: Vec<PullStream>,
+    /// A direct connection to it, which carries every chunk asked of it while it works.
+    direct: Option<DirectPull>,
     in_flight: usize,
     /// Transport failures since its last good chunk.
     strikes: u32,
@@ -114,11 +117,12 @@ fn protocol() -> StreamProtocol {
 
 /// Start the pull server and the task that runs the pulls the core asks
 /// for; returns the sender the engine queues pulls on.
-pub fn start(
+pub(super) fn start(
     client: peer_gossip::Client,
     shared: Arc<Shared>,
     arena: Arc<peer_objstore::Arena>,
     paths: Arc<Paths>,
+    dialer: Option<Arc<Dialer>>,
 ) -> Result<mpsc::UnboundedSender<PullJob>, GossipError> {
     let mut incoming = client.accept_streams(protocol())?;
     let serve_shared = Arc::clone(&shared);
@@ -140,9 +144,11 @@ pub fn start(
             let client = client.clone();
             let arena = Arc::clone(&arena);
             let paths = Arc::clone(&paths);
+            let dialer = dialer.clone();
             tokio::spawn(async move {
                 let id = job.id;
-                let result = run_pull(&client, &job, &arena, &shared, &paths).await;
+                let result =
+                    run_pull(&client, &job, &arena, &shared, &paths, dialer.as_deref()).await;
                 if let Err(e) = &result {
                     tracing::warn!("pull of object {id} failed: {}", e.why);
                 }
@@ -158,15 +164,18 @@ pub fn start(
 }
 
 /// Fetch every chunk of a pull from its sources into the arena.
-pub async fn run_pull(
+pub(super) async fn run_pull(
     client: &peer_gossip::Client,
     job: &PullJob,
     arena: &peer_objstore::Arena,
     shared: &Shared,
     paths: &Paths,
+    dialer: Option<&Dialer>,
 ) -> Result<(), PullFailure> {
     let mut bad = Vec::new();
-    run_chunks(client, job, arena, shared, paths, &mut bad)
+    // Every direct connection of this pull lives in `run_chunks` and has ended (its thread
+    // joined) when it returns, before the core hears `PullDone` and frees what is unfilled.
+    run_chunks(client, job, arena, shared, paths, dialer, &mut bad)
         .await
         .map_err(|why| PullFailure {
             why,
@@ -180,6 +189,7 @@ async fn run_chunks(
     arena: &peer_objstore::Arena,
     shared: &Shared,
     paths: &Paths,
+    dialer: Option<&Dialer>,
     bad: &mut Vec<PeerId>,
 ) -> Result<(), String> {
     let id = job.id;
@@ -205,10 +215,21 @@ async fn run_chunks(
             peer,
             whole: whole.contains(&peer),
             idle: Vec::new(),
+            direct: None,
             in_flight: 0,
             strikes: 0,
         })
         .collect();
+    // Direct connections open in the background: the first chunks go over streams, and a
+    // holder's next ones over its direct connection once it is up (a holder whose direct
+    // listener cannot be reached costs nothing but the attempt).
+    let mut opening = FuturesUnordered::new();
+    if let Some(dialer) = dialer.filter(|_| job.len >= DIRECT_MIN && !over_relay) {
+        let holders: Vec<PeerId> = alive.iter().map(|s| s.peer).collect();
+        for (peer, ips) in direct_addresses(client, paths, holders).await {
+            opening.push(async move { (peer, dialer.open(client, peer, ips).await) });
+        }
+    }
     let mut failures: Vec<String> = Vec::new();
     let mut in_flight = FuturesUnordered::new();
     loop {
@@ -237,24 +258,48 @@ async fn run_chunks(
             // written again after the failed attempt's future has ended.
             let place =
                 unsafe { arena.range_mut(job.offset + offset, len) }.map_err(|e| e.to_string())?;
+            let req = PullRequest { id, offset, len };
+            let path = match &alive[s].direct {
+                // SAFETY: as above; and the direct connection's thread writes `place` only
+                // until it answers the chunk, and is joined when the connection is dropped,
+                // which happens before this pull reports `PullDone`.
+                Some(direct) => Path::Direct(unsafe { direct.fetch(req, place) }),
+                None => Path::Stream(place, stream),
+            };
             in_flight.push(async move {
-                if relayed {
-                    paths.throttle(len).await;
-                }
-                let req = PullRequest { id, offset, len };
-                let (got, stream) = tokio::time::timeout(
-                    CHUNK_TIMEOUT,
-                    fetch_chunk(&client, peer, req, place, stream),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    let late = format!("no answer within {CHUNK_TIMEOUT:?}");
-                    (Err(ChunkError::Transport(late)), None)
-                });
-                (peer, chunk, got, stream)
+                let (got, stream, direct) = match path {
+                    // No timeout here: the thread bounds every chunk by CHUNK_TIMEOUT, and a
+                    // chunk it holds must not be handed to another source before it answers.
+                    Path::Direct(fetched) => (fetched.await, None, true),
+                    Path::Stream(place, stream) => {
+                        if relayed {
+                            paths.throttle(len).await;
+                        }
+                        let (got, stream) = tokio::time::timeout(
+                            CHUNK_TIMEOUT,
+                            fetch_chunk(&client, peer, req, place, stream),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            let late = format!("no answer within {CHUNK_TIMEOUT:?}");
+                            (Err(ChunkError::Transport(late)), None)
+                        });
+                        (got, stream, false)
+                    }
+                };
+                (peer, chunk, got, stream, direct)
             });
         }
-        let Some((peer, chunk, got, stream)) = in_flight.next().await else {
+        let next = tokio::select! {
+            Some((peer, direct)) = opening.next(), if !opening.is_empty() => {
+                if let Some(source) = alive.iter_mut().find(|s| s.peer == peer) {
+                    source.direct = direct;
+                }
+                continue;
+            }
+            next = in_flight.next() => next,
+        };
+        let Some((peer, chunk, got, stream, direct)) = next else {
             if todo.is_empty() {
                 return Ok(());
             }
@@ -274,6 +319,9 @@ async fn run_chunks(
                 if let Some(s) = slot {
                     alive[s].strikes = 0;
                 }
+                if direct {
+                    paths.count_direct_pulled(CHUNK.min(job.len - chunk as u64 * CHUNK));
+                }
                 let mut e = shared.engine.lock();
                 e.handle(Event::PullChunk { id, chunk });
                 if let Some(n) = e.io.arrivals.get(&id) {
@@ -282,6 +330,10 @@ async fn run_chunks(
             }
             Err(e) => {
                 todo.push_front(chunk);
+                if let (ChunkError::Transport(_), true, Some(s)) = (&e, direct, slot) {
+                    // The connection is over; the source's next chunks go over streams.
+                    alive[s].direct = None;
+                }
                 let give_up = match (&e, slot) {
                     (_, None) => false,
                     (ChunkError::Missing(_), Some(_)) => true,
@@ -301,7 +353,7 @@ async fn run_chunks(
                 }
                 if alive.is_empty() {
                     // Let the requests still in flight finish, then give up.
-                    while let Some((_, c, got, _)) = in_flight.next().await {
+                    while let Some((_, c, got, _, _)) = in_flight.next().await {
                         if got.is_err() {
                             todo.push_front(c);
                         }
@@ -311,6 +363,34 @@ async fn run_chunks(
             }
         }
     }
+}
+
+/// How one chunk is fetched.
+enum Path<'a, F> {
+    /// Over the source's direct connection (the future answers when the chunk is in place).
+    Direct(F),
+    /// Over a pull stream (this one, or a new one), into this place.
+    Stream(&'a mut [u8], Option<PullStream>),
+}
+
+/// The holders with a direct link (not relayed, not hole punched), and the IPs they listen
+/// on: those a pull may open direct connections to.
+async fn direct_addresses(
+    client: &peer_gossip::Client,
+    paths: &Paths,
+    holders: Vec<PeerId>,
+) -> Vec<(PeerId, Vec<std::net::IpAddr>)> {
+    let view = client.view().await.unwrap_or_default();
+    holders
+        .into_iter()
+        .filter(|peer| !paths.is_relayed(peer))
+        .filter_map(|peer| {
+            let info = view.iter().find(|p| p.peer_id == peer)?;
+            let direct = info.link.is_some_and(|l| l.kind == LinkKind::Direct);
+            let ips = peer_gossip::direct_ips(&info.addresses);
+            (direct && !ips.is_empty()).then_some((peer, ips))
+        })
+        .collect()
 }
 
 /// One chunk from one peer, read into `place` (its place in the arena), on
@@ -390,8 +470,8 @@ async fn serve(
             }
         };
         patience = STREAM_IDLE;
-        if req.len == 0 || req.len > MAX_REQUEST || req.offset.checked_add(req.len).is_none() {
-            let _ = send_missing(&mut stream, format!("bad range length {}", req.len)).await;
+        if let Some(why) = bad_range(&req) {
+            let _ = send_missing(&mut stream, why).await;
             return;
         }
         match answer(&mut stream, &req, &shared, &arena).await {
@@ -412,13 +492,26 @@ async fn answer(
     shared: &Shared,
     arena: &peer_objstore::Arena,
 ) -> std::io::Result<bool> {
+    let source = source_for(req, shared).await;
+    let reply = Reply::of(req, &source, arena);
+    let sent = match &reply {
+        Reply::Bytes(bytes) => send_data(stream, bytes).await,
+        Reply::Missing(why) => send_missing(stream, why.clone()).await,
+    };
+    release(&source, req, shared);
+    sent
+}
+
+/// What serves `req` here, once the core can say: a node still pulling the object waits up to
+/// [`PARTIAL_WAIT`] for the chunk (it is probably on its way).
+pub(super) async fn source_for(req: &PullRequest, shared: &Shared) -> PullSource {
     let deadline = tokio::time::Instant::now() + PARTIAL_WAIT;
-    let source = loop {
+    loop {
         let arrival = {
             let mut e = shared.engine.lock();
             match e.core.pull_source(req) {
                 PullSource::NotYet => Arc::clone(e.io.arrivals.entry(req.id).or_default()),
-                other => break other,
+                other => return other,
             }
         };
         // Registered before the engine is looked at again, so a chunk that
@@ -428,31 +521,59 @@ async fn answer(
         arrived.as_mut().enable();
         let source = shared.engine.lock().core.pull_source(req);
         if source != PullSource::NotYet {
-            break source;
+            return source;
         }
         if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-            break PullSource::Missing("chunk not pulled here yet".into());
+            return PullSource::Missing("chunk not pulled here yet".into());
         }
-    };
-    match source {
-        PullSource::Stored { offset, len } => {
-            let sent = if req.offset + req.len > len {
-                send_missing(stream, format!("object has only {len} bytes")).await
-            } else {
-                match arena.slice(offset + req.offset, req.len) {
-                    Ok(bytes) => send_data(stream, bytes).await,
-                    Err(e) => send_missing(stream, e.to_string()).await,
-                }
-            };
-            let mut e = shared.engine.lock();
-            e.core.driver_release(&[req.id]);
-            e.run();
-            sent
-        }
-        PullSource::Partial(bytes) => send_data(stream, &bytes).await,
-        PullSource::Missing(why) => send_missing(stream, why).await,
-        PullSource::NotYet => unreachable!("resolved in the loop above"),
     }
+}
+
+/// The answer to a request, from the source the core named.
+pub(super) enum Reply<'a> {
+    /// `PullReply::Data` and these bytes.
+    Bytes(&'a [u8]),
+    /// `PullReply::Missing`.
+    Missing(String),
+}
+
+impl<'a> Reply<'a> {
+    pub(super) fn of(
+        req: &PullRequest,
+        source: &'a PullSource,
+        arena: &'a peer_objstore::Arena,
+    ) -> Self {
+        match source {
+            PullSource::Stored { offset, len } => {
+                if req.offset + req.len > *len {
+                    Reply::Missing(format!("object has only {len} bytes"))
+                } else {
+                    match arena.slice(offset + req.offset, req.len) {
+                        Ok(bytes) => Reply::Bytes(bytes),
+                        Err(e) => Reply::Missing(e.to_string()),
+                    }
+                }
+            }
+            PullSource::Partial(bytes) => Reply::Bytes(bytes),
+            PullSource::Missing(why) => Reply::Missing(why.clone()),
+            PullSource::NotYet => Reply::Missing("chunk not pulled here yet".into()),
+        }
+    }
+}
+
+/// Unpins a stored copy once its bytes are sent (the core pinned it for the serving).
+pub(super) fn release(source: &PullSource, req: &PullRequest, shared: &Shared) {
+    if let PullSource::Stored { .. } = source {
+        let mut e = shared.engine.lock();
+        e.core.driver_release(&[req.id]);
+        e.run();
+    }
+}
+
+/// Why a request cannot be served at all, whatever is stored here.
+pub(super) fn bad_range(req: &PullRequest) -> Option<String> {
+    (req.len == 0 || req.len > MAX_REQUEST || req.offset.checked_add(req.len).is_none())
+        .then(|| format!("bad range length {}", req.len))
 }
 
 /// Sends the bytes; `Ok(true)`.
