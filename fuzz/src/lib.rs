@@ -10,3 +10,4 @@
 pub mod alloc;
 pub mod frames;
 pub mod roundtrip;
+pub mod targets;
