@@ -286,7 +286,7 @@ def label(size_mb: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=["peer", "ray"], help="run one backend here (internal)")
-    p.add_argument("--sizes", default="1,10,100,1000", help="object sizes in MB")
+    p.add_argument("--sizes", default="10,100,500,1000", help="object sizes in MB")
     p.add_argument("--fan-mb", type=int, default=100, help="the object the three nodes' tasks read, in MB")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--peer-python", default=str(ROOT / ".venv" / "bin" / "python"))

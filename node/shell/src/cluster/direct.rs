@@ -47,6 +47,8 @@ use crate::engine::Shared;
 pub(super) const DIRECT_MIN: u64 = 16 << 20;
 /// How long a ticket is good for.
 const TICKET_LIFE: Duration = Duration::from_secs(30);
+/// Tickets out at once (a peer asking for ticket after ticket gets `Refused`).
+const MAX_TICKETS: usize = 1024;
 /// Direct connections served at once (past it, pullers get `Refused` and use streams).
 const MAX_SERVING: usize = 64;
 /// How long asking for a ticket, connecting and the handshake may take in all.
@@ -72,14 +74,18 @@ pub(super) struct Direct {
 struct Tickets(Mutex<HashMap<[u8; 16], (PeerId, Instant)>>);
 
 impl Tickets {
-    /// A new ticket for `peer` (expired ones are forgotten on the way).
-    fn issue(&self, peer: PeerId) -> [u8; 16] {
+    /// A new ticket for `peer` (expired ones are forgotten on the way); `None` while
+    /// [`MAX_TICKETS`] are out.
+    fn issue(&self, peer: PeerId) -> Option<[u8; 16]> {
         let ticket: [u8; 16] = rand::random();
         let now = Instant::now();
         let mut tickets = self.0.lock();
         tickets.retain(|_, (_, at)| now.duration_since(*at) < TICKET_LIFE);
+        if tickets.len() >= MAX_TICKETS {
+            return None;
+        }
         tickets.insert(ticket, (peer, now));
-        ticket
+        Some(ticket)
     }
 
     /// Whether `ticket` was issued to `peer` and is still good; it is used up either way.
@@ -197,9 +203,12 @@ impl Direct {
         if self.serving.load(Ordering::Acquire) >= MAX_SERVING {
             return DirectOffer::Refused("serving as many direct connections as it may".into());
         }
-        DirectOffer::Ticket {
-            port: self.port,
-            ticket: self.tickets.issue(peer),
+        match self.tickets.issue(peer) {
+            Some(ticket) => DirectOffer::Ticket {
+                port: self.port,
+                ticket,
+            },
+            None => DirectOffer::Refused("too many tickets out".into()),
         }
     }
 
@@ -584,11 +593,11 @@ mod tests {
     fn a_ticket_is_good_once_and_only_for_the_peer_it_was_issued_to() {
         let tickets = Tickets::default();
         let (a, b) = (peer(), peer());
-        let t = tickets.issue(a);
+        let t = tickets.issue(a).unwrap();
         assert!(!tickets.redeem(&t, b), "another peer's ticket");
         // Presenting it under the wrong identity used it up.
         assert!(!tickets.redeem(&t, a));
-        let t = tickets.issue(a);
+        let t = tickets.issue(a).unwrap();
         assert!(tickets.redeem(&t, a));
         assert!(!tickets.redeem(&t, a), "used twice");
         assert!(!tickets.redeem(&[0; 16], a), "never issued");
@@ -598,16 +607,26 @@ mod tests {
     fn an_expired_ticket_is_refused_and_forgotten() {
         let tickets = Tickets::default();
         let a = peer();
-        let t = tickets.issue(a);
+        let t = tickets.issue(a).unwrap();
         let long_ago = Instant::now() - TICKET_LIFE - Duration::from_secs(1);
         tickets.0.lock().get_mut(&t).unwrap().1 = long_ago;
         assert!(!tickets.redeem(&t, a));
-        let old = tickets.issue(a);
+        let old = tickets.issue(a).unwrap();
         tickets.0.lock().get_mut(&old).unwrap().1 = long_ago;
-        tickets.issue(a);
+        tickets.issue(a).unwrap();
         assert!(
             !tickets.0.lock().contains_key(&old),
             "issuing forgets expired tickets"
         );
+    }
+
+    #[test]
+    fn a_peer_asking_for_ticket_after_ticket_is_refused_past_the_cap() {
+        let tickets = Tickets::default();
+        let a = peer();
+        for _ in 0..MAX_TICKETS {
+            assert!(tickets.issue(a).is_some());
+        }
+        assert!(tickets.issue(a).is_none());
     }
 }
