@@ -128,6 +128,8 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     print(f"| seconds (median of {args.rounds}) | {ray_s:.2f} | {peer_s:.2f} | {peer_s / ray_s:.2f}× the time |")
     print(f"peer's producer served {results['peer']['producer_copies']:.2f}× the object per round")
+    for b in ("ray", "peer"):
+        print(f"{b} rounds: " + ", ".join(f"{t:.2f} s" for t in results[b]["times"]))
 
 
 if __name__ == "__main__":
