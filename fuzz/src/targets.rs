@@ -1,7 +1,9 @@
 //! The fuzz targets' checks, one function per target (`fuzz_targets/<name>.rs` feeds
-//! libFuzzer's bytes to `<name>` here), so that `cargo test` can replay every stored corpus
-//! input through them too (`tests` below): a deterministic check of every decoder on the
-//! inputs fuzzing found, on every test run, without a fuzzing build.
+//! libFuzzer's bytes to `<name>` here), so that `cargo test` can replay stored inputs through
+//! them too (`tests` below): the seeds committed in `seeds/<name>` (a merged corpus of earlier
+//! fuzzing runs), and the local `corpus/<name>` and `artifacts/<name>` where `fuzz/run` left
+//! them. A deterministic check of every decoder on what fuzzing found, on every test run,
+//! without a fuzzing build.
 
 use peer_gossip::fuzz_reencode_message;
 use peer_node::core::wire::blob::{self, ALIGN, Layout};
@@ -112,12 +114,14 @@ pub fn pull_msg(data: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    /// Every stored input of a target's corpus (and any finding in its artifacts) through its
-    /// check.
+    /// Every stored input of a target (its seeds, and the local corpus and findings if any)
+    /// through its check.
     fn replay(target: &str, check: fn(&[u8])) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let seeds = std::fs::read_dir(root.join("seeds").join(target)).map_or(0, |d| d.count());
+        assert!(seeds > 0, "no seeds committed for {target}");
         let mut inputs = 0;
-        for dir in ["corpus", "artifacts"] {
+        for dir in ["seeds", "corpus", "artifacts"] {
             let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
                 continue;
             };
@@ -129,7 +133,7 @@ mod tests {
                 }
             }
         }
-        assert!(inputs > 0, "no stored inputs for {target}");
+        assert!(inputs >= seeds);
     }
 
     #[test]
