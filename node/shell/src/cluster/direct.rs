@@ -123,6 +123,12 @@ impl Direct {
             tickets: Tickets::default(),
             serving: AtomicUsize::new(0),
         });
+        // The listener is ready before any ticket names its port.
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("direct listener: {e}"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("direct listener: {e}"))?;
         let mut asks = client
             .accept_streams(protocol())
             .map_err(|e| e.to_string())?;
@@ -143,11 +149,6 @@ impl Direct {
                 });
             }
         });
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("direct listener: {e}"))?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| format!("direct listener: {e}"))?;
         let handle = tokio::runtime::Handle::current();
         let accepting = Arc::clone(&direct);
         // A task (not a thread): it ends with the node's runtime, and with it the listener.
