@@ -149,6 +149,12 @@ impl DirectStream {
         }
     }
 
+    /// Sets how long one read and one write may block.
+    pub fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
+        self.socket().set_read_timeout(Some(read))?;
+        self.socket().set_write_timeout(Some(write))
+    }
+
     /// Ends the connection in both directions (a blocked read returns).
     pub fn shutdown(&self) {
         let _ = self.socket().shutdown(Shutdown::Both);

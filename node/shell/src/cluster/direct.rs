@@ -225,12 +225,7 @@ impl Direct {
         let (peer, mut stream) = self.tls.accept(socket).map_err(|e| e.to_string())?;
         let io = |e: std::io::Error| e.to_string();
         stream
-            .socket()
-            .set_read_timeout(Some(REQUEST_TIMEOUT))
-            .map_err(io)?;
-        stream
-            .socket()
-            .set_write_timeout(Some(CHUNK_TIMEOUT))
+            .set_timeouts(REQUEST_TIMEOUT, CHUNK_TIMEOUT)
             .map_err(io)?;
         let mut ticket = [0u8; 16];
         stream.read_exact(&mut ticket).map_err(io)?;
@@ -316,22 +311,24 @@ impl Dialer {
         }
     }
 
-    /// A direct connection to `peer` at one of `ips`, or `None` (pull over streams).
+    /// A direct connection to `peer` at one of `ips` within [`OPEN_TIMEOUT`], or `None` (pull
+    /// over streams).
     pub(super) async fn open(
         &self,
         client: &peer_gossip::Client,
         peer: PeerId,
         ips: Vec<IpAddr>,
     ) -> Option<DirectPull> {
-        if ips.is_empty() {
-            return None;
-        }
         if let Some(at) = self.unreachable.lock().get(&peer)
             && at.elapsed() < UNREACHABLE_FOR
         {
             return None;
         }
-        match DirectPull::open(client, &self.tls, peer, ips).await {
+        let opened =
+            tokio::time::timeout(OPEN_TIMEOUT, DirectPull::open(client, &self.tls, peer, ips))
+                .await
+                .unwrap_or_else(|_| Err(format!("no direct connection within {OPEN_TIMEOUT:?}")));
+        match opened {
             Ok(pull) => Some(pull),
             Err(why) => {
                 tracing::debug!(%peer, "no direct connection (pulling over streams): {why}");
@@ -375,19 +372,8 @@ impl std::fmt::Debug for DirectPull {
 
 impl DirectPull {
     /// Asks `peer` for a ticket and connects to it at one of `ips`; `Err` (why) if it offers
-    /// none or cannot be reached directly within [`OPEN_TIMEOUT`].
-    pub(super) async fn open(
-        client: &peer_gossip::Client,
-        tls: &DirectTls,
-        peer: PeerId,
-        ips: Vec<IpAddr>,
-    ) -> Result<DirectPull, String> {
-        tokio::time::timeout(OPEN_TIMEOUT, Self::open_now(client, tls, peer, ips))
-            .await
-            .unwrap_or_else(|_| Err(format!("no direct connection within {OPEN_TIMEOUT:?}")))
-    }
-
-    async fn open_now(
+    /// none or cannot be reached directly (the caller bounds the time).
+    async fn open(
         client: &peer_gossip::Client,
         tls: &DirectTls,
         peer: PeerId,
@@ -436,12 +422,7 @@ impl DirectPull {
         .map_err(|e| e.to_string())??;
         let io = |e: std::io::Error| e.to_string();
         stream
-            .socket()
-            .set_read_timeout(Some(CHUNK_TIMEOUT))
-            .map_err(io)?;
-        stream
-            .socket()
-            .set_write_timeout(Some(CHUNK_TIMEOUT))
+            .set_timeouts(CHUNK_TIMEOUT, CHUNK_TIMEOUT)
             .map_err(io)?;
         let socket = stream.socket().try_clone().map_err(io)?;
         let (tx, rx) = std_mpsc::channel();

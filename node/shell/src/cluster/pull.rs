@@ -226,7 +226,7 @@ async fn run_chunks(
     let mut opening = FuturesUnordered::new();
     if let Some(dialer) = dialer.filter(|_| job.len >= DIRECT_MIN && !over_relay) {
         let holders: Vec<PeerId> = alive.iter().map(|s| s.peer).collect();
-        for (peer, ips) in direct_addresses(client, paths, holders).await {
+        for (peer, ips) in direct_addresses(client, holders).await {
             opening.push(async move { (peer, dialer.open(client, peer, ips).await) });
         }
     }
@@ -377,13 +377,11 @@ enum Path<'a, F> {
 /// on: those a pull may open direct connections to.
 async fn direct_addresses(
     client: &peer_gossip::Client,
-    paths: &Paths,
     holders: Vec<PeerId>,
 ) -> Vec<(PeerId, Vec<std::net::IpAddr>)> {
     let view = client.view().await.unwrap_or_default();
     holders
         .into_iter()
-        .filter(|peer| !paths.is_relayed(peer))
         .filter_map(|peer| {
             let info = view.iter().find(|p| p.peer_id == peer)?;
             let direct = info.link.is_some_and(|l| l.kind == LinkKind::Direct);
@@ -493,10 +491,9 @@ async fn answer(
     arena: &peer_objstore::Arena,
 ) -> std::io::Result<bool> {
     let source = source_for(req, shared).await;
-    let reply = Reply::of(req, &source, arena);
-    let sent = match &reply {
+    let sent = match Reply::of(req, &source, arena) {
         Reply::Bytes(bytes) => send_data(stream, bytes).await,
-        Reply::Missing(why) => send_missing(stream, why.clone()).await,
+        Reply::Missing(why) => send_missing(stream, why).await,
     };
     release(&source, req, shared);
     sent
