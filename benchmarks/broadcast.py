@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transfer import peer_cli, start_daemon, stop_daemons, wait_for_peers
+from transfer import peer_cli, start_cluster, stop_daemons
 
 GIB = 1024**3
 
@@ -57,16 +57,7 @@ def run_peer(readers: int, gib: float, rounds: int) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     store = int(gib * GIB * 1.5) + 256 * 2**20
     try:
-        a, st_a = start_daemon(tmp / "a", tmp / "a.log", store=store)
-        procs.append(a)
-        key = (tmp / "a" / "cluster.key").read_text().strip()
-        ids = set()
-        for i in range(readers):
-            p, st = start_daemon(tmp / f"r{i}", tmp / f"r{i}.log", "--resource", f"r{i}=1", "--key", key,
-                                 "--bootstrap", st_a["cluster"]["join"], store=store)
-            procs.append(p)
-            ids.add(st["node_id"])
-        wait_for_peers(tmp / "a", ids)
+        start_cluster(tmp, ["a", *(f"r{i}" for i in range(readers))], procs, store=store)
         os.environ["PEER_STATE_DIR"] = str(tmp / "a")
         import peer
 

@@ -177,6 +177,26 @@ def wait_for_peers(state: Path, ids: set[str], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def start_cluster(
+    tmp: Path, names: list[str], procs: list[subprocess.Popen[bytes]], store: int = STORE
+) -> subprocess.Popen[bytes]:
+    """`peer up` daemons in `tmp/<name>`, each with a custom resource `<name>`, all joined through
+    the first with its key; every process goes into `procs` as it starts (for `stop_daemons`).
+    Returns the first, once it has heard from all the others."""
+    first, st_first = start_daemon(tmp / names[0], tmp / f"{names[0]}.log", "--resource", f"{names[0]}=1",
+                                   store=store)
+    procs.append(first)
+    key = (tmp / names[0] / "cluster.key").read_text().strip()
+    ids = set()
+    for name in names[1:]:
+        p, st = start_daemon(tmp / name, tmp / f"{name}.log", "--resource", f"{name}=1", "--key", key,
+                             "--bootstrap", st_first["cluster"]["join"], store=store)
+        procs.append(p)
+        ids.add(st["node_id"])
+    wait_for_peers(tmp / names[0], ids)
+    return first
+
+
 def stop_daemons(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
     """SIGTERM every daemon, wait for them (SIGKILL after 30 s), remove their state."""
     for p in procs:
@@ -193,16 +213,7 @@ def run_peer(sizes: list[int], rounds: int, fan_mb: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="peer-transfer-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        a, st_a = start_daemon(tmp / "n0", tmp / "n0.log", "--resource", "n0=1")
-        procs.append(a)
-        key = (tmp / "n0" / "cluster.key").read_text().strip()
-        ids = set()
-        for name in ("n1", "n2"):
-            p, st = start_daemon(tmp / name, tmp / f"{name}.log", "--resource", f"{name}=1", "--key", key,
-                                 "--bootstrap", st_a["cluster"]["join"])
-            procs.append(p)
-            ids.add(st["node_id"])
-        wait_for_peers(tmp / "n0", ids)
+        a = start_cluster(tmp, ["n0", "n1", "n2"], procs)
         os.environ["PEER_STATE_DIR"] = str(tmp / "n0")
         import peer
 
