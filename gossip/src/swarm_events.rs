@@ -380,9 +380,14 @@ impl EventLoop {
                 continue;
             }
             tracing::debug!(%peer, "found by mDNS; dialing");
+            // From a new port: two peers on a LAN hear each other's announcements at the same
+            // moment and dial at once; dialing from the listen port (libp2p's default) then
+            // makes one TCP connection by simultaneous open, on which both sides start TLS as
+            // the client and fail, in lockstep, on every retry.
             let opts = DialOpts::peer_id(peer)
                 .addresses(addresses)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
+                .allocate_new_port()
                 .build();
             if let Err(error) = self.swarm.dial(opts) {
                 tracing::debug!(%peer, %error, "mDNS dial not started");
