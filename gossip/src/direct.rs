@@ -14,6 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -23,6 +24,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
 use crate::Identity;
+use crate::records::ClientRecords;
 use crate::tls::{Tls, TlsError, remote_peer};
 
 /// The IP of `addr` if it is a plain TCP address (`/ip4|ip6/…/tcp/…`, not through a relay).
@@ -54,7 +56,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Makes and accepts direct connections for one node (cheap to clone).
 #[derive(Clone)]
-pub struct DirectTls(Tls);
+pub struct DirectTls {
+    /// As the node's libp2p connections have it, and the session's secrets handed to the
+    /// record layer once the handshake is done (`records.rs`).
+    client: Arc<rustls::ClientConfig>,
+    /// As the node's libp2p connections have it, less session tickets (a client has no use
+    /// for them, and none is then sent after the handshake).
+    server: Arc<rustls::ServerConfig>,
+}
 
 impl std::fmt::Debug for DirectTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,7 +78,15 @@ impl DirectTls {
     }
 
     fn from_keypair(keypair: &Keypair) -> Result<Self, TlsError> {
-        Ok(DirectTls(Tls::new(keypair)?))
+        let tls = Tls::new(keypair)?;
+        let mut client = (*tls.client_config()).clone();
+        client.enable_secret_extraction = true;
+        let mut server = (*tls.server_config()).clone();
+        server.send_tls13_tickets = 0;
+        Ok(DirectTls {
+            client: Arc::new(client),
+            server: Arc::new(server),
+        })
     }
 
     /// TLS as the client on `socket` (a connected, blocking TCP socket); fails unless the
@@ -77,22 +94,23 @@ impl DirectTls {
     pub fn connect(&self, socket: TcpStream, expected: PeerId) -> Result<DirectStream, TlsError> {
         // With SNI off the name is not sent; rustls still wants one.
         let name = ServerName::IpAddress(std::net::IpAddr::from([0, 0, 0, 0]).into());
-        let conn = ClientConnection::new(self.0.client_config(), name)?;
-        let mut stream = StreamOwned::new(conn, socket);
-        handshake(&mut stream.conn, &mut stream.sock)?;
-        let remote = remote_peer(&stream.conn)?;
+        let mut conn = ClientConnection::new(Arc::clone(&self.client), name)?;
+        let mut socket = socket;
+        handshake(&mut conn, &mut socket)?;
+        let remote = remote_peer(&conn)?;
         if remote != expected {
             return Err(TlsError::Handshake(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("expected {expected}, {remote} answered"),
             )));
         }
-        Ok(DirectStream::Client(Box::new(stream)))
+        let records = ClientRecords::new(conn, socket).map_err(TlsError::Handshake)?;
+        Ok(DirectStream::Client(Box::new(records)))
     }
 
     /// TLS as the server on `socket` (accepted, blocking); the client's PeerId and the stream.
     pub fn accept(&self, socket: TcpStream) -> Result<(PeerId, DirectStream), TlsError> {
-        let conn = ServerConnection::new(self.0.server_config())?;
+        let conn = ServerConnection::new(Arc::clone(&self.server))?;
         let mut stream = StreamOwned::new(conn, socket);
         handshake(&mut stream.conn, &mut stream.sock)?;
         let remote = remote_peer(&stream.conn)?;
@@ -129,7 +147,7 @@ fn handshake<S: rustls::SideData>(
 
 /// An established direct connection: plaintext in and out.
 pub enum DirectStream {
-    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Client(Box<ClientRecords>),
     Server(Box<StreamOwned<ServerConnection, TcpStream>>),
 }
 
@@ -144,7 +162,7 @@ impl DirectStream {
     /// down from another thread to end a blocked read).
     pub fn socket(&self) -> &TcpStream {
         match self {
-            DirectStream::Client(s) => &s.sock,
+            DirectStream::Client(s) => s.socket(),
             DirectStream::Server(s) => &s.sock,
         }
     }
@@ -242,6 +260,114 @@ mod tests {
         assert_eq!(client, a_id);
         assert!(got == sent);
         assert_eq!(&back, &sent[..7]);
+    }
+
+    /// A server that sends `data` then `close_notify`, and a client connected to it through
+    /// `relay` (a thread that copies bytes both ways, and may change them); what the client
+    /// read, and how its reading ended.
+    fn fetch_through(
+        data: Vec<u8>,
+        relay: impl FnOnce(TcpStream, TcpStream) + Send + 'static,
+        reads: &[usize],
+    ) -> (Vec<u8>, io::Result<usize>) {
+        let (a, b) = pair();
+        let b_id = b.public().to_peer_id();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let Ok((_, mut stream)) = DirectTls::from_keypair(&b).unwrap().accept(socket) else {
+                return;
+            };
+            let _ = stream.write_all(&data).and_then(|()| stream.flush());
+            if let DirectStream::Server(s) = &mut stream {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            }
+        });
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let relayer = std::thread::spawn(move || {
+            let (client_side, _) = front.accept().unwrap();
+            relay(client_side, TcpStream::connect(addr).unwrap());
+        });
+        let socket = TcpStream::connect(front_addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut stream = DirectTls::from_keypair(&a)
+            .unwrap()
+            .connect(socket, b_id)
+            .unwrap();
+        let mut got = Vec::new();
+        let mut sizes = reads.iter().copied().cycle();
+        let end = loop {
+            let mut buf = vec![0u8; sizes.next().unwrap()];
+            match stream.read(&mut buf) {
+                Ok(0) => break Ok(0),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(stream);
+        server.join().unwrap();
+        relayer.join().unwrap();
+        (got, end)
+    }
+
+    /// Copies bytes both ways; from the server, byte `flip` (if any) is changed on the way.
+    fn relay(flip: Option<usize>) -> impl FnOnce(TcpStream, TcpStream) + Send + 'static {
+        move |client: TcpStream, server: TcpStream| {
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = std::thread::spawn(move || {
+                let _ = io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            let mut seen = 0usize;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match s_in.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if let Some(at) = flip.filter(|at| (seen..seen + n).contains(at)) {
+                    buf[at - seen] ^= 0x40;
+                }
+                seen += n;
+                if c_out.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = c_out.shutdown(Shutdown::Both);
+            let _ = up.join();
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8).collect()
+    }
+
+    #[test]
+    fn records_read_into_large_and_small_buffers_carry_every_byte_and_end_cleanly() {
+        let data = pattern(3 << 20);
+        // Large reads take records straight into the buffer; the small ones in between
+        // (and a buffer of one byte) go through the record buffer.
+        let reads = [1 << 20, 7, 300_000, 1, 16 * 1024 + 4, 16 * 1024 + 100];
+        let (got, end) = fetch_through(data.clone(), relay(None), &reads);
+        assert!(got == data, "{} of {} bytes", got.len(), data.len());
+        assert_eq!(end.unwrap(), 0, "close_notify ends the stream");
+    }
+
+    #[test]
+    fn a_changed_byte_fails_the_read_and_nothing_after_it_is_returned() {
+        let data = pattern(2 << 20);
+        // Well past the handshake, inside the data.
+        let (got, end) = fetch_through(data.clone(), relay(Some(1 << 20)), &[1 << 20, 64]);
+        let err = end.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(got.len() < (1 << 20), "{} bytes returned", got.len());
+        assert!(got == data[..got.len()], "what was returned is intact");
     }
 
     #[test]

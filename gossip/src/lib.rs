@@ -73,6 +73,7 @@ mod identity;
 mod key;
 mod messages;
 mod nat;
+mod records;
 mod secret;
 mod swarm_events;
 mod tls;

@@ -1,0 +1,271 @@
+//! The pulling end of a direct connection once its TLS 1.3 handshake is done: rustls's own
+//! record protection for the negotiated suite, with the connection's traffic secrets
+//! extracted from it, driven here so that a record's ciphertext is read straight into the
+//! caller's buffer (an object's place in the store) and decrypted there.
+//!
+//! rustls's buffered connection copies every record's plaintext twice more (into a buffer of
+//! its own, then out to the reader), which after the cipher was the largest cost of a pull.
+//! Nothing else changes: the records are TLS 1.3's (RFC 8446 §5.2), protected and checked by
+//! rustls's `MessageEncrypter`/`MessageDecrypter` for the suite, with its sequence numbers
+//! carried on, and the serving end stays an ordinary rustls connection.
+//!
+//! - A record whose ciphertext fits in the caller's buffer is read into it and opened in
+//!   place; nothing of it is returned before its tag checked out. Smaller reads (the frames
+//!   in front of a chunk) go through a buffer of one record.
+//! - Application data is returned; an empty record is skipped (a few in a row at most); a
+//!   `close_notify` alert ends the stream; a `NewSessionTicket` is ignored; anything else
+//!   (another alert, a key update) fails the connection, as does any error: a stream that
+//!   failed once fails every later call.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::ops::Range;
+
+use rustls::crypto::cipher::{
+    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
+};
+use rustls::{ClientConnection, ConnectionTrafficSecrets, ContentType, ProtocolVersion};
+
+/// Bytes of a record header.
+const HEADER: usize = 5;
+/// Largest plaintext of one record.
+const MAX_FRAGMENT: usize = 16 * 1024;
+/// Largest ciphertext of one record TLS 1.3 allows.
+const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
+/// Empty application-data records accepted in a row.
+const MAX_EMPTY_IN_A_ROW: u32 = 32;
+/// `NewSessionTicket`'s handshake message type.
+const NEW_SESSION_TICKET: u8 = 4;
+
+/// A client's established TLS 1.3 session, its records sealed and opened here.
+pub struct ClientRecords {
+    socket: TcpStream,
+    encrypter: Box<dyn MessageEncrypter>,
+    decrypter: Box<dyn MessageDecrypter>,
+    tx_seq: u64,
+    rx_seq: u64,
+    /// The next record's header, or the part of it read so far.
+    head: [u8; HEADER],
+    head_len: usize,
+    /// The last record opened in `scratch`, and the part of its plaintext not returned yet.
+    scratch: Vec<u8>,
+    plain: Range<usize>,
+    closed: bool,
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for ClientRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientRecords")
+    }
+}
+
+fn invalid(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+impl ClientRecords {
+    /// Takes over `conn` (handshake done, nothing left to send, secret extraction enabled in
+    /// its config) and its `socket`.
+    pub fn new(conn: ClientConnection, socket: TcpStream) -> io::Result<Self> {
+        let Some(rustls::SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite()
+        else {
+            return Err(invalid("direct connections speak TLS 1.3 only"));
+        };
+        let aead = suite.common.suite;
+        let secrets = conn
+            .dangerous_extract_secrets()
+            .map_err(|e| invalid(format!("taking over the session: {e}")))?;
+        let keys = |secrets| match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => Ok((key, iv)),
+            _ => Err(invalid(format!("no record layer here for {aead:?}"))),
+        };
+        let ((tx_seq, tx), (rx_seq, rx)) = (secrets.tx, secrets.rx);
+        let (tx_key, tx_iv) = keys(tx)?;
+        let (rx_key, rx_iv) = keys(rx)?;
+        Ok(ClientRecords {
+            socket,
+            encrypter: suite.aead_alg.encrypter(tx_key, tx_iv),
+            decrypter: suite.aead_alg.decrypter(rx_key, rx_iv),
+            tx_seq,
+            rx_seq,
+            head: [0; HEADER],
+            head_len: 0,
+            scratch: Vec::new(),
+            plain: 0..0,
+            closed: false,
+            failed: None,
+        })
+    }
+
+    /// The TCP socket under the session.
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(why) => Err(io::Error::new(io::ErrorKind::BrokenPipe, why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the next record's header (or the rest of it); `None` at a clean end of stream.
+    fn read_header(&mut self) -> io::Result<Option<usize>> {
+        while self.head_len < HEADER {
+            match self.socket.read(&mut self.head[self.head_len..]) {
+                Ok(0) if self.head_len == 0 => return Ok(None),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.head_len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.head_len = 0;
+        let [typ, major, minor, hi, lo] = self.head;
+        if typ != u8::from(ContentType::ApplicationData) || [major, minor] != [3, 3] {
+            return Err(invalid(format!("not a TLS 1.3 record: {:?}", self.head)));
+        }
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len > MAX_CIPHERTEXT {
+            return Err(invalid(format!("a record of {len} bytes")));
+        }
+        Ok(Some(len))
+    }
+
+    /// Opens the record whose `len` bytes of ciphertext are at the start of `buf`: its content
+    /// type and plaintext length (the plaintext is then at the start of `buf`).
+    fn open(&mut self, buf: &mut [u8]) -> io::Result<(ContentType, usize)> {
+        let msg =
+            InboundOpaqueMessage::new(ContentType::ApplicationData, ProtocolVersion::TLSv1_2, buf);
+        let plain = self
+            .decrypter
+            .decrypt(msg, self.rx_seq)
+            .map_err(|e| invalid(format!("a record failed to open: {e}")))?;
+        self.rx_seq += 1;
+        Ok((plain.typ, plain.payload.len()))
+    }
+
+    /// What a record that is not application data means: `Ok` to go on to the next one.
+    fn control(&mut self, typ: ContentType, plain: &[u8]) -> io::Result<()> {
+        match (typ, plain) {
+            (ContentType::Handshake, [NEW_SESSION_TICKET, ..]) => Ok(()),
+            (ContentType::Alert, [_, 0]) => {
+                self.closed = true;
+                Ok(())
+            }
+            (ContentType::Alert, [_, desc]) => Err(invalid(format!("the peer sent alert {desc}"))),
+            _ => Err(invalid(format!("unexpected {typ:?} record"))),
+        }
+    }
+
+    fn read_records(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut empty = 0;
+        loop {
+            if !self.plain.is_empty() {
+                let n = self.plain.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.scratch[self.plain.start..self.plain.start + n]);
+                self.plain.start += n;
+                return Ok(n);
+            }
+            if self.closed {
+                return Ok(0);
+            }
+            let Some(len) = self.read_header()? else {
+                return Err(invalid("the connection closed without close_notify"));
+            };
+            let (typ, plain) = if buf.len() >= len + HEADER {
+                // Straight into the caller's buffer, with as much of the next header as came.
+                let mut got = 0;
+                while got < len {
+                    match self.socket.read(&mut buf[got..len + HEADER]) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let extra = got - len;
+                self.head[..extra].copy_from_slice(&buf[len..got]);
+                self.head_len = extra;
+                let (typ, plain) = self.open(&mut buf[..len])?;
+                if typ == ContentType::ApplicationData && plain > 0 {
+                    return Ok(plain);
+                }
+                if typ != ContentType::ApplicationData {
+                    let record = buf[..plain].to_vec();
+                    self.control(typ, &record)?;
+                }
+                (typ, plain)
+            } else {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.resize(len, 0);
+                let opened = self
+                    .socket
+                    .read_exact(&mut scratch)
+                    .and_then(|()| self.open(&mut scratch));
+                self.scratch = scratch;
+                let (typ, plain) = opened?;
+                if typ == ContentType::ApplicationData {
+                    self.plain = 0..plain;
+                } else {
+                    let record = self.scratch[..plain].to_vec();
+                    self.control(typ, &record)?;
+                }
+                (typ, plain)
+            };
+            if typ == ContentType::ApplicationData && plain == 0 {
+                empty += 1;
+                if empty > MAX_EMPTY_IN_A_ROW {
+                    return Err(invalid("empty records without end"));
+                }
+            }
+        }
+    }
+}
+
+impl Read for ClientRecords {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.read_records(buf).inspect_err(|e| {
+            self.failed = Some(e.to_string());
+        })
+    }
+}
+
+impl Write for ClientRecords {
+    /// Seals up to one record's worth of `buf` and sends it.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        let piece = &buf[..buf.len().min(MAX_FRAGMENT)];
+        let msg = OutboundPlainMessage {
+            typ: ContentType::ApplicationData,
+            version: ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(piece),
+        };
+        let sent = self
+            .encrypter
+            .encrypt(msg, self.tx_seq)
+            .map_err(|e| invalid(format!("sealing a record: {e}")))
+            .and_then(|record| {
+                self.tx_seq += 1;
+                self.socket.write_all(&record.encode())
+            });
+        match sent {
+            Ok(()) => Ok(piece.len()),
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
