@@ -24,7 +24,8 @@ pub struct Config {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover peers on the LAN with mDNS (default `true`).
     pub mdns: bool,
-    /// How often the latest load is published (default 250 ms).
+    /// How often the latest load is published when it changed (default 250 ms); an unchanged
+    /// one goes out every three periods, as this peer's heartbeat.
     pub load_period: Duration,
     /// A peer not heard from for this long leaves the view (default 5 s). A closed connection or
     /// failed ping removes it after `4 × load_period` instead, unless it is heard from meanwhile.

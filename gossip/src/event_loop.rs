@@ -2,7 +2,8 @@
 //!
 //! - Commands from [`Client`](crate::Client)s arrive on a bounded channel and are answered on
 //!   their oneshot; the latest load arrives on a watch channel.
-//! - Every `load_period` the latest load is published and the view is expired; every
+//! - Every `load_period` the latest load is published if it changed (else every few periods,
+//!   as a heartbeat) and the view is expired; every
 //!   `announce_period` one batch of queued object announcements is published; every
 //!   `rebootstrap_period` bootstrap addresses are re-dialed and Kademlia bootstraps.
 //! - Gossip messages are decoded, validated and applied to the view; what changed goes out as
@@ -32,6 +33,11 @@ use crate::transport::RelayedBytes;
 use crate::view::{self, View};
 use crate::{Config, ConnectError, Event};
 
+/// Load periods after which an unchanged load is published again: it is also this peer's
+/// heartbeat, so it must come well within `expire_after` and within the grace of a suspect
+/// peer (four periods).
+const LOAD_HEARTBEAT_PERIODS: u32 = 3;
+
 /// How long `shutdown` waits for connections to close cleanly.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
@@ -48,6 +54,9 @@ pub struct EventLoop {
     next_seq: u64,
     /// When the load is next published (later than every tick in a large cluster).
     next_load_at: Instant,
+    /// The load last published, and when it is published again even if unchanged.
+    last_load: Option<Load>,
+    load_heartbeat_at: Instant,
     pending_objects: VecDeque<(ObjectId, u64)>,
     pub(crate) dials: Dials,
     pub(crate) listen: Listen,
@@ -152,6 +161,8 @@ impl EventLoop {
                 pace_peers: config.pace_peers,
             },
             next_load_at: Instant::now(),
+            last_load: None,
+            load_heartbeat_at: Instant::now(),
             next_seq,
             pending_objects: VecDeque::new(),
             dials: Dials {
@@ -367,17 +378,27 @@ impl EventLoop {
         u32::try_from(pace).unwrap_or(u32::MAX)
     }
 
+    /// Publishes the latest load if it changed since it was last published, else every
+    /// [`LOAD_HEARTBEAT_PERIODS`] periods (an idle cluster then gossips, signs and checks a
+    /// fraction of the messages, and every peer is still heard from well within its expiry).
     fn publish_load(&mut self) {
         let now = Instant::now();
         if now < self.next_load_at {
             return;
         }
+        let Some(load) = self.load.borrow_and_update().clone() else {
+            return;
+        };
+        if self.last_load.as_ref() == Some(&load) && now < self.load_heartbeat_at {
+            return;
+        }
         // Half a period early, so timer jitter never costs a whole extra tick.
-        self.next_load_at =
-            now + self.timing.load_period * self.pace() - self.timing.load_period / 2;
-        let latest = self.load.borrow_and_update().clone();
-        if let Some(load) = latest {
-            self.publish(Body::Load(load));
+        let period = self.timing.load_period * self.pace();
+        self.next_load_at = now + period - self.timing.load_period / 2;
+        self.load_heartbeat_at =
+            now + period * LOAD_HEARTBEAT_PERIODS - self.timing.load_period / 2;
+        if self.publish(Body::Load(load.clone())) {
+            self.last_load = Some(load);
         }
     }
 

@@ -39,8 +39,9 @@
 //!   member finds all of them.
 //! - **Gossip.** One gossipsub topic with signed messages. Each carries a sequence number; the
 //!   receiver validates size and content and drops stale, replayed, oversized or garbage
-//!   messages (never forwarding them). Loads go out every [`Config::load_period`], stretched in
-//!   clusters larger than [`Config::pace_peers`] so the traffic each peer receives stays bounded
+//!   messages (never forwarding them). Loads go out every [`Config::load_period`] when they
+//!   changed and every few periods when they did not, stretched in clusters larger than
+//!   [`Config::pace_peers`] so the traffic each peer receives stays bounded
 //!   (`examples/gossip_cost.rs` measures it).
 //! - **View.** Peers heard from recently, with their load, addresses, announced objects and the
 //!   age of the information; bounded in peers and objects. See [`Config::expire_after`] and
