@@ -80,8 +80,21 @@ pub struct Io {
     pub local_gathers: FxHashMap<LookupId, oneshot::Sender<String>>,
     /// Peers' pull requests waiting for a chunk a pull here has not brought yet.
     pub arrivals: FxHashMap<ObjectId, Arc<Notify>>,
+    /// Chunks being sent to peers straight out of a pull still in progress here, per object
+    /// (`cluster::pull`): the pull reports its end only once none is left.
+    pub partial_sends: FxHashMap<ObjectId, PartialSends>,
     /// Notified when `peer down` asks the daemon to stop.
     pub stop: Arc<Notify>,
+}
+
+/// Sends out of one pull in progress (see [`Io::partial_sends`]).
+#[derive(Debug, Default)]
+pub struct PartialSends {
+    /// Sends under way.
+    pub count: usize,
+    /// Set once the pull has fetched everything (or failed) and waits for the sends to end;
+    /// notified when the last one does. No new send starts meanwhile.
+    pub ending: Option<Arc<Notify>>,
 }
 
 /// The core with its I/O.

@@ -73,8 +73,12 @@ pub enum PullSource {
     /// A sealed copy, pinned for the serving (release it with
     /// [`Core::driver_release`] once sent): where it is, and its length.
     Stored { offset: u64, len: u64 },
-    /// The requested bytes, copied from a pull still in progress.
-    Partial(Vec<u8>),
+    /// A pull in progress that has every requested chunk: where the object is being written,
+    /// and its length. Chunks reported in ([`Event::PullChunk`](crate::Event::PullChunk))
+    /// are not written again, so their bytes can be sent straight from there; the shell must
+    /// have finished sending them before it reports the pull's end
+    /// ([`Event::PullDone`](crate::Event::PullDone)), after which the space may be freed.
+    Partial { offset: u64, len: u64 },
     /// A pull in progress that does not have those chunks yet.
     NotYet,
     /// This node cannot serve them.
@@ -333,9 +337,9 @@ impl Core {
             if !p.has(req.offset, req.len) {
                 return PullSource::NotYet;
             }
-            return match self.store.read(p.offset + req.offset, req.len) {
-                Ok(bytes) => PullSource::Partial(bytes),
-                Err(e) => PullSource::Missing(e.to_string()),
+            return PullSource::Partial {
+                offset: p.offset,
+                len: p.len,
             };
         }
         match self.objects.get(&id).map(|e| &e.state) {

@@ -39,7 +39,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use super::paths::Paths;
 use super::pull::{
     CHUNK_TIMEOUT, ChunkError, PULL_FRAME_MAX, REQUEST_TIMEOUT, Reply, STREAM_IDLE, bad_range,
-    release, source_for,
+    pull_source_here, release, source_for,
 };
 use crate::engine::Shared;
 
@@ -55,6 +55,8 @@ const MAX_SERVING: usize = 64;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Chunk requests a pulling thread writes ahead of the reply it reads.
 const AHEAD: usize = 4;
+/// Bytes of a reply written between checks of its deadline.
+const SEND_PIECE: usize = 256 * 1024;
 
 fn protocol() -> StreamProtocol {
     StreamProtocol::new(DIRECT_PROTOCOL)
@@ -268,7 +270,7 @@ fn source_here(
     shared: &Arc<Shared>,
     handle: &tokio::runtime::Handle,
 ) -> PullSource {
-    let now = shared.engine.lock().core.pull_source(req);
+    let now = pull_source_here(&mut shared.engine.lock(), req);
     if now != PullSource::NotYet {
         return now;
     }
@@ -279,12 +281,22 @@ fn source_here(
         .unwrap_or_else(|_| PullSource::Missing("this node is stopping".into()))
 }
 
-/// Writes one reply (header and bytes) and flushes it.
+/// Writes one reply (header and bytes) and flushes it, within [`CHUNK_TIMEOUT`] (a send out
+/// of a pull in progress holds up that pull's end).
 fn write_reply(stream: &mut DirectStream, reply: &Reply<'_>) -> std::io::Result<()> {
     match reply {
         Reply::Bytes(bytes) => {
+            let deadline = Instant::now() + CHUNK_TIMEOUT;
             stream.write_all(&codec::encode(&PullReply::Data))?;
-            stream.write_all(bytes)?;
+            for piece in bytes.chunks(SEND_PIECE) {
+                if Instant::now() > deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the puller took more than {CHUNK_TIMEOUT:?} to read a chunk"),
+                    ));
+                }
+                stream.write_all(piece)?;
+            }
         }
         Reply::Missing(why) => {
             stream.write_all(&codec::encode(&PullReply::Missing(why.clone())))?;

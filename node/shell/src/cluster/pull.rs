@@ -19,9 +19,11 @@
 //! - **Serve** ([`serve`]): the core says what it can serve
 //!   ([`PullSource`]): a complete copy is read straight out of the shared
 //!   store (pinned while it is sent); a node still pulling serves the chunks
-//!   it already has and waits a little for the ones on their way, so peers
-//!   pulling the same object at once feed each other rather than all asking
-//!   the first holder.
+//!   it already has straight out of the object's place too (its pull reports
+//!   its end, after which the space may be freed, only once those sends are
+//!   over) and waits a little for the ones on their way, so peers pulling the
+//!   same object at once feed each other rather than all asking the first
+//!   holder.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,17 +31,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use peer_gossip::{GossipError, LinkKind, PeerId, StreamProtocol};
+use peer_node_core::ids::ObjectId;
 use peer_node_core::wire::codec::{self, FrameError};
 use peer_node_core::wire::peer::{PULL_PROTOCOL, PullReply, PullRequest};
 use peer_node_core::{CHUNK, Event, PullFailure, PullSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::direct::{DIRECT_MIN, Dialer, DirectPull};
 use super::paths::Paths;
 use super::{libp2p_id_of, peer_id_of};
-use crate::engine::{PullJob, Shared};
+use crate::engine::{Engine, PullJob, Shared};
 use crate::frames;
 /// Chunk requests in flight per source.
 const PER_SOURCE: usize = 4;
@@ -152,7 +155,9 @@ pub(super) fn start(
                 if let Err(e) = &result {
                     tracing::warn!("pull of object {id} failed: {}", e.why);
                 }
+                end_partial_sends(&shared, id).await;
                 let mut e = shared.engine.lock();
+                e.io.partial_sends.remove(&id);
                 if let Some(n) = e.io.arrivals.remove(&id) {
                     n.notify_waiters();
                 }
@@ -161,6 +166,38 @@ pub(super) fn start(
         }
     });
     Ok(tx)
+}
+
+/// Waits until no chunk of `id` is being sent to a peer straight out of the space its pull
+/// here writes (each send is bounded by [`CHUNK_TIMEOUT`]), and starts no new such send: the
+/// core may free that space once it hears the pull ended.
+async fn end_partial_sends(shared: &Shared, id: ObjectId) {
+    let ended = Arc::new(Notify::new());
+    {
+        let mut e = shared.engine.lock();
+        let sends = e.io.partial_sends.entry(id).or_default();
+        sends.ending = Some(Arc::clone(&ended));
+        if sends.count == 0 {
+            return;
+        }
+    }
+    // `notify_one` keeps its permit if the last send ends before this waits.
+    ended.notified().await;
+}
+
+/// What the core says serves `req`, counted as a send out of a pull in progress when it is
+/// one (see [`end_partial_sends`]; [`release`] ends it). Call it under the engine lock.
+pub(super) fn pull_source_here(e: &mut Engine, req: &PullRequest) -> PullSource {
+    let source = e.core.pull_source(req);
+    if let PullSource::Partial { .. } = source {
+        let sends = e.io.partial_sends.entry(req.id).or_default();
+        if sends.ending.is_some() {
+            // The pull is ending: the chunk is served from the sealed copy in a moment.
+            return PullSource::NotYet;
+        }
+        sends.count += 1;
+    }
+    source
 }
 
 /// Fetch every chunk of a pull from its sources into the arena.
@@ -491,10 +528,21 @@ async fn answer(
     arena: &peer_objstore::Arena,
 ) -> std::io::Result<bool> {
     let source = source_for(req, shared).await;
-    let sent = match Reply::of(req, &source, arena) {
-        Reply::Bytes(bytes) => send_data(stream, bytes).await,
-        Reply::Missing(why) => send_missing(stream, why).await,
+    // Bounded, as a send out of a pull in progress holds up that pull's end.
+    let send = async {
+        match Reply::of(req, &source, arena) {
+            Reply::Bytes(bytes) => send_data(stream, bytes).await,
+            Reply::Missing(why) => send_missing(stream, why).await,
+        }
     };
+    let sent = tokio::time::timeout(CHUNK_TIMEOUT, send)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the puller took more than {CHUNK_TIMEOUT:?} to read a chunk"),
+            ))
+        });
     release(&source, req, shared);
     sent
 }
@@ -506,7 +554,7 @@ pub(super) async fn source_for(req: &PullRequest, shared: &Shared) -> PullSource
     loop {
         let arrival = {
             let mut e = shared.engine.lock();
-            match e.core.pull_source(req) {
+            match pull_source_here(&mut e, req) {
                 PullSource::NotYet => Arc::clone(e.io.arrivals.entry(req.id).or_default()),
                 other => return other,
             }
@@ -516,7 +564,7 @@ pub(super) async fn source_for(req: &PullRequest, shared: &Shared) -> PullSource
         let arrived = arrival.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        let source = shared.engine.lock().core.pull_source(req);
+        let source = pull_source_here(&mut shared.engine.lock(), req);
         if source != PullSource::NotYet {
             return source;
         }
@@ -541,7 +589,7 @@ impl<'a> Reply<'a> {
         arena: &'a peer_objstore::Arena,
     ) -> Self {
         match source {
-            PullSource::Stored { offset, len } => {
+            PullSource::Stored { offset, len } | PullSource::Partial { offset, len } => {
                 if req.offset + req.len > *len {
                     Reply::Missing(format!("object has only {len} bytes"))
                 } else {
@@ -551,19 +599,40 @@ impl<'a> Reply<'a> {
                     }
                 }
             }
-            PullSource::Partial(bytes) => Reply::Bytes(bytes),
             PullSource::Missing(why) => Reply::Missing(why.clone()),
             PullSource::NotYet => Reply::Missing("chunk not pulled here yet".into()),
         }
     }
 }
 
-/// Unpins a stored copy once its bytes are sent (the core pinned it for the serving).
+/// Ends a serving once its bytes are sent: unpins a stored copy (the core pinned it for the
+/// serving), or ends a send out of a pull in progress (see [`pull_source_here`]).
 pub(super) fn release(source: &PullSource, req: &PullRequest, shared: &Shared) {
-    if let PullSource::Stored { .. } = source {
-        let mut e = shared.engine.lock();
-        e.core.driver_release(&[req.id]);
-        e.run();
+    match source {
+        PullSource::Stored { .. } => {
+            let mut e = shared.engine.lock();
+            e.core.driver_release(&[req.id]);
+            e.run();
+        }
+        PullSource::Partial { .. } => {
+            let mut e = shared.engine.lock();
+            let std::collections::hash_map::Entry::Occupied(mut sends) =
+                e.io.partial_sends.entry(req.id)
+            else {
+                return;
+            };
+            let s = sends.get_mut();
+            s.count = s.count.saturating_sub(1);
+            if s.count == 0 {
+                match &s.ending {
+                    Some(ended) => ended.notify_one(),
+                    None => {
+                        sends.remove();
+                    }
+                }
+            }
+        }
+        PullSource::NotYet | PullSource::Missing(_) => {}
     }
 }
 

@@ -122,7 +122,20 @@ impl World {
                 }
                 bytes
             }
-            PullSource::Partial(b) => Ok(b),
+            // Sent at once, so the bytes are read before the pull here can end.
+            PullSource::Partial {
+                offset: at,
+                len: object_len,
+            } => {
+                if req.offset + req.len > object_len {
+                    Err(format!("object has only {object_len} bytes"))
+                } else {
+                    self.nodes[src]
+                        .store
+                        .read(at + req.offset, req.len)
+                        .map_err(|e| e.to_string())
+                }
+            }
             PullSource::NotYet => {
                 let asked = self.nodes[n]
                     .pulls
