@@ -1,5 +1,5 @@
-//! Direct connections for large pulls: TLS over a plain TCP socket, one per (pull, holder),
-//! each driven by its own thread, so the bulk bytes of an object skip yamux's 16 KiB frames
+//! Direct connections for large pulls: TLS over a plain TCP socket, one per (pull, holder)
+//! and kept a while for the holder's next pull, each driven by its own thread, so the bulk bytes of an object skip yamux's 16 KiB frames
 //! and the node runtime, and land in the object's place in the arena straight from the TLS
 //! record layer. (`pull.rs` decides which chunks go where; libp2p streams remain the path
 //! for small objects, relayed or hole-punched holders, and whenever this one fails.)
@@ -305,22 +305,80 @@ fn write_reply(stream: &mut DirectStream, reply: &Reply<'_>) -> std::io::Result<
     stream.flush()
 }
 
-/// Opens direct connections for this node's pulls, and remembers holders it could not reach
+/// Opens direct connections for this node's pulls, keeps those a pull finished with for the
+/// next pull from the same holder (a handshake, a ticket round trip and a thread saved, and no
+/// chunks over streams while they would be made), and remembers holders it could not reach
 /// that way for a while (their pulls use streams at once).
 pub(super) struct Dialer {
     tls: DirectTls,
     unreachable: Mutex<HashMap<PeerId, Instant>>,
+    idle: Mutex<HashMap<PeerId, Vec<(DirectPull, Instant)>>>,
 }
 
 /// How long a holder that could not be reached directly is not tried again.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+/// How long an idle direct connection is kept for the next pull (well within the holder's
+/// [`STREAM_IDLE`], after which it closes its end).
+const IDLE_FOR: Duration = Duration::from_secs(20);
+/// Idle direct connections kept per holder.
+const IDLE_PER_PEER: usize = 4;
 
 impl Dialer {
     pub(super) fn new(tls: DirectTls) -> Self {
         Dialer {
             tls,
             unreachable: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// An idle direct connection to `peer` that an earlier pull finished with, if one is
+    /// fresh and still up.
+    pub(super) fn reuse(&self, peer: PeerId) -> Option<DirectPull> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock();
+            let conns = idle.get_mut(&peer)?;
+            let mut found = None;
+            while let Some((conn, since)) = conns.pop() {
+                if since.elapsed() < IDLE_FOR && conn.is_up() {
+                    found = Some(conn);
+                    break;
+                }
+                stale.push(conn);
+            }
+            if conns.is_empty() {
+                idle.remove(&peer);
+            }
+            found
+        };
+        // Dropped outside the lock: each joins its (idle, so promptly ending) thread.
+        drop(stale);
+        found
+    }
+
+    /// Keeps `conn`, which a pull finished with (every chunk queued to it answered), for the
+    /// next pull from `peer`; connections idle past [`IDLE_FOR`] are closed on the way.
+    pub(super) fn keep(&self, peer: PeerId, conn: DirectPull) {
+        let mut closing = Vec::new();
+        {
+            let mut idle = self.idle.lock();
+            for conns in idle.values_mut() {
+                let (fresh, old): (Vec<_>, Vec<_>) = std::mem::take(conns)
+                    .into_iter()
+                    .partition(|(c, since)| since.elapsed() < IDLE_FOR && c.is_up());
+                *conns = fresh;
+                closing.extend(old);
+            }
+            idle.retain(|_, conns| !conns.is_empty());
+            let conns = idle.entry(peer).or_default();
+            if conn.is_up() && conns.len() < IDLE_PER_PEER {
+                conns.push((conn, Instant::now()));
+            } else {
+                closing.push((conn, Instant::now()));
+            }
+        }
+        drop(closing);
     }
 
     /// A direct connection to `peer` at one of `ips` within [`OPEN_TIMEOUT`], or `None` (pull
@@ -369,7 +427,7 @@ struct Job {
     reply: oneshot::Sender<Result<(), ChunkError>>,
 }
 
-/// The pulling end of a direct connection to one holder, for one pull.
+/// The pulling end of a direct connection to one holder, for one pull at a time.
 pub(super) struct DirectPull {
     jobs: Option<std_mpsc::Sender<Job>>,
     socket: TcpStream,
@@ -383,6 +441,11 @@ impl std::fmt::Debug for DirectPull {
 }
 
 impl DirectPull {
+    /// Whether its thread still runs (it ends on the connection's first failure).
+    fn is_up(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Asks `peer` for a ticket and connects to it at one of `ips`; `Err` (why) if it offers
     /// none or cannot be reached directly (the caller bounds the time).
     async fn open(

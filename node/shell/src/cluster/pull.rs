@@ -92,6 +92,8 @@ struct SourcePeer {
     idle: Vec<PullStream>,
     /// A direct connection to it, which carries every chunk asked of it while it works.
     direct: Option<DirectPull>,
+    /// A direct connection to it is being opened.
+    opening: bool,
     in_flight: usize,
     /// Transport failures since its last good chunk.
     strikes: u32,
@@ -104,10 +106,13 @@ impl SourcePeer {
     /// producer of an object that many peers read at once serves about one
     /// copy, not one per reader. A puller source that fails (or has not got
     /// a chunk within [`PARTIAL_WAIT`]) is dropped, and with the last of them
-    /// gone the whole copies serve the rest.
+    /// gone the whole copies serve the rest. While a direct connection to it is being
+    /// opened, one chunk at a time goes over a stream, so the bulk waits for the cheaper path.
     fn limit(&self, peers_pulling: bool) -> usize {
         if self.whole && peers_pulling {
             0
+        } else if self.opening && self.direct.is_none() {
+            1
         } else {
             PER_SOURCE
         }
@@ -253,18 +258,28 @@ async fn run_chunks(
             whole: whole.contains(&peer),
             idle: Vec::new(),
             direct: None,
+            opening: false,
             in_flight: 0,
             strikes: 0,
         })
         .collect();
-    // Direct connections open in the background: the first chunks go over streams, and a
-    // holder's next ones over its direct connection once it is up (a holder whose direct
-    // listener cannot be reached costs nothing but the attempt).
+    // Direct connections an earlier pull left idle are used at once; others open in the
+    // background: meanwhile a chunk at a time goes over a stream, and a holder's next ones
+    // over its direct connection once it is up (a holder whose direct listener cannot be
+    // reached costs nothing but the attempt).
     let mut opening = FuturesUnordered::new();
-    if let Some(dialer) = dialer.filter(|_| job.len >= DIRECT_MIN && !over_relay) {
+    let dialer = dialer.filter(|_| job.len >= DIRECT_MIN && !over_relay);
+    if let Some(dialer) = dialer {
         let holders: Vec<PeerId> = alive.iter().map(|s| s.peer).collect();
         for (peer, ips) in direct_addresses(client, holders).await {
-            opening.push(async move { (peer, dialer.open(client, peer, ips).await) });
+            let Some(source) = alive.iter_mut().find(|s| s.peer == peer) else {
+                continue;
+            };
+            source.direct = dialer.reuse(peer);
+            if source.direct.is_none() {
+                source.opening = true;
+                opening.push(async move { (peer, dialer.open(client, peer, ips).await) });
+            }
         }
     }
     let mut failures: Vec<String> = Vec::new();
@@ -331,6 +346,7 @@ async fn run_chunks(
             Some((peer, direct)) = opening.next(), if !opening.is_empty() => {
                 if let Some(source) = alive.iter_mut().find(|s| s.peer == peer) {
                     source.direct = direct;
+                    source.opening = false;
                 }
                 continue;
             }
@@ -338,6 +354,15 @@ async fn run_chunks(
         };
         let Some((peer, chunk, got, stream, direct)) = next else {
             if todo.is_empty() {
+                // Every chunk is answered, so no direct connection holds a place of this
+                // object: they can serve the next pull from their holders.
+                if let Some(dialer) = dialer {
+                    for source in &mut alive {
+                        if let Some(conn) = source.direct.take() {
+                            dialer.keep(source.peer, conn);
+                        }
+                    }
+                }
                 return Ok(());
             }
             return Err(if failures.is_empty() {
