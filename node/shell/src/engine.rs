@@ -23,6 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_bytes::ByteBuf;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::cluster::partial_sends::PartialSends;
 use crate::local::outbox::Outbox;
 
 /// Most object announcements waiting for the next gossip tick (the gossip
@@ -82,19 +83,9 @@ pub struct Io {
     pub arrivals: FxHashMap<ObjectId, Arc<Notify>>,
     /// Chunks being sent to peers straight out of a pull still in progress here, per object
     /// (`cluster::pull`): the pull reports its end only once none is left.
-    pub partial_sends: FxHashMap<ObjectId, PartialSends>,
+    pub partial_sends: PartialSends,
     /// Notified when `peer down` asks the daemon to stop.
     pub stop: Arc<Notify>,
-}
-
-/// Sends out of one pull in progress (see [`Io::partial_sends`]).
-#[derive(Debug, Default)]
-pub struct PartialSends {
-    /// Sends under way.
-    pub count: usize,
-    /// Set once the pull has fetched everything (or failed) and waits for the sends to end;
-    /// notified when the last one does. No new send starts meanwhile.
-    pub ending: Option<Arc<Notify>>,
 }
 
 /// The core with its I/O.

@@ -14,6 +14,7 @@
 
 mod direct;
 pub mod links;
+pub mod partial_sends;
 pub mod paths;
 pub mod pull;
 

@@ -31,12 +31,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use peer_gossip::{GossipError, LinkKind, PeerId, StreamProtocol};
-use peer_node_core::ids::ObjectId;
 use peer_node_core::wire::codec::{self, FrameError};
 use peer_node_core::wire::peer::{PULL_PROTOCOL, PullReply, PullRequest};
 use peer_node_core::{CHUNK, Event, PullFailure, PullSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::direct::{DIRECT_MIN, Dialer, DirectPull};
@@ -160,9 +159,13 @@ pub(super) fn start(
                 if let Err(e) = &result {
                     tracing::warn!("pull of object {id} failed: {}", e.why);
                 }
-                end_partial_sends(&shared, id).await;
+                let ended = shared.engine.lock().io.partial_sends.finish(id);
+                if let Some(ended) = ended {
+                    // Every such send is bounded by CHUNK_TIMEOUT.
+                    ended.notified().await;
+                }
                 let mut e = shared.engine.lock();
-                e.io.partial_sends.remove(&id);
+                e.io.partial_sends.forget(id);
                 if let Some(n) = e.io.arrivals.remove(&id) {
                     n.notify_waiters();
                 }
@@ -173,34 +176,15 @@ pub(super) fn start(
     Ok(tx)
 }
 
-/// Waits until no chunk of `id` is being sent to a peer straight out of the space its pull
-/// here writes (each send is bounded by [`CHUNK_TIMEOUT`]), and starts no new such send: the
-/// core may free that space once it hears the pull ended.
-async fn end_partial_sends(shared: &Shared, id: ObjectId) {
-    let ended = Arc::new(Notify::new());
-    {
-        let mut e = shared.engine.lock();
-        let sends = e.io.partial_sends.entry(id).or_default();
-        sends.ending = Some(Arc::clone(&ended));
-        if sends.count == 0 {
-            return;
-        }
-    }
-    // `notify_one` keeps its permit if the last send ends before this waits.
-    ended.notified().await;
-}
-
 /// What the core says serves `req`, counted as a send out of a pull in progress when it is
-/// one (see [`end_partial_sends`]; [`release`] ends it). Call it under the engine lock.
+/// one (see `partial_sends`; [`release`] ends it). Call it under the engine lock.
 pub(super) fn pull_source_here(e: &mut Engine, req: &PullRequest) -> PullSource {
     let source = e.core.pull_source(req);
-    if let PullSource::Partial { .. } = source {
-        let sends = e.io.partial_sends.entry(req.id).or_default();
-        if sends.ending.is_some() {
-            // The pull is ending: the chunk is served from the sealed copy in a moment.
-            return PullSource::NotYet;
-        }
-        sends.count += 1;
+    if let PullSource::Partial { .. } = source
+        && !e.io.partial_sends.start(req.id)
+    {
+        // The pull is ending: the chunk is served from the sealed copy in a moment.
+        return PullSource::NotYet;
     }
     source
 }
@@ -639,24 +623,7 @@ pub(super) fn release(source: &PullSource, req: &PullRequest, shared: &Shared) {
             e.core.driver_release(&[req.id]);
             e.run();
         }
-        PullSource::Partial { .. } => {
-            let mut e = shared.engine.lock();
-            let std::collections::hash_map::Entry::Occupied(mut sends) =
-                e.io.partial_sends.entry(req.id)
-            else {
-                return;
-            };
-            let s = sends.get_mut();
-            s.count = s.count.saturating_sub(1);
-            if s.count == 0 {
-                match &s.ending {
-                    Some(ended) => ended.notify_one(),
-                    None => {
-                        sends.remove();
-                    }
-                }
-            }
-        }
+        PullSource::Partial { .. } => shared.engine.lock().io.partial_sends.end(req.id),
         PullSource::NotYet | PullSource::Missing(_) => {}
     }
 }
