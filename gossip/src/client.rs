@@ -128,9 +128,14 @@ impl Client {
         control
             .open_stream(peer, protocol)
             .await
-            .map_err(|e| GossipError::Stream {
-                peer,
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                libp2p_stream::OpenStreamError::UnsupportedProtocol(protocol) => {
+                    GossipError::Unsupported { peer, protocol }
+                }
+                e => GossipError::Stream {
+                    peer,
+                    reason: e.to_string(),
+                },
             })
     }
 

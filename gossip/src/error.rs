@@ -52,12 +52,20 @@ pub enum GossipError {
         /// Why (port in use, address not local, unsupported protocol...).
         reason: String,
     },
+    /// The peer does not speak the protocol a stream was opened with.
+    #[error("{peer} does not speak {protocol}")]
+    Unsupported {
+        /// The peer.
+        peer: libp2p::PeerId,
+        /// The protocol.
+        protocol: libp2p::StreamProtocol,
+    },
     /// A stream to a peer could not be opened.
     #[error("cannot open a stream to {peer}: {reason}")]
     Stream {
         /// The peer.
         peer: libp2p::PeerId,
-        /// Why (unreachable, connection reset, protocol not supported).
+        /// Why (unreachable, connection reset).
         reason: String,
     },
     /// Incoming streams of this protocol already have a receiver.

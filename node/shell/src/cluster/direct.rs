@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use parking_lot::Mutex;
-use peer_gossip::{DirectStream, DirectTls, PeerId, StreamProtocol};
+use peer_gossip::{DirectStream, DirectTls, GossipError, PeerId, StreamProtocol};
 use peer_node_core::wire::codec::{self, FrameError};
 use peer_node_core::wire::peer::{DIRECT_PROTOCOL, DirectOffer, PullReply, PullRequest};
 use peer_node_core::{Event, PullSource};
@@ -394,19 +394,42 @@ impl Dialer {
         {
             return None;
         }
-        let opened =
-            tokio::time::timeout(OPEN_TIMEOUT, DirectPull::open(client, &self.tls, peer, ips))
-                .await
-                .unwrap_or_else(|_| Err(format!("no direct connection within {OPEN_TIMEOUT:?}")));
+        let mut connecting = false;
+        let opening = DirectPull::open(client, &self.tls, peer, ips, &mut connecting);
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, opening)
+            .await
+            .unwrap_or_else(|_| {
+                let late = format!("no direct connection within {OPEN_TIMEOUT:?}");
+                // A port that swallows connection attempts is a firewall's doing; a slow
+                // ticket or handshake is a busy peer's.
+                Err(match connecting {
+                    true => OpenError::Unreachable(late),
+                    false => OpenError::Transient(late),
+                })
+            });
         match opened {
             Ok(pull) => Some(pull),
-            Err(why) => {
-                tracing::debug!(%peer, "no direct connection (pulling over streams): {why}");
+            Err(OpenError::Transient(why)) => {
+                tracing::debug!(%peer, "no direct connection this time (pulling over streams): {why}");
+                None
+            }
+            Err(OpenError::Unreachable(why)) => {
+                tracing::debug!(%peer, "no direct connection (pulling over streams for {UNREACHABLE_FOR:?}): {why}");
                 self.unreachable.lock().insert(peer, Instant::now());
                 None
             }
         }
     }
+}
+
+/// Why a direct connection was not opened.
+enum OpenError {
+    /// The holder serves none, refused, or its direct port cannot be reached or does not
+    /// speak TLS as it should: not asked again for [`UNREACHABLE_FOR`].
+    Unreachable(String),
+    /// Asking for the ticket failed on the way (a libp2p connection being replaced, a busy
+    /// holder): the next pull asks again.
+    Transient(String),
 }
 
 /// A chunk's place in the arena, handed to a pulling thread.
@@ -447,28 +470,34 @@ impl DirectPull {
     }
 
     /// Asks `peer` for a ticket and connects to it at one of `ips`; `Err` (why) if it offers
-    /// none or cannot be reached directly (the caller bounds the time).
+    /// none or cannot be reached directly (the caller bounds the time; `connecting` says,
+    /// when the time is up, whether the ticket had come and the TCP connection had not).
     async fn open(
         client: &peer_gossip::Client,
         tls: &DirectTls,
         peer: PeerId,
         ips: Vec<IpAddr>,
-    ) -> Result<DirectPull, String> {
+        connecting: &mut bool,
+    ) -> Result<DirectPull, OpenError> {
         let mut ask = client
             .open_stream(peer, protocol())
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| match e {
+                GossipError::Unsupported { .. } => OpenError::Unreachable(e.to_string()),
+                e => OpenError::Transient(e.to_string()),
+            })?
             .compat();
         let mut buf = Vec::new();
         let offer: DirectOffer = crate::frames::read_async_max(&mut ask, &mut buf, PULL_FRAME_MAX)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| OpenError::Transient(e.to_string()))?;
         let mut rest = Vec::new();
         let _ = ask.read_to_end(&mut rest).await;
         let (port, ticket) = match offer {
             DirectOffer::Ticket { port, ticket } => (port, ticket),
-            DirectOffer::Refused(why) => return Err(why),
+            DirectOffer::Refused(why) => return Err(OpenError::Unreachable(why)),
         };
+        *connecting = true;
         let mut socket = None;
         let mut failures = Vec::new();
         for ip in ips {
@@ -481,11 +510,14 @@ impl DirectPull {
             }
         }
         let Some(socket) = socket else {
-            return Err(format!("could not connect: {}", failures.join("; ")));
+            let why = format!("could not connect: {}", failures.join("; "));
+            return Err(OpenError::Unreachable(why));
         };
-        let socket = socket.into_std().map_err(|e| e.to_string())?;
-        socket.set_nonblocking(false).map_err(|e| e.to_string())?;
-        socket.set_nodelay(true).map_err(|e| e.to_string())?;
+        *connecting = false;
+        let unreachable = |e: &dyn std::fmt::Display| OpenError::Unreachable(e.to_string());
+        let socket = socket.into_std().map_err(|e| unreachable(&e))?;
+        socket.set_nonblocking(false).map_err(|e| unreachable(&e))?;
+        socket.set_nodelay(true).map_err(|e| unreachable(&e))?;
         let tls = tls.clone();
         let mut stream = tokio::task::spawn_blocking(move || -> Result<DirectStream, String> {
             let mut stream = tls.connect(socket, peer).map_err(|e| e.to_string())?;
@@ -494,8 +526,9 @@ impl DirectPull {
             Ok(stream)
         })
         .await
-        .map_err(|e| e.to_string())??;
-        let io = |e: std::io::Error| e.to_string();
+        .map_err(|e| unreachable(&e))?
+        .map_err(OpenError::Unreachable)?;
+        let io = |e: std::io::Error| unreachable(&e);
         stream
             .set_timeouts(CHUNK_TIMEOUT, CHUNK_TIMEOUT)
             .map_err(io)?;
