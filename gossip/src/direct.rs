@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
 use crate::Identity;
-use crate::records::ClientRecords;
+use crate::records::Records;
 use crate::tls::{Tls, TlsError, remote_peer};
 
 /// The IP of `addr` if it is a plain TCP address (`/ip4|ip6/…/tcp/…`, not through a relay).
@@ -61,7 +61,8 @@ pub struct DirectTls {
     /// record layer once the handshake is done (`records.rs`).
     client: Arc<rustls::ClientConfig>,
     /// As the node's libp2p connections have it, less session tickets (a client has no use
-    /// for them, and none is then sent after the handshake).
+    /// for them, and none is then sent after the handshake), and the session's secrets
+    /// handed to the record layer once the client is admitted.
     server: Arc<rustls::ServerConfig>,
 }
 
@@ -70,6 +71,9 @@ impl std::fmt::Debug for DirectTls {
         f.write_str("DirectTls")
     }
 }
+
+/// The byte a server sends once it admitted a client's ticket and took over the session.
+const ADMITTED: u8 = 1;
 
 impl DirectTls {
     /// The TLS configuration of this node's identity (as its libp2p connections use).
@@ -83,19 +87,26 @@ impl DirectTls {
         client.enable_secret_extraction = true;
         let mut server = (*tls.server_config()).clone();
         server.send_tls13_tickets = 0;
+        server.enable_secret_extraction = true;
         Ok(DirectTls {
             client: Arc::new(client),
             server: Arc::new(server),
         })
     }
 
-    /// TLS as the client on `socket` (a connected, blocking TCP socket); fails unless the
-    /// server proves it is `expected`.
-    pub fn connect(&self, socket: TcpStream, expected: PeerId) -> Result<DirectStream, TlsError> {
+    /// TLS as the client on `socket` (a connected, blocking TCP socket): fails unless the
+    /// server proves it is `expected` and admits `ticket` (within [`HANDSHAKE_TIMEOUT`]).
+    pub fn connect(
+        &self,
+        socket: TcpStream,
+        expected: PeerId,
+        ticket: &[u8; 16],
+    ) -> Result<DirectStream, TlsError> {
         // With SNI off the name is not sent; rustls still wants one.
         let name = ServerName::IpAddress(std::net::IpAddr::from([0, 0, 0, 0]).into());
         let mut conn = ClientConnection::new(Arc::clone(&self.client), name)?;
         let mut socket = socket;
+        let before = (socket.read_timeout()?, socket.write_timeout()?);
         handshake(&mut conn, &mut socket)?;
         let remote = remote_peer(&conn)?;
         if remote != expected {
@@ -104,17 +115,78 @@ impl DirectTls {
                 format!("expected {expected}, {remote} answered"),
             )));
         }
-        let records = ClientRecords::new(conn, socket).map_err(TlsError::Handshake)?;
-        Ok(DirectStream::Client(Box::new(records)))
+        // The server sends nothing before it admits us (no session tickets), so nothing of
+        // the session is left in rustls's buffers.
+        let suite = conn.negotiated_cipher_suite();
+        let mut records = Records::new(socket, suite, conn.dangerous_extract_secrets())
+            .map_err(TlsError::Handshake)?;
+        records.socket().set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        records
+            .socket()
+            .set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut admitted = [0u8; 1];
+        records
+            .write_all(ticket)
+            .and_then(|()| records.read_exact(&mut admitted))
+            .map_err(|e| {
+                TlsError::Handshake(io::Error::new(
+                    e.kind(),
+                    format!("the server did not admit the ticket: {e}"),
+                ))
+            })?;
+        if admitted != [ADMITTED] {
+            return Err(TlsError::Handshake(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server did not admit the ticket",
+            )));
+        }
+        records.socket().set_read_timeout(before.0)?;
+        records.socket().set_write_timeout(before.1)?;
+        Ok(DirectStream(Box::new(records)))
     }
 
-    /// TLS as the server on `socket` (accepted, blocking); the client's PeerId and the stream.
-    pub fn accept(&self, socket: TcpStream) -> Result<(PeerId, DirectStream), TlsError> {
+    /// TLS as the server on `socket` (accepted, blocking): the client's PeerId and the
+    /// stream, once `admit` said yes to the 16-byte ticket the client sent first (within
+    /// [`HANDSHAKE_TIMEOUT`]; a ticket refused fails with `PermissionDenied`).
+    pub fn accept(
+        &self,
+        socket: TcpStream,
+        admit: impl FnOnce(PeerId, &[u8; 16]) -> bool,
+    ) -> Result<(PeerId, DirectStream), TlsError> {
         let conn = ServerConnection::new(Arc::clone(&self.server))?;
         let mut stream = StreamOwned::new(conn, socket);
+        let before = (stream.sock.read_timeout()?, stream.sock.write_timeout()?);
         handshake(&mut stream.conn, &mut stream.sock)?;
         let remote = remote_peer(&stream.conn)?;
-        Ok((remote, DirectStream::Server(Box::new(stream))))
+        stream.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut ticket = [0u8; 16];
+        stream.read_exact(&mut ticket)?;
+        if !admit(remote, &ticket) {
+            return Err(TlsError::Handshake(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{remote} sent no good ticket"),
+            )));
+        }
+        // The client sends nothing more until it is admitted: the session is whole here.
+        let pending = stream
+            .conn
+            .process_new_packets()
+            .map_err(|e| TlsError::Handshake(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        if pending.plaintext_bytes_to_read() > 0 || pending.tls_bytes_to_write() > 0 {
+            return Err(TlsError::Handshake(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{remote} sent more than its ticket before it was admitted"),
+            )));
+        }
+        let StreamOwned { conn, sock } = stream;
+        let suite = conn.negotiated_cipher_suite();
+        let mut records = Records::new(sock, suite, conn.dangerous_extract_secrets())
+            .map_err(TlsError::Handshake)?;
+        records.write_all(&[ADMITTED])?;
+        records.socket().set_read_timeout(before.0)?;
+        records.socket().set_write_timeout(before.1)?;
+        Ok((remote, DirectStream(Box::new(records))))
     }
 }
 
@@ -145,11 +217,9 @@ fn handshake<S: rustls::SideData>(
     Ok(())
 }
 
-/// An established direct connection: plaintext in and out.
-pub enum DirectStream {
-    Client(Box<ClientRecords>),
-    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
+/// An established direct connection: plaintext in and out, its records protected by
+/// `records.rs`.
+pub struct DirectStream(Box<Records>);
 
 impl std::fmt::Debug for DirectStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,16 +231,18 @@ impl DirectStream {
     /// The TCP socket under the TLS session (for timeouts, and for a clone that can shut it
     /// down from another thread to end a blocked read).
     pub fn socket(&self) -> &TcpStream {
-        match self {
-            DirectStream::Client(s) => s.socket(),
-            DirectStream::Server(s) => &s.sock,
-        }
+        self.0.socket()
     }
 
     /// Sets how long one read and one write may block.
     pub fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
         self.socket().set_read_timeout(Some(read))?;
         self.socket().set_write_timeout(Some(write))
+    }
+
+    /// Says the stream ends here (`close_notify`): the other end reads its end.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.0.close()
     }
 
     /// Ends the connection in both directions (a blocked read returns).
@@ -181,26 +253,18 @@ impl DirectStream {
 
 impl Read for DirectStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            DirectStream::Client(s) => s.read(buf),
-            DirectStream::Server(s) => s.read(buf),
-        }
+        self.0.read(buf)
     }
 }
 
 impl Write for DirectStream {
+    /// Seals all of `buf` and sends it: the bytes are read where they are, not copied.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            DirectStream::Client(s) => s.write(buf),
-            DirectStream::Server(s) => s.write(buf),
-        }
+        self.0.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            DirectStream::Client(s) => s.flush(),
-            DirectStream::Server(s) => s.flush(),
-        }
+        self.0.flush()
     }
 }
 
@@ -209,6 +273,8 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    const TICKET: [u8; 16] = *b"a ticket 16 long";
 
     fn pair() -> (Keypair, Keypair) {
         (Keypair::generate_ed25519(), Keypair::generate_ed25519())
@@ -239,7 +305,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (socket, _) = listener.accept().unwrap();
-            let (client, mut stream) = DirectTls::from_keypair(&b).unwrap().accept(socket).unwrap();
+            let (client, mut stream) = DirectTls::from_keypair(&b)
+                .unwrap()
+                .accept(socket, |_, t| t == &TICKET)
+                .unwrap();
             let mut got = vec![0u8; 5 << 20];
             stream.read_exact(&mut got).unwrap();
             stream.write_all(&got[..7]).unwrap();
@@ -249,7 +318,7 @@ mod tests {
         let socket = TcpStream::connect(addr).unwrap();
         let mut stream = DirectTls::from_keypair(&a)
             .unwrap()
-            .connect(socket, b_id)
+            .connect(socket, b_id, &TICKET)
             .unwrap();
         let sent: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
         stream.write_all(&sent).unwrap();
@@ -276,14 +345,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (socket, _) = listener.accept().unwrap();
-            let Ok((_, mut stream)) = DirectTls::from_keypair(&b).unwrap().accept(socket) else {
+            let admit = |_: PeerId, t: &[u8; 16]| t == &TICKET;
+            let Ok((_, mut stream)) = DirectTls::from_keypair(&b).unwrap().accept(socket, admit)
+            else {
                 return;
             };
-            let _ = stream.write_all(&data).and_then(|()| stream.flush());
-            if let DirectStream::Server(s) = &mut stream {
-                s.conn.send_close_notify();
-                let _ = s.flush();
-            }
+            let _ = stream.write_all(&data).and_then(|()| stream.close());
         });
         let front = TcpListener::bind("127.0.0.1:0").unwrap();
         let front_addr = front.local_addr().unwrap();
@@ -297,7 +364,7 @@ mod tests {
             .unwrap();
         let mut stream = DirectTls::from_keypair(&a)
             .unwrap()
-            .connect(socket, b_id)
+            .connect(socket, b_id, &TICKET)
             .unwrap();
         let mut got = Vec::new();
         let mut sizes = reads.iter().copied().cycle();
@@ -371,6 +438,27 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_the_server_does_not_admit_ends_the_connection_on_both_sides() {
+        let (a, b) = pair();
+        let b_id = b.public().to_peer_id();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let tls = DirectTls::from_keypair(&b).unwrap();
+            tls.accept(socket, |_, t| t == &TICKET).map(|_| ())
+        });
+        let socket = TcpStream::connect(addr).unwrap();
+        let err = DirectTls::from_keypair(&a)
+            .unwrap()
+            .connect(socket, b_id, b"not the ticket!!")
+            .unwrap_err();
+        assert!(err.to_string().contains("did not admit"), "{err}");
+        let refused = server.join().unwrap().unwrap_err();
+        assert!(refused.to_string().contains("no good ticket"), "{refused}");
+    }
+
+    #[test]
     fn a_dialer_refuses_a_server_that_is_not_the_peer_it_expects() {
         let (a, b) = pair();
         let stranger = Keypair::generate_ed25519().public().to_peer_id();
@@ -379,12 +467,14 @@ mod tests {
         let server = std::thread::spawn(move || {
             let (socket, _) = listener.accept().unwrap();
             // The server's side may finish before the client refuses; either way no bytes.
-            let _ = DirectTls::from_keypair(&b).unwrap().accept(socket);
+            let _ = DirectTls::from_keypair(&b)
+                .unwrap()
+                .accept(socket, |_, _| true);
         });
         let socket = TcpStream::connect(addr).unwrap();
         let err = DirectTls::from_keypair(&a)
             .unwrap()
-            .connect(socket, stranger)
+            .connect(socket, stranger, &TICKET)
             .unwrap_err();
         assert!(err.to_string().contains("answered"), "{err}");
         server.join().unwrap();
@@ -402,7 +492,12 @@ mod tests {
             let _ = socket.read_to_end(&mut sink);
         });
         let (socket, _) = listener.accept().unwrap();
-        assert!(DirectTls::from_keypair(&b).unwrap().accept(socket).is_err());
+        assert!(
+            DirectTls::from_keypair(&b)
+                .unwrap()
+                .accept(socket, |_, _| true)
+                .is_err()
+        );
         client.join().unwrap();
     }
 }

@@ -1,13 +1,14 @@
-//! The pulling end of a direct connection once its TLS 1.3 handshake is done: rustls's own
-//! record protection for the negotiated suite, with the connection's traffic secrets
-//! extracted from it, driven here so that a record's ciphertext is read straight into the
-//! caller's buffer (an object's place in the store) and decrypted there.
+//! A direct connection once its TLS 1.3 handshake is done, on either end: the session's
+//! traffic secrets are taken out of rustls and its records protected here, so bulk bytes are
+//! never copied on the way: a record's ciphertext is read straight into the caller's buffer
+//! (an object's place in the store) and opened there, and a record is sealed straight out of
+//! the caller's bytes (the object's place) into the buffer that goes to the socket.
 //!
-//! rustls's buffered connection copies every record's plaintext twice more (into a buffer of
-//! its own, then out to the reader), which after the cipher was the largest cost of a pull.
-//! Nothing else changes: the records are TLS 1.3's (RFC 8446 §5.2), protected and checked by
-//! rustls's `MessageEncrypter`/`MessageDecrypter` for the suite, with its sequence numbers
-//! carried on, and the serving end stays an ordinary rustls connection.
+//! rustls's buffered connection copies every record's plaintext into buffers of its own
+//! (twice on the way in), which after the cipher was the largest cost of moving an object.
+//! Nothing else changes: the records are TLS 1.3's (RFC 8446 §5.2), opened by rustls's own
+//! `MessageDecrypter` for the suite, and sealed with the AEAD rustls uses (aws-lc-rs) under
+//! rustls's own nonce for each sequence number, which carry on from the handshake.
 //!
 //! - A record whose ciphertext fits in the caller's buffer is read into it and opened in
 //!   place; nothing of it is returned before its tag checked out. Smaller reads (the frames
@@ -21,10 +22,9 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::Range;
 
-use rustls::crypto::cipher::{
-    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
-};
-use rustls::{ClientConnection, ConnectionTrafficSecrets, ContentType, ProtocolVersion};
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, UnboundKey};
+use rustls::crypto::cipher::{InboundOpaqueMessage, Iv, MessageDecrypter, Nonce};
+use rustls::{ConnectionTrafficSecrets, ContentType, ExtractedSecrets, ProtocolVersion};
 
 /// Bytes of a record header.
 const HEADER: usize = 5;
@@ -36,11 +36,17 @@ const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
 const MAX_EMPTY_IN_A_ROW: u32 = 32;
 /// `NewSessionTicket`'s handshake message type.
 const NEW_SESSION_TICKET: u8 = 4;
+/// Bytes of the AEAD tag.
+const TAG: usize = 16;
+/// Records sealed into one buffer before it is written to the socket (64 KiB, as rustls
+/// does: more leaves the buffer colder by the time the kernel copies it).
+const RECORDS_PER_WRITE: usize = 4;
 
-/// A client's established TLS 1.3 session, its records sealed and opened here.
-pub struct ClientRecords {
+/// An established TLS 1.3 session, its records sealed and opened here.
+pub struct Records {
     socket: TcpStream,
-    encrypter: Box<dyn MessageEncrypter>,
+    sealer: LessSafeKey,
+    tx_iv: Iv,
     decrypter: Box<dyn MessageDecrypter>,
     tx_seq: u64,
     rx_seq: u64,
@@ -50,13 +56,17 @@ pub struct ClientRecords {
     /// The last record opened in `scratch`, and the part of its plaintext not returned yet.
     scratch: Vec<u8>,
     plain: Range<usize>,
+    /// Records sealed and not written yet: the first `out_len` bytes of `out` (which only
+    /// grows, so its bytes are not cleared for every record).
+    out: Vec<u8>,
+    out_len: usize,
     closed: bool,
     failed: Option<String>,
 }
 
-impl std::fmt::Debug for ClientRecords {
+impl std::fmt::Debug for Records {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientRecords")
+        f.write_str("Records")
     }
 }
 
@@ -64,30 +74,40 @@ fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
 }
 
-impl ClientRecords {
-    /// Takes over `conn` (handshake done, nothing left to send, secret extraction enabled in
-    /// its config) and its `socket`.
-    pub fn new(conn: ClientConnection, socket: TcpStream) -> io::Result<Self> {
-        let Some(rustls::SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite()
-        else {
+impl Records {
+    /// Takes over a session on `socket` whose handshake is done and that has nothing left to
+    /// send or to read: `suite` as negotiated, `secrets` as rustls hands them out
+    /// (`dangerous_extract_secrets`, with secret extraction enabled in its config).
+    pub fn new(
+        socket: TcpStream,
+        suite: Option<rustls::SupportedCipherSuite>,
+        secrets: Result<ExtractedSecrets, rustls::Error>,
+    ) -> io::Result<Self> {
+        let Some(rustls::SupportedCipherSuite::Tls13(suite)) = suite else {
             return Err(invalid("direct connections speak TLS 1.3 only"));
         };
-        let aead = suite.common.suite;
-        let secrets = conn
-            .dangerous_extract_secrets()
-            .map_err(|e| invalid(format!("taking over the session: {e}")))?;
-        let keys = |secrets| match secrets {
+        let secrets = secrets.map_err(|e| invalid(format!("taking over the session: {e}")))?;
+        let ((tx_seq, tx), (rx_seq, rx)) = (secrets.tx, secrets.rx);
+        let (rx_key, rx_iv) = match rx {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv }
             | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => Ok((key, iv)),
-            _ => Err(invalid(format!("no record layer here for {aead:?}"))),
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+            _ => return Err(invalid("no record layer here for the negotiated suite")),
         };
-        let ((tx_seq, tx), (rx_seq, rx)) = (secrets.tx, secrets.rx);
-        let (tx_key, tx_iv) = keys(tx)?;
-        let (rx_key, rx_iv) = keys(rx)?;
-        Ok(ClientRecords {
+        let (algorithm, tx_key, tx_iv) = match tx {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => return Err(invalid("no record layer here for the negotiated suite")),
+        };
+        let key = UnboundKey::new(algorithm, tx_key.as_ref())
+            .map_err(|_| invalid("the session's key does not fit its cipher"))?;
+        Ok(Records {
             socket,
-            encrypter: suite.aead_alg.encrypter(tx_key, tx_iv),
+            sealer: LessSafeKey::new(key),
+            tx_iv,
             decrypter: suite.aead_alg.decrypter(rx_key, rx_iv),
             tx_seq,
             rx_seq,
@@ -95,6 +115,8 @@ impl ClientRecords {
             head_len: 0,
             scratch: Vec::new(),
             plain: 0..0,
+            out: Vec::new(),
+            out_len: 0,
             closed: false,
             failed: None,
         })
@@ -226,7 +248,7 @@ impl ClientRecords {
     }
 }
 
-impl Read for ClientRecords {
+impl Read for Records {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check()?;
         if buf.is_empty() {
@@ -238,31 +260,76 @@ impl Read for ClientRecords {
     }
 }
 
-impl Write for ClientRecords {
-    /// Seals up to one record's worth of `buf` and sends it.
+impl Records {
+    /// Seals one record of `typ` holding `plain` (at most [`MAX_FRAGMENT`] bytes) onto `out`,
+    /// reading `plain` where it is.
+    fn seal(&mut self, typ: ContentType, plain: &[u8]) -> io::Result<()> {
+        let n = plain.len();
+        let len = n + 1 + TAG;
+        let header = [
+            u8::from(ContentType::ApplicationData),
+            3,
+            3,
+            (len >> 8) as u8,
+            len as u8,
+        ];
+        let start = self.out_len;
+        let end = start + HEADER + len;
+        if self.out.len() < end {
+            self.out.resize(end, 0);
+        }
+        self.out[start..start + HEADER].copy_from_slice(&header);
+        let (body, type_and_tag) = self.out[start + HEADER..end].split_at_mut(n);
+        let nonce = aead::Nonce::assume_unique_for_key(Nonce::new(&self.tx_iv, self.tx_seq).0);
+        self.sealer
+            .seal_out_of_place_scatter(
+                nonce,
+                Aad::from(header),
+                plain,
+                body,
+                &[u8::from(typ)],
+                type_and_tag,
+            )
+            .map_err(|_| invalid("sealing a record failed"))?;
+        self.tx_seq += 1;
+        self.out_len = end;
+        Ok(())
+    }
+
+    /// Writes what is sealed.
+    fn send(&mut self) -> io::Result<()> {
+        let sent = self.socket.write_all(&self.out[..self.out_len]);
+        self.out_len = 0;
+        sent
+    }
+
+    /// Seals all of `buf` and sends it.
+    fn write_records(&mut self, buf: &[u8]) -> io::Result<()> {
+        for batch in buf.chunks(MAX_FRAGMENT * RECORDS_PER_WRITE) {
+            for piece in batch.chunks(MAX_FRAGMENT) {
+                self.seal(ContentType::ApplicationData, piece)?;
+            }
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify`: the other end reads the end of the stream.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.seal(ContentType::Alert, &[1, 0])
+            .and_then(|()| self.send())
+            .inspect_err(|e| self.failed = Some(e.to_string()))
+    }
+}
+
+impl Write for Records {
+    /// Seals all of `buf` (in records of at most 16 KiB) and sends it.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
-        let piece = &buf[..buf.len().min(MAX_FRAGMENT)];
-        let msg = OutboundPlainMessage {
-            typ: ContentType::ApplicationData,
-            version: ProtocolVersion::TLSv1_2,
-            payload: OutboundChunks::Single(piece),
-        };
-        let sent = self
-            .encrypter
-            .encrypt(msg, self.tx_seq)
-            .map_err(|e| invalid(format!("sealing a record: {e}")))
-            .and_then(|record| {
-                self.tx_seq += 1;
-                self.socket.write_all(&record.encode())
-            });
-        match sent {
-            Ok(()) => Ok(piece.len()),
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                Err(e)
-            }
-        }
+        self.write_records(buf)
+            .inspect_err(|e| self.failed = Some(e.to_string()))?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -58,8 +58,9 @@ pub enum PullReply {
 }
 
 /// The protocol on which a node hands a peer a ticket for a direct connection (TLS over a
-/// plain TCP socket, beside libp2p's) to pull large objects on.
-pub const DIRECT_PROTOCOL: &str = "/peer/direct/1.0.0";
+/// plain TCP socket, beside libp2p's) to pull large objects on. (2.0.0: the holder answers
+/// the ticket with a byte before any request, and both ends protect the records themselves.)
+pub const DIRECT_PROTOCOL: &str = "/peer/direct/2.0.0";
 
 /// The one frame a node sends on a direct-ticket stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

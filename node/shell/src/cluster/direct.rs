@@ -224,17 +224,21 @@ impl Direct {
         handle: &tokio::runtime::Handle,
     ) -> Result<(), String> {
         socket.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (peer, mut stream) = self.tls.accept(socket).map_err(|e| e.to_string())?;
+        let mut refused = false;
+        let admit = |peer, ticket: &[u8; 16]| {
+            refused = !self.tickets.redeem(ticket, peer);
+            !refused
+        };
+        let accepted = self.tls.accept(socket, admit);
+        if refused {
+            shared.handle(Event::BadFrame);
+        }
+        let (peer, stream) = accepted.map_err(|e| e.to_string())?;
         let io = |e: std::io::Error| e.to_string();
         stream
             .set_timeouts(REQUEST_TIMEOUT, CHUNK_TIMEOUT)
             .map_err(io)?;
-        let mut ticket = [0u8; 16];
-        stream.read_exact(&mut ticket).map_err(io)?;
-        if !self.tickets.redeem(&ticket, peer) {
-            shared.handle(Event::BadFrame);
-            return Err(format!("{peer} sent no good ticket"));
-        }
+        let mut stream = stream;
         stream
             .socket()
             .set_read_timeout(Some(STREAM_IDLE))
@@ -520,10 +524,8 @@ impl DirectPull {
         socket.set_nodelay(true).map_err(|e| unreachable(&e))?;
         let tls = tls.clone();
         let mut stream = tokio::task::spawn_blocking(move || -> Result<DirectStream, String> {
-            let mut stream = tls.connect(socket, peer).map_err(|e| e.to_string())?;
-            stream.write_all(&ticket).map_err(|e| e.to_string())?;
-            stream.flush().map_err(|e| e.to_string())?;
-            Ok(stream)
+            tls.connect(socket, peer, &ticket)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| unreachable(&e))?
