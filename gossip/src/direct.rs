@@ -6,11 +6,15 @@
 //! certificate, the same verifier, AES-GCM first): both ends prove their host keys, and the
 //! dialer checks that the PeerId it expects answered. It carries no cluster-key proof of its
 //! own: a direct connection is only worth anything with a ticket that the serving node handed
-//! out over an admitted libp2p link (the node's pull module checks it).
+//! out over an admitted libp2p link. The dialer sends the ticket first thing over the session;
+//! the server (the node's `admit` says whether it is good) answers with one byte, and only
+//! then do both ends take the session out of rustls and protect its records themselves
+//! (`records.rs`), so none is left in rustls's buffers.
 //!
 //! Blocking I/O on purpose: each direct connection is driven by one thread, which reads TLS
-//! records straight into the caller's buffer (an object's place in the store), so bulk bytes
-//! never queue behind, or delay, control messages on the node's runtime.
+//! records straight into the caller's buffer (an object's place in the store) or seals them
+//! straight out of it, so bulk bytes never queue behind, or delay, control messages on the
+//! node's runtime.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
