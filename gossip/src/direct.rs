@@ -110,7 +110,7 @@ impl DirectTls {
         let name = ServerName::IpAddress(std::net::IpAddr::from([0, 0, 0, 0]).into());
         let mut conn = ClientConnection::new(Arc::clone(&self.client), name)?;
         let mut socket = socket;
-        let before = (socket.read_timeout()?, socket.write_timeout()?);
+        let before = bound_by_handshake_timeout(&socket)?;
         handshake(&mut conn, &mut socket)?;
         let remote = remote_peer(&conn)?;
         if remote != expected {
@@ -124,10 +124,6 @@ impl DirectTls {
         let suite = conn.negotiated_cipher_suite();
         let mut records = Records::new(socket, suite, conn.dangerous_extract_secrets())
             .map_err(TlsError::Handshake)?;
-        records.socket().set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        records
-            .socket()
-            .set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut admitted = [0u8; 1];
         records
             .write_all(ticket)
@@ -159,11 +155,9 @@ impl DirectTls {
     ) -> Result<(PeerId, DirectStream), TlsError> {
         let conn = ServerConnection::new(Arc::clone(&self.server))?;
         let mut stream = StreamOwned::new(conn, socket);
-        let before = (stream.sock.read_timeout()?, stream.sock.write_timeout()?);
+        let before = bound_by_handshake_timeout(&stream.sock)?;
         handshake(&mut stream.conn, &mut stream.sock)?;
         let remote = remote_peer(&stream.conn)?;
-        stream.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        stream.sock.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut ticket = [0u8; 16];
         stream.read_exact(&mut ticket)?;
         if !admit(remote, &ticket) {
@@ -194,14 +188,23 @@ impl DirectTls {
     }
 }
 
-/// Runs a handshake to its end on a blocking socket (bounded by [`HANDSHAKE_TIMEOUT`]).
+/// Bounds every read and write on `socket` by [`HANDSHAKE_TIMEOUT`] (for the handshake and
+/// the ticket), returning the timeouts it had, to put back once the session is set up.
+fn bound_by_handshake_timeout(
+    socket: &TcpStream,
+) -> io::Result<(Option<Duration>, Option<Duration>)> {
+    let before = (socket.read_timeout()?, socket.write_timeout()?);
+    socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    Ok(before)
+}
+
+/// Runs a handshake to its end on a blocking socket whose reads and writes are bounded (the
+/// whole is bounded by [`HANDSHAKE_TIMEOUT`] too).
 fn handshake<S: rustls::SideData>(
     conn: &mut rustls::ConnectionCommon<S>,
     socket: &mut TcpStream,
 ) -> Result<(), TlsError> {
-    let before = (socket.read_timeout()?, socket.write_timeout()?);
-    socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
     while conn.is_handshaking() {
         if std::time::Instant::now() > deadline {
@@ -216,8 +219,6 @@ fn handshake<S: rustls::SideData>(
     while conn.wants_write() {
         conn.write_tls(socket)?;
     }
-    socket.set_read_timeout(before.0)?;
-    socket.set_write_timeout(before.1)?;
     Ok(())
 }
 

@@ -233,16 +233,10 @@ impl Direct {
         if refused {
             shared.handle(Event::BadFrame);
         }
-        let (peer, stream) = accepted.map_err(|e| e.to_string())?;
-        let io = |e: std::io::Error| e.to_string();
+        let (peer, mut stream) = accepted.map_err(|e| e.to_string())?;
         stream
-            .set_timeouts(REQUEST_TIMEOUT, CHUNK_TIMEOUT)
-            .map_err(io)?;
-        let mut stream = stream;
-        stream
-            .socket()
-            .set_read_timeout(Some(STREAM_IDLE))
-            .map_err(io)?;
+            .set_timeouts(STREAM_IDLE, CHUNK_TIMEOUT)
+            .map_err(|e| e.to_string())?;
         loop {
             let req: PullRequest = match codec::read_blocking_max(&mut stream, PULL_FRAME_MAX) {
                 Ok(r) => r,
