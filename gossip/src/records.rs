@@ -170,14 +170,12 @@ impl Records {
         Ok((plain.typ, plain.payload.len()))
     }
 
-    /// What a record that is not application data means: `Ok` to go on to the next one.
-    fn control(&mut self, typ: ContentType, plain: &[u8]) -> io::Result<()> {
+    /// What a record that is not application data means: `Ok(true)` if it ends the stream,
+    /// `Ok(false)` to go on to the next one.
+    fn control(typ: ContentType, plain: &[u8]) -> io::Result<bool> {
         match (typ, plain) {
-            (ContentType::Handshake, [NEW_SESSION_TICKET, ..]) => Ok(()),
-            (ContentType::Alert, [_, 0]) => {
-                self.closed = true;
-                Ok(())
-            }
+            (ContentType::Handshake, [NEW_SESSION_TICKET, ..]) => Ok(false),
+            (ContentType::Alert, [_, 0]) => Ok(true),
             (ContentType::Alert, [_, desc]) => Err(invalid(format!("the peer sent alert {desc}"))),
             _ => Err(invalid(format!("unexpected {typ:?} record"))),
         }
@@ -217,8 +215,7 @@ impl Records {
                     return Ok(plain);
                 }
                 if typ != ContentType::ApplicationData {
-                    let record = buf[..plain].to_vec();
-                    self.control(typ, &record)?;
+                    self.closed = Self::control(typ, &buf[..plain])?;
                 }
                 (typ, plain)
             } else {
@@ -233,8 +230,7 @@ impl Records {
                 if typ == ContentType::ApplicationData {
                     self.plain = 0..plain;
                 } else {
-                    let record = self.scratch[..plain].to_vec();
-                    self.control(typ, &record)?;
+                    self.closed = Self::control(typ, &self.scratch[..plain])?;
                 }
                 (typ, plain)
             };
