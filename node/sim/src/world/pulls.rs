@@ -32,6 +32,23 @@ pub(super) struct Pull {
 }
 
 impl World {
+    /// The bytes `req` asks of node `src`'s copy of an object of `object_len` bytes at `at`.
+    fn read_served(
+        &self,
+        src: usize,
+        req: &PullRequest,
+        at: u64,
+        object_len: u64,
+    ) -> Result<Vec<u8>, String> {
+        if req.offset + req.len > object_len {
+            return Err(format!("object has only {object_len} bytes"));
+        }
+        self.nodes[src]
+            .store
+            .read(at + req.offset, req.len)
+            .map_err(|e| e.to_string())
+    }
+
     pub(super) fn pull_step(&mut self, n: usize, pull: u64) -> Result<(), Failure> {
         let Some(p) = self.nodes[n].pulls.get(&pull) else {
             return Ok(());
@@ -105,14 +122,7 @@ impl World {
                 offset: at,
                 len: object_len,
             } => {
-                let bytes = if req.offset + req.len > object_len {
-                    Err(format!("object has only {object_len} bytes"))
-                } else {
-                    self.nodes[src]
-                        .store
-                        .read(at + req.offset, req.len)
-                        .map_err(|e| e.to_string())
-                };
+                let bytes = self.read_served(src, &req, at, object_len);
                 if let Some(core) = self.core_mut(src) {
                     core.driver_release(&[id]);
                 }
@@ -126,16 +136,7 @@ impl World {
             PullSource::Partial {
                 offset: at,
                 len: object_len,
-            } => {
-                if req.offset + req.len > object_len {
-                    Err(format!("object has only {object_len} bytes"))
-                } else {
-                    self.nodes[src]
-                        .store
-                        .read(at + req.offset, req.len)
-                        .map_err(|e| e.to_string())
-                }
-            }
+            } => self.read_served(src, &req, at, object_len),
             PullSource::NotYet => {
                 let asked = self.nodes[n]
                     .pulls
